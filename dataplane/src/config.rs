@@ -1,0 +1,587 @@
+//! The switch's TOML configuration: EAL settings, ports, workers, control plane.
+//!
+//! `Config::from_file` parses and `Config::validate` checks everything that can be checked
+//! before DPDK starts, so a bad file fails at once with every problem listed and leaves nothing
+//! behind (no hugepage files, no sockets).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Virtual-device drivers the switch accepts in devargs (besides PCI addresses).
+pub const VDEV_DRIVERS: &[&str] = &[
+    "net_af_packet",
+    "net_af_xdp",
+    "net_memif",
+    "net_vhost",
+    "net_tap",
+    "net_pcap",
+    "net_ring",
+    "net_null",
+    "net_virtio_user",
+];
+
+/// Largest OpenFlow port number a user port may take (0xff00; higher ones are reserved).
+pub const MAX_PORT_NUMBER: u32 = 0xff00;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub eal: EalConfig,
+    #[serde(default)]
+    pub switch: SwitchConfig,
+    #[serde(default)]
+    pub control: ControlConfig,
+    #[serde(default, rename = "port")]
+    pub ports: Vec<PortConfig>,
+    #[serde(default, rename = "worker")]
+    pub workers: Vec<WorkerConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EalConfig {
+    /// Core of the EAL main thread and of the control plane (gRPC, aging, counters).
+    pub main_core: usize,
+    /// DPDK `--file-prefix`: keeps this switch's DPDK files apart from other DPDK processes.
+    pub file_prefix: String,
+    /// DPDK `--in-memory`: no shared files at all, so nothing is left behind even after a
+    /// crash. Turn off only to attach DPDK's secondary-process tools.
+    pub in_memory: bool,
+    /// Run without hugepages (`--no-huge`): slower, for tests and unprivileged trials.
+    pub no_huge: bool,
+    /// Memory to reserve, in MiB; computed from ports and queues when absent.
+    pub memory_mb: Option<u32>,
+    /// DPDK log level (`--log-level`), e.g. "notice" or "lib.eal:debug".
+    pub log_level: Option<String>,
+    /// More EAL arguments, passed as they are.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for EalConfig {
+    fn default() -> Self {
+        EalConfig {
+            main_core: 0,
+            file_prefix: "vswitch".into(),
+            in_memory: true,
+            no_huge: false,
+            memory_mb: None,
+            log_level: None,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SwitchConfig {
+    /// Most (VLAN, MAC) entries the learning table holds.
+    pub mac_table_size: u32,
+    /// Seconds a learned MAC stays without being seen.
+    pub mac_aging_seconds: u32,
+    /// Forward 802.1D link-local frames (01:80:c2:00:00:0x) instead of dropping them.
+    pub forward_link_local: bool,
+    /// Mbufs in the packet pool; computed from ports and queues when absent.
+    pub mbufs: Option<u32>,
+    /// Per-core mempool cache (DPDK caps it at 512).
+    pub mbuf_cache: u32,
+}
+
+impl Default for SwitchConfig {
+    fn default() -> Self {
+        SwitchConfig {
+            mac_table_size: 65536,
+            mac_aging_seconds: 300,
+            forward_link_local: false,
+            mbufs: None,
+            mbuf_cache: 256,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// Unix socket of the gRPC API.
+    pub socket: PathBuf,
+    /// Also serve the gRPC API on this TCP address (e.g. "127.0.0.1:50051"). Off by default:
+    /// the API has no authentication yet, so only expose it on a trusted network.
+    pub listen: Option<SocketAddr>,
+    pub log_format: LogFormat,
+}
+
+/// Where the daemon listens and `vswitchctl` looks by default.
+pub const DEFAULT_SOCKET: &str = "/run/vswitch/vswitchd.sock";
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig { socket: PathBuf::from(DEFAULT_SOCKET), listen: None, log_format: LogFormat::Text }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PortConfig {
+    /// Name used by the API and the CLI.
+    pub name: String,
+    /// OpenFlow-style port number (1 to 65280), used in flows and in the CLI.
+    pub number: u32,
+    /// DPDK device: a PCI address (an SR-IOV VF) or a vdev such as
+    /// `net_af_packet0,iface=veth0`.
+    pub devargs: String,
+    #[serde(default = "default_rx_queues")]
+    pub rx_queues: u16,
+    #[serde(default = "default_descriptors")]
+    pub rx_descriptors: u16,
+    #[serde(default = "default_descriptors")]
+    pub tx_descriptors: u16,
+    #[serde(default = "default_mtu")]
+    pub mtu: u16,
+}
+
+fn default_rx_queues() -> u16 {
+    1
+}
+fn default_descriptors() -> u16 {
+    1024
+}
+fn default_mtu() -> u16 {
+    1500
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// CPU core the worker is pinned to; one worker per core.
+    pub core: usize,
+    /// Rx queues pinned to this worker, as "PORT:QUEUE" (port name). Queues nobody pins are
+    /// spread over all workers.
+    #[serde(default)]
+    pub rx_queues: Vec<String>,
+}
+
+/// What kind of device a port's devargs name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// A PCI function, in full `DDDD:BB:DD.F` form.
+    Pci(String),
+    /// A virtual device of one of [`VDEV_DRIVERS`].
+    Vdev { driver: &'static str, name: String },
+}
+
+/// Problems found in a configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid TOML for vswitchd: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path} has {} problem(s):\n  - {}", .problems.len(), .problems.join("\n  - "))]
+    Invalid { path: PathBuf, problems: Vec<String> },
+}
+
+fn is_pci_address(s: &str) -> bool {
+    let s = s.strip_prefix("0000:").map_or(s, |rest| rest);
+    let hex = |p: &str, n: usize| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit());
+    let mut parts = s.split(':');
+    let (Some(bus), Some(devfn), None) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    match devfn.split_once('.') {
+        Some((dev, func)) => hex(bus, 2) && hex(dev, 2) && func.len() == 1 && matches!(func.as_bytes()[0], b'0'..=b'7'),
+        None => false,
+    }
+}
+
+impl PortConfig {
+    /// The device named by `devargs`, or why it is not one the switch supports.
+    pub fn device(&self) -> Result<DeviceKind, String> {
+        let first = self.devargs.split(',').next().unwrap_or("").trim();
+        if first.is_empty() {
+            return Err(format!("port '{}': devargs is empty", self.name));
+        }
+        if is_pci_address(first) {
+            return Ok(DeviceKind::Pci(crate::dpdk::device_name(first)));
+        }
+        let driver = VDEV_DRIVERS
+            .iter()
+            .filter(|d| first.starts_with(**d))
+            .max_by_key(|d| d.len())
+            .ok_or_else(|| {
+                format!(
+                    "port '{}': unknown driver '{}' in devargs '{}'; expected a PCI address (0000:03:00.1) or one of {}",
+                    self.name,
+                    first,
+                    self.devargs,
+                    VDEV_DRIVERS.join(", ")
+                )
+            })?;
+        Ok(DeviceKind::Vdev { driver, name: first.to_string() })
+    }
+
+    /// The value of `key=` in devargs.
+    pub fn devarg(&self, key: &str) -> Option<&str> {
+        self.devargs
+            .split(',')
+            .skip(1)
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| k.trim() == key)
+            .map(|(_, v)| v.trim())
+    }
+
+    /// Devargs as given to DPDK. For af_packet the queue-pair count follows from the
+    /// configuration (rx queues, one tx queue per worker) unless the user set `qpairs`.
+    pub fn effective_devargs(&self, workers: usize) -> String {
+        if let Ok(DeviceKind::Vdev { driver: "net_af_packet", .. }) = self.device() {
+            if self.devarg("qpairs").is_none() {
+                let qpairs = (self.rx_queues as usize).max(workers);
+                if qpairs > 1 {
+                    return format!("{},qpairs={qpairs}", self.devargs);
+                }
+            }
+        }
+        self.devargs.clone()
+    }
+}
+
+impl Config {
+    /// Reads and parses a file; does not validate (see [`Config::validate`]).
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises")
+    }
+
+    /// Every problem with this configuration on a machine whose usable cores are
+    /// `available_cores`; empty when it is good.
+    pub fn problems(&self, available_cores: &[usize]) -> Vec<String> {
+        let mut p = Vec::new();
+        let cores: BTreeSet<usize> = available_cores.iter().copied().collect();
+        let core_list = || cores.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
+
+        if !cores.contains(&self.eal.main_core) {
+            p.push(format!(
+                "eal.main_core {} is not present: this process may use cores {}",
+                self.eal.main_core,
+                core_list()
+            ));
+        }
+        if self.eal.file_prefix.is_empty()
+            || !self.eal.file_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        {
+            p.push(format!(
+                "eal.file_prefix '{}' must be non-empty letters, digits, '_', '-' or '.'",
+                self.eal.file_prefix
+            ));
+        }
+        if self.switch.mac_table_size == 0 || self.switch.mac_table_size > 1 << 24 {
+            p.push(format!("switch.mac_table_size {} must be 1 to {}", self.switch.mac_table_size, 1 << 24));
+        }
+        if self.switch.mac_aging_seconds == 0 {
+            p.push("switch.mac_aging_seconds must be at least 1".into());
+        }
+        if self.switch.mbuf_cache > 512 {
+            p.push(format!("switch.mbuf_cache {} exceeds DPDK's limit of 512", self.switch.mbuf_cache));
+        }
+        if !self.control.socket.is_absolute() {
+            p.push(format!("control.socket '{}' must be an absolute path", self.control.socket.display()));
+        }
+
+        if self.ports.is_empty() {
+            p.push("no [[port]]: a switch needs at least one port".into());
+        }
+        let mut names = BTreeSet::new();
+        let mut numbers = BTreeSet::new();
+        let mut devices = BTreeSet::new();
+        for port in &self.ports {
+            let n = &port.name;
+            if n.is_empty() || n.len() > 32 || !n.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
+                p.push(format!("port name '{n}' must be 1 to 32 letters, digits, '_', '-' or '.'"));
+            }
+            if !names.insert(n.clone()) {
+                p.push(format!("port name '{n}' is used twice"));
+            }
+            if port.number == 0 || port.number > MAX_PORT_NUMBER {
+                p.push(format!("port '{n}': number {} must be 1 to {MAX_PORT_NUMBER}", port.number));
+            } else if !numbers.insert(port.number) {
+                p.push(format!("port '{n}': number {} is used twice", port.number));
+            }
+            match port.device() {
+                Ok(dev) => {
+                    let key = match &dev {
+                        DeviceKind::Pci(a) => a.clone(),
+                        DeviceKind::Vdev { name, .. } => name.clone(),
+                    };
+                    if !devices.insert(key.clone()) {
+                        p.push(format!("port '{n}': device '{key}' is used by another port"));
+                    }
+                    if let DeviceKind::Vdev { driver: "net_pcap", .. } = dev {
+                        if let Some(file) = port.devarg("rx_pcap") {
+                            if !Path::new(file).is_file() {
+                                p.push(format!("port '{n}': rx_pcap file '{file}' does not exist"));
+                            }
+                        }
+                    }
+                }
+                Err(e) => p.push(e),
+            }
+            if port.rx_queues == 0 || port.rx_queues > 64 {
+                p.push(format!("port '{n}': rx_queues {} must be 1 to 64", port.rx_queues));
+            }
+            for (what, d) in [("rx_descriptors", port.rx_descriptors), ("tx_descriptors", port.tx_descriptors)] {
+                if !(64..=16384).contains(&d) || !d.is_power_of_two() {
+                    p.push(format!("port '{n}': {what} {d} must be a power of two from 64 to 16384"));
+                }
+            }
+            if !(68..=9600).contains(&port.mtu) {
+                p.push(format!("port '{n}': mtu {} must be 68 to 9600", port.mtu));
+            }
+        }
+
+        if self.workers.is_empty() {
+            p.push("no [[worker]]: the switch needs at least one worker core".into());
+        }
+        let mut worker_cores = BTreeSet::new();
+        for w in &self.workers {
+            if !cores.contains(&w.core) {
+                p.push(format!("worker core {} is not present: this process may use cores {}", w.core, core_list()));
+            }
+            if w.core == self.eal.main_core {
+                p.push(format!(
+                    "worker core {} is eal.main_core, which runs the control plane; give workers their own cores",
+                    w.core
+                ));
+            }
+            if !worker_cores.insert(w.core) {
+                p.push(format!("two workers on core {}: each worker needs a core of its own", w.core));
+            }
+        }
+        if let Err(e) = self.rx_assignment() {
+            p.extend(e);
+        }
+        p
+    }
+
+    /// Validates against the cores this process may run on.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let cores: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect();
+        let problems = self.problems(&cores);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid { path: path.to_path_buf(), problems })
+        }
+    }
+
+    /// Which worker polls which rx queue: for each worker, (port index, queue) pairs. Pinned
+    /// queues go to their worker; the rest are dealt out to the least-loaded worker in turn.
+    pub fn rx_assignment(&self) -> Result<Vec<Vec<(usize, u16)>>, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut out = vec![Vec::new(); self.workers.len()];
+        let port_index: BTreeMap<&str, usize> =
+            self.ports.iter().enumerate().map(|(i, p)| (p.name.as_str(), i)).collect();
+        let mut pinned = BTreeSet::new();
+        for (w, worker) in self.workers.iter().enumerate() {
+            for spec in &worker.rx_queues {
+                let parsed = spec.rsplit_once(':').and_then(|(name, q)| Some((name, q.parse::<u16>().ok()?)));
+                let Some((name, q)) = parsed else {
+                    problems.push(format!(
+                        "worker core {}: rx queue '{spec}' must be PORT:QUEUE, e.g. eth0:0",
+                        worker.core
+                    ));
+                    continue;
+                };
+                let Some(&pi) = port_index.get(name) else {
+                    problems.push(format!("worker core {}: rx queue '{spec}' names no port", worker.core));
+                    continue;
+                };
+                if q >= self.ports[pi].rx_queues {
+                    problems.push(format!(
+                        "worker core {}: port '{name}' has {} rx queue(s), so queue {q} does not exist",
+                        worker.core, self.ports[pi].rx_queues
+                    ));
+                    continue;
+                }
+                if !pinned.insert((pi, q)) {
+                    problems.push(format!("rx queue '{spec}' is pinned to more than one worker"));
+                    continue;
+                }
+                out[w].push((pi, q));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        if out.is_empty() {
+            return Ok(out);
+        }
+        for (pi, port) in self.ports.iter().enumerate() {
+            for q in 0..port.rx_queues {
+                if !pinned.contains(&(pi, q)) {
+                    let w = (0..out.len()).min_by_key(|&w| out[w].len()).expect("workers exist");
+                    out[w].push((pi, q));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [eal]
+        main_core = 0
+        file_prefix = "t1"
+
+        [[port]]
+        name = "h1"
+        number = 1
+        devargs = "net_af_packet0,iface=vs-h1"
+
+        [[port]]
+        name = "h2"
+        number = 2
+        devargs = "net_null0,no-rx=1"
+        rx_queues = 2
+
+        [[worker]]
+        core = 1
+    "#;
+
+    fn good() -> Config {
+        Config::from_toml(GOOD).unwrap()
+    }
+
+    #[test]
+    fn parses_with_defaults() {
+        let c = good();
+        assert_eq!(c.ports.len(), 2);
+        assert_eq!(c.ports[0].rx_queues, 1);
+        assert_eq!(c.ports[0].mtu, 1500);
+        assert_eq!(c.switch.mac_aging_seconds, 300);
+        assert!(c.eal.in_memory);
+        assert_eq!(c.control.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert!(c.problems(&[0, 1]).is_empty(), "{:?}", c.problems(&[0, 1]));
+    }
+
+    #[test]
+    fn round_trips_through_toml() {
+        let c = good();
+        assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Config::from_toml("[eal]\nmain_cor = 1\n").unwrap_err();
+        assert!(err.contains("main_cor"), "{err}");
+    }
+
+    #[test]
+    fn unknown_driver() {
+        let mut c = good();
+        c.ports[1].devargs = "net_bogus0,x=1".into();
+        let p = c.problems(&[0, 1]);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("unknown driver 'net_bogus0'"), "{}", p[0]);
+    }
+
+    #[test]
+    fn cores_must_exist_and_be_distinct() {
+        let mut c = good();
+        c.workers.push(WorkerConfig { core: 1, rx_queues: vec![] });
+        c.workers.push(WorkerConfig { core: 7, rx_queues: vec![] });
+        let p = c.problems(&[0, 1]).join("\n");
+        assert!(p.contains("two workers on core 1"), "{p}");
+        assert!(p.contains("worker core 7 is not present"), "{p}");
+        c.workers = vec![WorkerConfig { core: 0, rx_queues: vec![] }];
+        assert!(c.problems(&[0, 1]).join("\n").contains("is eal.main_core"));
+    }
+
+    #[test]
+    fn port_names_numbers_and_devices_are_unique() {
+        let mut c = good();
+        c.ports[1].name = "h1".into();
+        c.ports[1].number = 1;
+        c.ports[1].devargs = "net_af_packet0,iface=other".into();
+        let p = c.problems(&[0, 1]).join("\n");
+        assert!(p.contains("port name 'h1' is used twice"), "{p}");
+        assert!(p.contains("number 1 is used twice"), "{p}");
+        assert!(p.contains("device 'net_af_packet0' is used by another port"), "{p}");
+    }
+
+    #[test]
+    fn numeric_limits() {
+        let mut c = good();
+        c.ports[0].number = 0;
+        c.ports[0].rx_descriptors = 1000;
+        c.ports[0].mtu = 20000;
+        c.ports[0].rx_queues = 0;
+        let p = c.problems(&[0, 1]).join("\n");
+        for needle in ["number 0", "rx_descriptors 1000", "mtu 20000", "rx_queues 0"] {
+            assert!(p.contains(needle), "{needle} missing from {p}");
+        }
+    }
+
+    #[test]
+    fn device_kinds() {
+        let mut port = good().ports[0].clone();
+        assert_eq!(port.device().unwrap(), DeviceKind::Vdev { driver: "net_af_packet", name: "net_af_packet0".into() });
+        port.devargs = "03:00.1".into();
+        assert_eq!(port.device().unwrap(), DeviceKind::Pci("0000:03:00.1".into()));
+        port.devargs = "0000:03:00.9".into();
+        assert!(port.device().is_err());
+        port.devargs = "net_pcap0,rx_pcap=/tmp/a.pcap,infinite_rx=1".into();
+        assert_eq!(port.devarg("rx_pcap"), Some("/tmp/a.pcap"));
+        assert_eq!(port.devarg("infinite_rx"), Some("1"));
+        assert_eq!(port.devarg("tx_pcap"), None);
+    }
+
+    #[test]
+    fn af_packet_gets_enough_queue_pairs() {
+        let c = good();
+        assert_eq!(c.ports[0].effective_devargs(1), "net_af_packet0,iface=vs-h1");
+        assert_eq!(c.ports[0].effective_devargs(2), "net_af_packet0,iface=vs-h1,qpairs=2");
+        assert_eq!(c.ports[1].effective_devargs(2), "net_null0,no-rx=1");
+    }
+
+    #[test]
+    fn rx_queues_are_spread_and_pinned() {
+        let mut c = good();
+        c.workers.push(WorkerConfig { core: 2, rx_queues: vec!["h2:1".into()] });
+        let a = c.rx_assignment().unwrap();
+        assert_eq!(a[1], vec![(1, 1)]);
+        // h1:0 and h2:0 are dealt out: first to the emptier worker 0, then...
+        let mut all: Vec<_> = a.concat();
+        all.sort();
+        assert_eq!(all, vec![(0, 0), (1, 0), (1, 1)]);
+        assert_eq!(a[0].len() + a[1].len(), 3);
+        c.workers[1].rx_queues = vec!["h2:5".into(), "nope:0".into(), "h1".into()];
+        let e = c.rx_assignment().unwrap_err().join("\n");
+        assert!(e.contains("queue 5 does not exist"), "{e}");
+        assert!(e.contains("names no port"), "{e}");
+        assert!(e.contains("must be PORT:QUEUE"), "{e}");
+    }
+}

@@ -1,0 +1,865 @@
+//! Safe wrappers over DPDK: EAL, mempool, ethdev port, rx/tx queue, mbuf.
+//!
+//! This is the only module of `dataplane` allowed to use `unsafe`. Everything it exports is safe
+//! to call; the invariants that make it so are written next to each `unsafe` block.
+//!
+//! Lifetimes, as DPDK needs them:
+//! - `Eal` is initialised once per process and torn down when the last `Arc<Eal>` drops. Every
+//!   mempool and port holds one, so the EAL outlives them.
+//! - `RxQueue`/`TxQueue` hold an `Arc` of their port, so a port is closed only after every queue
+//!   handle is gone. A queue handle is handed out once (see `EthPort::rx_queue`), so exactly one
+//!   thread ever polls a queue: DPDK queues are not thread-safe.
+//! - `Mbuf`s must be gone before their mempool is freed. The switch guarantees it by joining its
+//!   workers (the only holders of mbufs) before dropping ports and the mempool.
+#![allow(unsafe_code)]
+
+use std::ffi::{c_char, CStr, CString};
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dpdk_sys as sys;
+
+/// Mbufs moved per rx/tx call. 32 is DPDK's customary burst: large enough to amortise the
+/// per-call cost, small enough that a burst's headers stay in L1.
+pub const BURST: usize = 32;
+
+/// Bytes the PMD leaves before the frame in each mbuf, for headers pushed later (tunnels).
+pub const MBUF_HEADROOM: u32 = sys::RTE_PKTMBUF_HEADROOM;
+
+/// An error from a DPDK call, with the call that failed and DPDK's own text for the errno.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{op}: {msg}")]
+pub struct DpdkError {
+    pub op: String,
+    /// Positive errno value (DPDK returns them negated).
+    pub code: i32,
+    pub msg: String,
+}
+
+impl DpdkError {
+    fn new(op: impl Into<String>, code: i32) -> Self {
+        let code = code.abs();
+        // SAFETY: rte_strerror accepts any errno value and returns a pointer to a static or
+        // thread-local NUL-terminated string that stays valid until the next call on this
+        // thread; we copy it out at once.
+        let msg = unsafe { CStr::from_ptr(sys::rte_strerror(code)) }.to_string_lossy().into_owned();
+        DpdkError { op: op.into(), code, msg }
+    }
+
+    fn from_rte_errno(op: impl Into<String>) -> Self {
+        // SAFETY: reads this thread's rte_errno through a C helper; no preconditions.
+        let code = unsafe { sys::vs_rte_errno() };
+        Self::new(op, code)
+    }
+}
+
+fn check(op: impl FnOnce() -> String, rc: i32) -> Result<i32, DpdkError> {
+    if rc < 0 {
+        Err(DpdkError::new(op(), rc))
+    } else {
+        Ok(rc)
+    }
+}
+
+const EAL_NEVER: u8 = 0;
+const EAL_UP: u8 = 1;
+const EAL_DOWN: u8 = 2;
+static EAL_STATE: AtomicU8 = AtomicU8::new(EAL_NEVER);
+
+/// The DPDK environment abstraction layer. At most one per process, ever: DPDK cannot be
+/// initialised again after `rte_eal_cleanup`.
+#[derive(Debug)]
+pub struct Eal {
+    tsc_hz: u64,
+    runtime_dir: std::path::PathBuf,
+}
+
+impl Eal {
+    /// Initialises DPDK with `args` (the first is the program name, as argv\[0\]).
+    ///
+    /// # Errors
+    /// Fails if the EAL was initialised before in this process, or if DPDK rejects the
+    /// arguments or cannot get its memory; DPDK also prints its reason on stderr.
+    pub fn init(args: &[String]) -> Result<Arc<Eal>, DpdkError> {
+        if EAL_STATE.compare_exchange(EAL_NEVER, EAL_UP, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return Err(DpdkError::new("rte_eal_init (already initialised once)", 114));
+        }
+        let owned: Vec<CString> =
+            args.iter().map(|a| CString::new(a.as_str()).expect("EAL argument contains NUL")).collect();
+        // rte_eal_init may permute argv, so it gets its own array of pointers.
+        let mut argv: Vec<*mut c_char> = owned.iter().map(|s| s.as_ptr() as *mut c_char).collect();
+        argv.push(std::ptr::null_mut());
+        // SAFETY: argv holds argc valid NUL-terminated strings followed by NULL; `owned` keeps
+        // them alive for the call, and DPDK copies what it keeps. The state flag above makes
+        // this the only call in the process.
+        let rc = unsafe { sys::rte_eal_init(owned.len() as i32, argv.as_mut_ptr()) };
+        if rc < 0 {
+            EAL_STATE.store(EAL_DOWN, Ordering::Release);
+            return Err(DpdkError::from_rte_errno("rte_eal_init"));
+        }
+        // SAFETY: the EAL is initialised.
+        let tsc_hz = unsafe { sys::rte_get_tsc_hz() };
+        // SAFETY: returns a pointer to the EAL's static NUL-terminated path string.
+        let runtime_dir = unsafe { CStr::from_ptr(sys::rte_eal_get_runtime_dir()) };
+        let runtime_dir = std::path::PathBuf::from(runtime_dir.to_string_lossy().into_owned());
+        Ok(Arc::new(Eal { tsc_hz, runtime_dir }))
+    }
+
+    /// Frequency of the time-stamp counter that [`tsc`] reads.
+    pub fn tsc_hz(&self) -> u64 {
+        self.tsc_hz
+    }
+}
+
+impl Drop for Eal {
+    fn drop(&mut self) {
+        // SAFETY: the last Arc<Eal> is gone, so no mempool, port or queue handle remains (each
+        // holds an Arc). Cleanup returns hugepage memory to the system.
+        unsafe {
+            sys::rte_eal_cleanup();
+        }
+        EAL_STATE.store(EAL_DOWN, Ordering::Release);
+        // The EAL leaves its (by now empty) runtime directory behind; remove_dir only
+        // succeeds on an empty directory, so anything another tool put there stays.
+        let _ = std::fs::remove_dir(&self.runtime_dir);
+    }
+}
+
+/// DPDK's version string, e.g. "DPDK 22.11.11".
+pub fn version() -> String {
+    // SAFETY: rte_version returns a pointer to a static NUL-terminated string; no EAL needed.
+    unsafe { CStr::from_ptr(sys::rte_version()) }.to_string_lossy().into_owned()
+}
+
+/// Reads the CPU time-stamp counter: cheap (no syscall), for cycle accounting on workers.
+#[inline(always)]
+pub fn tsc() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: rdtsc has no preconditions on x86_64.
+        unsafe { core::arch::x86_64::_rdtsc() }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        // SAFETY: rte_rdtsc reads a counter; no preconditions.
+        unsafe { sys::rte_rdtsc() }
+    }
+}
+
+/// Registration of the calling thread as a DPDK lcore, so it gets its own mempool cache.
+/// Unregisters on drop. Not `Send`: it belongs to the thread that made it.
+pub struct LcoreRegistration {
+    lcore_id: u32,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl LcoreRegistration {
+    /// Registers the calling thread. Pin the thread to its core first: DPDK records the
+    /// thread's affinity at registration.
+    pub fn register(_eal: &Eal) -> Result<Self, DpdkError> {
+        // SAFETY: the EAL is initialised (we hold a reference to it); registration only
+        // touches this thread's per-lcore variables.
+        let rc = unsafe { sys::rte_thread_register() };
+        if rc < 0 {
+            return Err(DpdkError::from_rte_errno("rte_thread_register"));
+        }
+        // SAFETY: reads this thread's per-lcore variable.
+        let lcore_id = unsafe { sys::rte_lcore_id() };
+        Ok(LcoreRegistration { lcore_id, _not_send: PhantomData })
+    }
+
+    pub fn lcore_id(&self) -> u32 {
+        self.lcore_id
+    }
+}
+
+impl Drop for LcoreRegistration {
+    fn drop(&mut self) {
+        // SAFETY: this thread registered itself (the value is !Send, so we are on it).
+        unsafe { sys::rte_thread_unregister() }
+    }
+}
+
+/// A pool of packet buffers in hugepage memory.
+pub struct Mempool {
+    ptr: NonNull<sys::rte_mempool>,
+    _eal: Arc<Eal>,
+}
+
+// SAFETY: rte_mempool get/put are thread-safe (lockless ring plus per-lcore caches); the
+// pointer itself is immutable after creation.
+unsafe impl Send for Mempool {}
+// SAFETY: as above; &Mempool only allows thread-safe operations.
+unsafe impl Sync for Mempool {}
+
+impl Mempool {
+    /// Creates a pool of `count` mbufs with `data_room` bytes each (headroom included) and a
+    /// per-lcore cache of `cache` mbufs.
+    pub fn create(eal: &Arc<Eal>, name: &str, count: u32, cache: u32, data_room: u16) -> Result<Mempool, DpdkError> {
+        let cname = CString::new(name).expect("mempool name contains NUL");
+        // SAFETY: the EAL is initialised; the name is a valid C string that DPDK copies.
+        // SOCKET_ID_ANY (-1) lets DPDK place it; this switch runs on one NUMA node.
+        let ptr = unsafe { sys::rte_pktmbuf_pool_create(cname.as_ptr(), count, cache, 0, data_room, -1) };
+        match NonNull::new(ptr) {
+            Some(ptr) => Ok(Mempool { ptr, _eal: eal.clone() }),
+            None => Err(DpdkError::from_rte_errno(format!(
+                "rte_pktmbuf_pool_create({name}, {count} mbufs of {data_room} B)"
+            ))),
+        }
+    }
+
+    /// Mbufs free in the pool (including per-lcore caches).
+    pub fn available(&self) -> u32 {
+        // SAFETY: the pool is alive; the count is a racy but memory-safe read.
+        unsafe { sys::rte_mempool_avail_count(self.ptr.as_ptr()) }
+    }
+
+    /// Mbufs taken from the pool.
+    pub fn in_use(&self) -> u32 {
+        // SAFETY: as for `available`.
+        unsafe { sys::rte_mempool_in_use_count(self.ptr.as_ptr()) }
+    }
+
+    /// Takes one empty mbuf, or `None` when the pool is exhausted.
+    pub fn alloc(&self) -> Option<Mbuf> {
+        // SAFETY: the pool is alive; a non-null result is a fresh mbuf we now own.
+        NonNull::new(unsafe { sys::rte_pktmbuf_alloc(self.ptr.as_ptr()) }).map(Mbuf)
+    }
+}
+
+impl Drop for Mempool {
+    fn drop(&mut self) {
+        // SAFETY: every port using this pool holds an Arc<Mempool> and is closed before this
+        // runs; workers (the holders of mbufs) are joined before the last Arc drops.
+        unsafe { sys::rte_mempool_free(self.ptr.as_ptr()) }
+    }
+}
+
+/// One packet buffer (a chain of segments; the switch uses single-segment mbufs).
+/// Dropping it returns it to its pool.
+#[repr(transparent)]
+pub struct Mbuf(NonNull<sys::rte_mbuf>);
+
+// SAFETY: an Mbuf is an owning handle; moving it to another thread moves that ownership. The
+// free path (rte_pktmbuf_free) is thread-safe.
+unsafe impl Send for Mbuf {}
+
+impl Mbuf {
+    #[inline(always)]
+    fn raw(&self) -> &sys::rte_mbuf {
+        // SAFETY: the pointer came from DPDK as a live mbuf that this handle owns (or shares
+        // through the reference count), so it is valid for reads while `self` lives.
+        unsafe { self.0.as_ref() }
+    }
+
+    /// The bytes of the first segment (the whole frame for single-segment mbufs).
+    #[inline(always)]
+    pub fn data(&self) -> &[u8] {
+        let m = self.raw();
+        // SAFETY: buf_addr + data_off points to data_len initialised bytes inside the mbuf's
+        // buffer (DPDK's invariant for a received or appended mbuf). Nobody writes them while
+        // we hold a shared borrow: writes need `data_mut`, which requires sole ownership.
+        unsafe { std::slice::from_raw_parts((m.buf_addr as *const u8).add(m.data_off as usize), m.data_len as usize) }
+    }
+
+    /// Mutable bytes of the first segment, if this handle is the only reference to the
+    /// buffer (a shared buffer, e.g. one being flooded, must not be changed in place).
+    #[inline(always)]
+    pub fn data_mut(&mut self) -> Option<&mut [u8]> {
+        let m = self.raw();
+        if m.refcnt != 1 || m.ol_flags & (sys::RTE_MBUF_F_INDIRECT | sys::RTE_MBUF_F_EXTERNAL) != 0 {
+            return None;
+        }
+        let (addr, off, len) = (m.buf_addr as *mut u8, m.data_off as usize, m.data_len as usize);
+        // SAFETY: as in `data`, and the refcount of 1 with a direct buffer means no other
+        // handle can read these bytes while the mutable borrow lives.
+        Some(unsafe { std::slice::from_raw_parts_mut(addr.add(off), len) })
+    }
+
+    /// Frame length over all segments.
+    #[inline(always)]
+    pub fn pkt_len(&self) -> u32 {
+        self.raw().pkt_len
+    }
+
+    /// DPDK port id the mbuf was received on.
+    #[inline(always)]
+    pub fn rx_port(&self) -> u16 {
+        self.raw().port
+    }
+
+    /// Asks the CPU to bring the frame's first cache line in ahead of use. A hint only.
+    #[inline(always)]
+    pub fn prefetch(&self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let m = self.raw();
+            let p = (m.buf_addr as *const u8).wrapping_add(m.data_off as usize) as *const i8;
+            // SAFETY: prefetch is a hint that never faults, whatever the address.
+            unsafe { core::arch::x86_64::_mm_prefetch(p, core::arch::x86_64::_MM_HINT_T0) }
+        }
+    }
+
+    /// Number of handles sharing this buffer.
+    #[inline(always)]
+    pub fn refcnt(&self) -> u16 {
+        self.raw().refcnt
+    }
+
+    /// Another handle to the same buffer (reference count + 1): how a frame goes out of
+    /// several ports without copying. The bytes become read-only until one handle remains.
+    #[inline(always)]
+    pub fn share(&self) -> Mbuf {
+        // SAFETY: the mbuf is live; the atomic increment makes the new handle own one count.
+        unsafe {
+            sys::rte_mbuf_refcnt_update(self.0.as_ptr(), 1);
+        }
+        Mbuf(self.0)
+    }
+
+    /// Adds `len` bytes at the end of the frame and returns them, or `None` without room or
+    /// when the buffer is shared.
+    pub fn append(&mut self, len: u16) -> Option<&mut [u8]> {
+        self.data_mut()?;
+        // SAFETY: we own the mbuf exclusively (checked above); rte_pktmbuf_append returns a
+        // pointer to `len` bytes inside the buffer, or NULL if they do not fit.
+        let p = unsafe { sys::rte_pktmbuf_append(self.0.as_ptr(), len) } as *mut u8;
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: `p` points to `len` writable bytes in our exclusively owned buffer.
+        Some(unsafe { std::slice::from_raw_parts_mut(p, len as usize) })
+    }
+
+    fn into_raw(self) -> *mut sys::rte_mbuf {
+        let p = self.0.as_ptr();
+        std::mem::forget(self);
+        p
+    }
+}
+
+impl Drop for Mbuf {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: we own one reference; rte_pktmbuf_free drops it and recycles the buffer
+        // when it was the last.
+        unsafe { sys::rte_pktmbuf_free(self.0.as_ptr()) }
+    }
+}
+
+/// Up to [`BURST`] mbufs, owned. What is left in it when it drops is freed in bulk.
+pub struct MbufBurst {
+    ptrs: [*mut sys::rte_mbuf; BURST],
+    len: usize,
+}
+
+// SAFETY: owns its mbufs exactly like a [Mbuf; BURST] would.
+unsafe impl Send for MbufBurst {}
+
+impl Default for MbufBurst {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MbufBurst {
+    pub const fn new() -> Self {
+        MbufBurst { ptrs: [std::ptr::null_mut(); BURST], len: 0 }
+    }
+
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline(always)]
+    pub fn is_full(&self) -> bool {
+        self.len == BURST
+    }
+
+    /// The mbufs, for reading.
+    #[inline(always)]
+    pub fn as_slice(&self) -> &[Mbuf] {
+        // SAFETY: ptrs[..len] are non-null owned mbuf pointers, and Mbuf is a transparent
+        // wrapper of a non-null pointer, so the two slices have the same layout.
+        unsafe { std::slice::from_raw_parts(self.ptrs.as_ptr() as *const Mbuf, self.len) }
+    }
+
+    /// The mbufs, for changing in place.
+    #[inline(always)]
+    pub fn as_mut_slice(&mut self) -> &mut [Mbuf] {
+        // SAFETY: as in `as_slice`; the exclusive borrow of self covers the elements.
+        unsafe { std::slice::from_raw_parts_mut(self.ptrs.as_mut_ptr() as *mut Mbuf, self.len) }
+    }
+
+    /// Adds an mbuf; hands it back when the burst is full.
+    #[inline(always)]
+    pub fn push(&mut self, m: Mbuf) -> Result<(), Mbuf> {
+        if self.len == BURST {
+            return Err(m);
+        }
+        self.ptrs[self.len] = m.into_raw();
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Takes every mbuf out, in order. Mbufs the iterator does not yield are freed.
+    #[inline(always)]
+    pub fn drain(&mut self) -> Drain<'_> {
+        let len = self.len;
+        self.len = 0;
+        Drain { ptrs: &self.ptrs[..len], next: 0 }
+    }
+
+    /// Frees every mbuf in the burst.
+    #[inline]
+    pub fn free_all(&mut self) {
+        if self.len > 0 {
+            // SAFETY: ptrs[..len] are owned mbufs; after the call we forget them (len = 0).
+            unsafe { sys::rte_pktmbuf_free_bulk(self.ptrs.as_mut_ptr(), self.len as u32) };
+            self.len = 0;
+        }
+    }
+}
+
+impl Drop for MbufBurst {
+    fn drop(&mut self) {
+        self.free_all();
+    }
+}
+
+/// Iterator of [`MbufBurst::drain`].
+pub struct Drain<'a> {
+    ptrs: &'a [*mut sys::rte_mbuf],
+    next: usize,
+}
+
+impl Drain<'_> {
+    /// The mbuf `k` places after the one `next` returns next, without taking it.
+    #[inline(always)]
+    pub fn peek(&self, k: usize) -> Option<&Mbuf> {
+        let p = self.ptrs.get(self.next + k)?;
+        // SAFETY: the pointer is a non-null owned mbuf not yet yielded, and Mbuf is a
+        // transparent wrapper of a non-null pointer; the borrow ends before it is yielded.
+        Some(unsafe { &*(p as *const *mut sys::rte_mbuf as *const Mbuf) })
+    }
+}
+
+impl Iterator for Drain<'_> {
+    type Item = Mbuf;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<Mbuf> {
+        let p = *self.ptrs.get(self.next)?;
+        self.next += 1;
+        // SAFETY: the burst gave up ownership of these pointers (its len is 0); each is
+        // yielded once.
+        Some(Mbuf(unsafe { NonNull::new_unchecked(p) }))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.ptrs.len() - self.next;
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for Drain<'_> {}
+
+impl Drop for Drain<'_> {
+    fn drop(&mut self) {
+        for m in self.by_ref() {
+            drop(m);
+        }
+    }
+}
+
+/// Device facts that decide how a port can be configured.
+#[derive(Debug, Clone)]
+pub struct DevInfo {
+    pub driver: String,
+    pub if_index: u32,
+    pub max_rx_queues: u16,
+    pub max_tx_queues: u16,
+    pub min_mtu: u16,
+    pub max_mtu: u16,
+    pub max_rx_pktlen: u32,
+    pub rss_offloads: u64,
+    pub rx_offload_capa: u64,
+    pub tx_offload_capa: u64,
+}
+
+/// Link state as the PMD reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStatus {
+    pub up: bool,
+    pub speed_mbps: u32,
+    pub full_duplex: bool,
+    pub autoneg: bool,
+}
+
+/// Device counters (`rte_eth_stats`). What each means depends on the PMD; `imissed` is
+/// frames the device dropped because the rx ring was full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EthStats {
+    pub ipackets: u64,
+    pub opackets: u64,
+    pub ibytes: u64,
+    pub obytes: u64,
+    pub imissed: u64,
+    pub ierrors: u64,
+    pub oerrors: u64,
+    pub rx_nombuf: u64,
+}
+
+/// How to bring a port up.
+#[derive(Debug, Clone)]
+pub struct PortSetup {
+    pub rx_queues: u16,
+    pub tx_queues: u16,
+    pub rx_descriptors: u16,
+    pub tx_descriptors: u16,
+    pub mtu: u16,
+}
+
+/// What a port ended up with after configuration (the device may round descriptor counts).
+#[derive(Debug, Clone, Copy)]
+pub struct PortLayout {
+    pub rx_descriptors: u16,
+    pub tx_descriptors: u16,
+    pub rss: bool,
+}
+
+struct PortInner {
+    id: u16,
+    name: String,
+    started: Mutex<bool>,
+    rx_taken: Mutex<Vec<bool>>,
+    tx_taken: Mutex<Vec<bool>>,
+    pool: Mutex<Option<Arc<Mempool>>>,
+    _eal: Arc<Eal>,
+}
+
+impl Drop for PortInner {
+    fn drop(&mut self) {
+        // SAFETY: no queue handle remains (each holds an Arc of this), so no thread polls the
+        // port; stop, close and remove are then allowed. Errors are ignored: the process is
+        // tearing the port down either way.
+        unsafe {
+            let mut info: sys::rte_eth_dev_info = std::mem::zeroed();
+            let have_info = sys::rte_eth_dev_info_get(self.id, &mut info) == 0;
+            if *self.started.lock().unwrap_or_else(|e| e.into_inner()) {
+                sys::rte_eth_dev_stop(self.id);
+            }
+            sys::rte_eth_dev_close(self.id);
+            if have_info && !info.device.is_null() {
+                sys::rte_dev_remove(info.device);
+            }
+        }
+    }
+}
+
+/// An ethdev port, probed from devargs. Closed and detached when the last handle (including
+/// queue handles) drops.
+#[derive(Clone)]
+pub struct EthPort {
+    inner: Arc<PortInner>,
+}
+
+/// The device name DPDK gives the port of `devargs`: the text before the first comma, with
+/// PCI addresses in their full `DDDD:BB:DD.F` form.
+pub fn device_name(devargs: &str) -> String {
+    let name = devargs.split(',').next().unwrap_or("").trim();
+    if name.matches(':').count() == 1 && name.contains('.') {
+        format!("0000:{name}")
+    } else {
+        name.to_string()
+    }
+}
+
+impl EthPort {
+    /// Probes the device in `devargs` (a PCI address or a vdev such as
+    /// `net_af_packet0,iface=veth0`) and returns its port. A device already probed by the EAL
+    /// (PCI devices given with `-a`) is taken as it is.
+    pub fn probe(eal: &Arc<Eal>, devargs: &str) -> Result<EthPort, DpdkError> {
+        let c = CString::new(devargs).map_err(|_| DpdkError::new("devargs contains NUL", 22))?;
+        // SAFETY: the EAL is initialised; devargs is a valid C string DPDK copies.
+        let rc = unsafe { sys::rte_dev_probe(c.as_ptr()) };
+        if rc < 0 && -rc != libc::EEXIST {
+            return Err(DpdkError::new(format!("probe of '{devargs}'"), rc));
+        }
+        let name = device_name(devargs);
+        let cname = CString::new(name.as_str()).expect("no NUL in name");
+        let mut id: u16 = 0;
+        // SAFETY: valid C string and out-pointer.
+        let rc = unsafe { sys::rte_eth_dev_get_port_by_name(cname.as_ptr(), &mut id) };
+        check(|| format!("no ethdev port named '{name}' after probing '{devargs}'"), rc)?;
+        Ok(EthPort {
+            inner: Arc::new(PortInner {
+                id,
+                name,
+                started: Mutex::new(false),
+                rx_taken: Mutex::new(Vec::new()),
+                tx_taken: Mutex::new(Vec::new()),
+                pool: Mutex::new(None),
+                _eal: eal.clone(),
+            }),
+        })
+    }
+
+    /// DPDK's port id.
+    pub fn id(&self) -> u16 {
+        self.inner.id
+    }
+
+    /// DPDK's device name.
+    pub fn device_name(&self) -> &str {
+        &self.inner.name
+    }
+
+    pub fn info(&self) -> Result<DevInfo, DpdkError> {
+        // SAFETY: zeroed is a valid rte_eth_dev_info (plain data and nullable pointers).
+        let mut info: sys::rte_eth_dev_info = unsafe { std::mem::zeroed() };
+        // SAFETY: valid port id (from probe) and out-pointer.
+        let rc = unsafe { sys::rte_eth_dev_info_get(self.inner.id, &mut info) };
+        check(|| format!("rte_eth_dev_info_get({})", self.inner.name), rc)?;
+        let driver = if info.driver_name.is_null() {
+            String::new()
+        } else {
+            // SAFETY: driver_name is a static NUL-terminated string of the driver.
+            unsafe { CStr::from_ptr(info.driver_name) }.to_string_lossy().into_owned()
+        };
+        Ok(DevInfo {
+            driver,
+            if_index: info.if_index,
+            max_rx_queues: info.max_rx_queues,
+            max_tx_queues: info.max_tx_queues,
+            min_mtu: info.min_mtu,
+            max_mtu: info.max_mtu,
+            max_rx_pktlen: info.max_rx_pktlen,
+            rss_offloads: info.flow_type_rss_offloads,
+            rx_offload_capa: info.rx_offload_capa,
+            tx_offload_capa: info.tx_offload_capa,
+        })
+    }
+
+    /// Configures queues and MTU, puts the port in promiscuous mode (a switch port receives
+    /// every frame) and starts it. The port keeps `pool` alive: its rx queues fill from it.
+    pub fn setup_and_start(&self, setup: &PortSetup, pool: &Arc<Mempool>) -> Result<PortLayout, DpdkError> {
+        let info = self.info()?;
+        let id = self.inner.id;
+        let name = self.inner.name.clone();
+        // SAFETY: zeroed rte_eth_conf is DPDK's documented default configuration.
+        let mut conf: sys::rte_eth_conf = unsafe { std::mem::zeroed() };
+        // RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP: bits 2 to 17 of rss_hf (function
+        // macros in C, so not in the bindings).
+        const RSS_IP_TCP_UDP: u64 = 0x3fffc;
+        let rss_hf = RSS_IP_TCP_UDP & info.rss_offloads;
+        let rss = setup.rx_queues > 1 && rss_hf != 0;
+        if rss {
+            conf.rxmode.mq_mode = sys::rte_eth_rx_mq_mode_RTE_ETH_MQ_RX_RSS;
+            conf.rx_adv_conf.rss_conf.rss_hf = rss_hf;
+        }
+        conf.rxmode.mtu = setup.mtu as u32;
+        // SAFETY: valid port id, conf initialised above.
+        let rc = unsafe { sys::rte_eth_dev_configure(id, setup.rx_queues, setup.tx_queues, &conf) };
+        check(
+            || {
+                format!(
+                    "configure {name} with {} rx / {} tx queues, MTU {} (device allows {} rx / {} tx, MTU {}..{})",
+                    setup.rx_queues,
+                    setup.tx_queues,
+                    setup.mtu,
+                    info.max_rx_queues,
+                    info.max_tx_queues,
+                    info.min_mtu,
+                    info.max_mtu
+                )
+            },
+            rc,
+        )?;
+        let (mut nrx, mut ntx) = (setup.rx_descriptors, setup.tx_descriptors);
+        // SAFETY: valid port id and out-pointers.
+        let rc = unsafe { sys::rte_eth_dev_adjust_nb_rx_tx_desc(id, &mut nrx, &mut ntx) };
+        check(|| format!("adjust descriptors of {name}"), rc)?;
+        // SAFETY: valid port id.
+        let socket = unsafe { sys::rte_eth_dev_socket_id(id) };
+        for q in 0..setup.rx_queues {
+            // SAFETY: port configured with rx_queues queues; pool is a live mbuf pool that
+            // the port keeps alive (PortInner::pool). NULL rxconf selects driver defaults.
+            let rc =
+                unsafe { sys::rte_eth_rx_queue_setup(id, q, nrx, socket as u32, std::ptr::null(), pool.ptr.as_ptr()) };
+            check(|| format!("rx queue {q} of {name} ({nrx} descriptors)"), rc)?;
+        }
+        for q in 0..setup.tx_queues {
+            // SAFETY: port configured with tx_queues queues; NULL txconf selects defaults.
+            let rc = unsafe { sys::rte_eth_tx_queue_setup(id, q, ntx, socket as u32, std::ptr::null()) };
+            check(|| format!("tx queue {q} of {name} ({ntx} descriptors)"), rc)?;
+        }
+        // SAFETY: valid, configured port.
+        let rc = unsafe { sys::rte_eth_promiscuous_enable(id) };
+        if rc < 0 && -rc != libc::ENOTSUP {
+            return Err(DpdkError::new(format!("promiscuous mode on {name}"), rc));
+        }
+        // SAFETY: valid, configured port with all queues set up.
+        let rc = unsafe { sys::rte_eth_dev_start(id) };
+        check(|| format!("start {name}"), rc)?;
+        let inner = &self.inner;
+        *inner.started.lock().unwrap() = true;
+        *inner.rx_taken.lock().unwrap() = vec![false; setup.rx_queues as usize];
+        *inner.tx_taken.lock().unwrap() = vec![false; setup.tx_queues as usize];
+        *inner.pool.lock().unwrap() = Some(pool.clone());
+        Ok(PortLayout { rx_descriptors: nrx, tx_descriptors: ntx, rss })
+    }
+
+    /// The receive side of queue `q`, handed out once: one thread polls a queue.
+    pub fn rx_queue(&self, q: u16) -> Option<RxQueue> {
+        let mut taken = self.inner.rx_taken.lock().unwrap();
+        let slot = taken.get_mut(q as usize)?;
+        if std::mem::replace(slot, true) {
+            return None;
+        }
+        Some(RxQueue { port: self.inner.clone(), queue: q })
+    }
+
+    /// The transmit side of queue `q`, handed out once.
+    pub fn tx_queue(&self, q: u16) -> Option<TxQueue> {
+        let mut taken = self.inner.tx_taken.lock().unwrap();
+        let slot = taken.get_mut(q as usize)?;
+        if std::mem::replace(slot, true) {
+            return None;
+        }
+        Some(TxQueue { port: self.inner.clone(), queue: q })
+    }
+
+    pub fn mac(&self) -> [u8; 6] {
+        let mut a = sys::rte_ether_addr::default();
+        // SAFETY: valid port id and out-pointer.
+        unsafe { sys::rte_eth_macaddr_get(self.inner.id, &mut a) };
+        a.addr_bytes
+    }
+
+    /// Link state without waiting for autonegotiation.
+    pub fn link(&self) -> LinkStatus {
+        let mut l = sys::rte_eth_link::default();
+        // SAFETY: valid port id and out-pointer; the call does not block.
+        let rc = unsafe { sys::rte_eth_link_get_nowait(self.inner.id, &mut l) };
+        if rc < 0 {
+            return LinkStatus::default();
+        }
+        LinkStatus {
+            up: l.link_status() != 0,
+            speed_mbps: l.link_speed,
+            full_duplex: l.link_duplex() != 0,
+            autoneg: l.link_autoneg() != 0,
+        }
+    }
+
+    /// Device counters. Safe to call while workers run: PMDs keep these per queue and sum.
+    pub fn stats(&self) -> EthStats {
+        let mut s = sys::rte_eth_stats::default();
+        // SAFETY: valid port id and out-pointer.
+        let rc = unsafe { sys::rte_eth_stats_get(self.inner.id, &mut s) };
+        if rc < 0 {
+            return EthStats::default();
+        }
+        EthStats {
+            ipackets: s.ipackets,
+            opackets: s.opackets,
+            ibytes: s.ibytes,
+            obytes: s.obytes,
+            imissed: s.imissed,
+            ierrors: s.ierrors,
+            oerrors: s.oerrors,
+            rx_nombuf: s.rx_nombuf,
+        }
+    }
+}
+
+/// Receive queue handle; exclusive to the thread that polls it (Send, not Sync, not Clone).
+pub struct RxQueue {
+    port: Arc<PortInner>,
+    queue: u16,
+}
+
+impl RxQueue {
+    pub fn port_id(&self) -> u16 {
+        self.port.id
+    }
+
+    pub fn queue_id(&self) -> u16 {
+        self.queue
+    }
+
+    /// Receives into the free room of `burst`; returns how many mbufs arrived.
+    #[inline(always)]
+    pub fn rx_burst(&mut self, burst: &mut MbufBurst) -> usize {
+        let room = BURST - burst.len;
+        // SAFETY: this handle is the queue's only user (handed out once, &mut self); the
+        // array has `room` free slots past `len`, which DPDK fills with owned mbufs.
+        let n = unsafe {
+            sys::rte_eth_rx_burst(self.port.id, self.queue, burst.ptrs.as_mut_ptr().add(burst.len), room as u16)
+        } as usize;
+        burst.len += n;
+        n
+    }
+}
+
+/// Transmit queue handle; exclusive to one thread.
+pub struct TxQueue {
+    port: Arc<PortInner>,
+    queue: u16,
+}
+
+impl TxQueue {
+    pub fn port_id(&self) -> u16 {
+        self.port.id
+    }
+
+    /// Sends as much of `burst` as the device takes, retrying while it makes progress. Sent
+    /// mbufs leave the burst; the ones the device refused stay in it, at the front.
+    #[inline]
+    pub fn tx_burst(&mut self, burst: &mut MbufBurst) -> usize {
+        let mut sent = 0usize;
+        while sent < burst.len {
+            // SAFETY: this handle is the queue's only user; ptrs[sent..len] are owned mbufs,
+            // and DPDK takes ownership of the first n it returns.
+            let n = unsafe {
+                sys::rte_eth_tx_burst(
+                    self.port.id,
+                    self.queue,
+                    burst.ptrs.as_mut_ptr().add(sent),
+                    (burst.len - sent) as u16,
+                )
+            } as usize;
+            if n == 0 {
+                break;
+            }
+            sent += n;
+        }
+        if sent > 0 {
+            burst.ptrs.copy_within(sent..burst.len, 0);
+            burst.len -= sent;
+        }
+        sent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::device_name;
+
+    #[test]
+    fn device_name_of_vdev_and_pci() {
+        assert_eq!(device_name("net_af_packet0,iface=veth0"), "net_af_packet0");
+        assert_eq!(device_name("net_null1"), "net_null1");
+        assert_eq!(device_name("0000:03:00.1"), "0000:03:00.1");
+        assert_eq!(device_name("03:00.1,foo=bar"), "0000:03:00.1");
+    }
+}

@@ -1,0 +1,326 @@
+//! How many mbufs and how much hugepage memory a configuration needs, and whether the machine
+//! has it. Computed before DPDK starts so a shortage is a clear message, not a PMD failure.
+
+use std::fmt;
+use std::path::Path;
+
+use crate::config::{Config, DeviceKind};
+use crate::dpdk::{BURST, MBUF_HEADROOM};
+
+/// `sizeof(struct rte_mbuf)`: two cache lines.
+const MBUF_HEADER: u64 = 128;
+/// Mempool per-object header, rounded to a cache line.
+const MEMPOOL_OBJ_OVERHEAD: u64 = 64;
+/// EAL heap, memzones, ethdev and queue structures; measured at 20 to 40 MiB for a few vdev
+/// ports and rounded up so a start never fails for want of a page.
+const EAL_BASE_BYTES: u64 = 48 << 20;
+const PER_QUEUE_BYTES: u64 = 1 << 20;
+/// DPDK's standard mbuf data room (2048 + headroom), enough for a 1500-byte MTU.
+const DEFAULT_DATA_ROOM: u32 = 2048 + MBUF_HEADROOM;
+
+/// The memory a switch will ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryPlan {
+    pub mbufs: u32,
+    /// Bytes of packet room per mbuf, headroom included.
+    pub data_room: u16,
+    /// What the mbuf count is made of, for the start-up printout.
+    pub parts: Vec<(String, u64)>,
+    pub pool_bytes: u64,
+    pub overhead_bytes: u64,
+    pub hugepage_size: u64,
+    /// Hugepages to reserve (0 with `no_huge`).
+    pub hugepages: u64,
+}
+
+impl MemoryPlan {
+    pub fn total_bytes(&self) -> u64 {
+        self.pool_bytes + self.overhead_bytes
+    }
+
+    /// What to pass as EAL `-m`, in MiB.
+    pub fn memory_mb(&self) -> u64 {
+        if self.hugepages > 0 {
+            (self.hugepages * self.hugepage_size) >> 20
+        } else {
+            self.total_bytes().div_ceil(1 << 20)
+        }
+    }
+}
+
+impl fmt::Display for MemoryPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        writeln!(
+            f,
+            "memory: {} mbufs x {} B data room = {:.1} MiB pool + {:.1} MiB EAL/ports = {:.1} MiB",
+            self.mbufs,
+            self.data_room,
+            mib(self.pool_bytes),
+            mib(self.overhead_bytes),
+            mib(self.total_bytes())
+        )?;
+        for (what, n) in &self.parts {
+            writeln!(f, "  {n:>8} mbufs  {what}")?;
+        }
+        if self.hugepages > 0 {
+            write!(f, "  => {} hugepages of {} KiB", self.hugepages, self.hugepage_size >> 10)
+        } else {
+            write!(f, "  => no hugepages (eal.no_huge)")
+        }
+    }
+}
+
+/// Number of packets in a pcap file (classic format, either byte order), or `None` if the
+/// file cannot be read as one.
+pub fn count_pcap_packets(path: &Path) -> Option<u64> {
+    let data = std::fs::read(path).ok()?;
+    let magic = u32::from_le_bytes(data.get(0..4)?.try_into().ok()?);
+    let little = match magic {
+        0xa1b2c3d4 | 0xa1b23c4d => true,
+        0xd4c3b2a1 | 0x4d3cb2a1 => false,
+        _ => return None,
+    };
+    let mut off = 24usize;
+    let mut n = 0;
+    while off + 16 <= data.len() {
+        let b: [u8; 4] = data[off + 8..off + 12].try_into().ok()?;
+        let incl = if little { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) } as usize;
+        off += 16 + incl;
+        if off > data.len() {
+            break;
+        }
+        n += 1;
+    }
+    Some(n)
+}
+
+/// Size of the system's default hugepage, from /proc/meminfo (2 MiB when unknown).
+pub fn default_hugepage_size() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Hugepagesize:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(2 << 20, |kb| kb << 10)
+}
+
+impl MemoryPlan {
+    /// The plan for `config` with `hugepage_size`-byte pages.
+    pub fn for_config(config: &Config, hugepage_size: u64) -> MemoryPlan {
+        let workers = config.workers.len().max(1) as u64;
+        let max_mtu = config.ports.iter().map(|p| p.mtu as u32).max().unwrap_or(1500);
+        // A frame: MTU + Ethernet header + two VLAN tags + FCS.
+        let frame = max_mtu + 14 + 8 + 4;
+        let data_room = DEFAULT_DATA_ROOM.max((MBUF_HEADROOM + frame).next_multiple_of(64)) as u16;
+
+        let mut parts = Vec::new();
+        let rx: u64 = config.ports.iter().map(|p| p.rx_queues as u64 * p.rx_descriptors as u64).sum();
+        let tx: u64 = config.ports.iter().map(|p| workers * p.tx_descriptors as u64).sum();
+        parts.push(("rx descriptor rings".to_string(), rx));
+        parts.push(("tx descriptor rings (one queue per worker per port)".to_string(), tx));
+        let ports = config.ports.len() as u64;
+        parts.push((
+            "in flight on workers (rx burst + one tx buffer per port)".to_string(),
+            workers * BURST as u64 * (1 + ports),
+        ));
+        let cache = config.switch.mbuf_cache as u64;
+        // A per-lcore cache may hold up to 1.5x its size; the main lcore has one too.
+        parts.push(("per-core mempool caches".to_string(), (workers + 1) * cache * 3 / 2));
+        for p in &config.ports {
+            if let (Ok(DeviceKind::Vdev { driver: "net_pcap", .. }), Some(file), Some("1")) =
+                (p.device(), p.devarg("rx_pcap"), p.devarg("infinite_rx"))
+            {
+                if let Some(n) = count_pcap_packets(Path::new(file)) {
+                    parts.push((format!("pcap replay preloaded by port '{}'", p.name), n));
+                }
+            }
+        }
+        let need: u64 = parts.iter().map(|(_, n)| n).sum();
+        let slack = 2048 + need / 8;
+        parts.push(("headroom for bursts and control-plane packets".to_string(), slack));
+        let computed = need + slack;
+        let mbufs = match config.switch.mbufs {
+            Some(n) => {
+                parts.push((format!("(switch.mbufs overrides the {computed} computed)"), 0));
+                n as u64
+            }
+            None => computed,
+        };
+        let per_mbuf = MBUF_HEADER + data_room as u64 + MEMPOOL_OBJ_OVERHEAD;
+        // The mempool's ring of free pointers: 8 bytes per slot, power-of-two slots.
+        let pool_bytes = mbufs * per_mbuf + 8 * (mbufs + 1).next_power_of_two();
+        let queues: u64 = config.ports.iter().map(|p| p.rx_queues as u64 + workers).sum();
+        let mut overhead = EAL_BASE_BYTES + queues * PER_QUEUE_BYTES;
+        if let Some(mb) = config.eal.memory_mb {
+            // The user's figure is the total; whatever the pool leaves is for the EAL.
+            overhead = ((mb as u64) << 20).saturating_sub(pool_bytes);
+        }
+        let total = pool_bytes + overhead;
+        let hugepages = if config.eal.no_huge { 0 } else { total.div_ceil(hugepage_size) };
+        MemoryPlan {
+            mbufs: mbufs.min(u32::MAX as u64) as u32,
+            data_room,
+            parts,
+            pool_bytes,
+            overhead_bytes: overhead,
+            hugepage_size,
+            hugepages,
+        }
+    }
+}
+
+/// Hugepages of one size: how many exist and how many are free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HugepageState {
+    pub total: u64,
+    pub free: u64,
+    pub mounted: bool,
+}
+
+/// Reads the kernel's hugepage counters for pages of `size` bytes.
+pub fn hugepage_state(size: u64) -> HugepageState {
+    let dir = format!("/sys/kernel/mm/hugepages/hugepages-{}kB", size >> 10);
+    let read = |f: &str| {
+        std::fs::read_to_string(format!("{dir}/{f}")).ok().and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0)
+    };
+    let mounted = std::fs::read_to_string("/proc/mounts")
+        .map(|m| m.lines().any(|l| l.split_whitespace().nth(2) == Some("hugetlbfs")))
+        .unwrap_or(false);
+    HugepageState { total: read("nr_hugepages"), free: read("free_hugepages"), mounted }
+}
+
+/// Not enough hugepages for a plan: the message says how many and how to get them.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "not enough hugepages: this configuration needs {needed} hugepages of {size_kb} KiB ({needed_mb} MiB: {mbufs} mbufs and EAL/port memory), but only {free} of {total} are free{mount_hint}.\n\
+     Reserve them with:\n    echo {target} > /proc/sys/vm/nr_hugepages{mount_cmd}\n\
+     or lower rx_descriptors/tx_descriptors/rx_queues or switch.mbufs, or set eal.no_huge = true for a test run."
+)]
+pub struct HugepageShortage {
+    pub needed: u64,
+    pub needed_mb: u64,
+    pub mbufs: u32,
+    pub size_kb: u64,
+    pub free: u64,
+    pub total: u64,
+    pub target: u64,
+    pub mount_hint: &'static str,
+    pub mount_cmd: &'static str,
+}
+
+/// Checks that the machine can give `plan` its hugepages.
+pub fn check_hugepages(plan: &MemoryPlan, state: HugepageState) -> Result<(), HugepageShortage> {
+    if plan.hugepages == 0 || (state.free >= plan.hugepages && state.mounted) {
+        return Ok(());
+    }
+    let (mount_hint, mount_cmd) = if state.mounted {
+        ("", "")
+    } else {
+        (" and no hugetlbfs is mounted", "\n    mkdir -p /dev/hugepages && mount -t hugetlbfs nodev /dev/hugepages")
+    };
+    Err(HugepageShortage {
+        needed: plan.hugepages,
+        needed_mb: (plan.hugepages * plan.hugepage_size) >> 20,
+        mbufs: plan.mbufs,
+        size_kb: plan.hugepage_size >> 10,
+        free: state.free,
+        total: state.total,
+        target: state.total + plan.hugepages.saturating_sub(state.free),
+        mount_hint,
+        mount_cmd,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        Config::from_toml(&format!(
+            r#"
+            [[port]]
+            name = "a"
+            number = 1
+            devargs = "net_null0"
+            [[port]]
+            name = "b"
+            number = 2
+            devargs = "net_null1"
+            rx_queues = 2
+            [[worker]]
+            core = 1
+            {extra}
+            "#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn mbufs_cover_rings_bursts_and_caches() {
+        let plan = MemoryPlan::for_config(&config(""), 2 << 20);
+        // rx: 1024 + 2*1024, tx: 2*1024, bursts: 32*3, caches: 2*256*1.5
+        let need = 3072 + 2048 + 96 + 768;
+        assert_eq!(plan.mbufs as u64, need + 2048 + need / 8);
+        assert_eq!(plan.data_room, 2176);
+        assert_eq!(plan.hugepages, plan.total_bytes().div_ceil(2 << 20));
+        assert!(plan.to_string().contains("rx descriptor rings"));
+    }
+
+    #[test]
+    fn jumbo_mtu_grows_the_data_room() {
+        let mut c = config("");
+        c.ports[0].mtu = 9000;
+        let plan = MemoryPlan::for_config(&c, 2 << 20);
+        assert!(plan.data_room as u32 >= 9000 + 14 + 8 + 4 + 128);
+        assert_eq!(plan.data_room % 64, 0);
+    }
+
+    #[test]
+    fn explicit_mbufs_and_no_huge() {
+        let mut c = config("");
+        c.switch.mbufs = Some(4095);
+        c.eal.no_huge = true;
+        let plan = MemoryPlan::for_config(&c, 2 << 20);
+        assert_eq!(plan.mbufs, 4095);
+        assert_eq!(plan.hugepages, 0);
+        assert!(check_hugepages(&plan, HugepageState { total: 0, free: 0, mounted: false }).is_ok());
+    }
+
+    #[test]
+    fn shortage_message_says_how_many_and_how() {
+        let plan = MemoryPlan::for_config(&config(""), 2 << 20);
+        let err = check_hugepages(&plan, HugepageState { total: 10, free: 4, mounted: true }).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(&format!("needs {} hugepages of 2048 KiB", plan.hugepages)), "{msg}");
+        assert!(msg.contains("only 4 of 10 are free"), "{msg}");
+        assert!(msg.contains(&format!("echo {} > /proc/sys/vm/nr_hugepages", 10 + plan.hugepages - 4)), "{msg}");
+        let unmounted = check_hugepages(&plan, HugepageState { total: 999, free: 999, mounted: false }).unwrap_err();
+        assert!(unmounted.to_string().contains("mount -t hugetlbfs"));
+        assert!(check_hugepages(&plan, HugepageState { total: 999, free: 999, mounted: true }).is_ok());
+    }
+
+    #[test]
+    fn pcap_packets_are_counted() {
+        let dir = std::env::temp_dir().join(format!("vs-pcap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("three.pcap");
+        let mut data = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
+        data.extend_from_slice(&[0; 8]);
+        data.extend_from_slice(&65535u32.to_le_bytes());
+        data.extend_from_slice(&1u32.to_le_bytes());
+        for len in [60u32, 64, 1514] {
+            data.extend_from_slice(&[0; 8]);
+            data.extend_from_slice(&len.to_le_bytes());
+            data.extend_from_slice(&len.to_le_bytes());
+            data.extend(std::iter::repeat_n(0u8, len as usize));
+        }
+        std::fs::write(&path, &data).unwrap();
+        assert_eq!(count_pcap_packets(&path), Some(3));
+        std::fs::write(&path, b"not a pcap").unwrap();
+        assert_eq!(count_pcap_packets(&path), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

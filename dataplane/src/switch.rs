@@ -1,0 +1,494 @@
+//! A running switch: DPDK, the packet pool, ports, workers and the published pipeline, with
+//! the operations the control plane needs (counters, MAC table, maintenance, shutdown).
+//!
+//! Thread-safety: `Switch` is shared by the control plane's threads. Its own state changes
+//! only under its mutexes, which workers never take; workers see changes through the
+//! pipeline snapshot (see `pipeline`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::config::{Config, ConfigError, DeviceKind, PortConfig};
+use crate::dpdk::{DevInfo, DpdkError, Eal, EthPort, EthStats, LinkStatus, Mempool, PortLayout, PortSetup};
+use crate::l2::L2Settings;
+use crate::mac_table::{FlushFilter, MacEntry, MacTable, PortIdx};
+use crate::memory::{check_hugepages, default_hugepage_size, hugepage_state, HugepageShortage, MemoryPlan};
+use crate::pipeline::{Pipeline, PipelineCell};
+use crate::stats::{PortTotals, WorkerStats, MAX_PORTS};
+use crate::wire::MacAddr;
+use crate::worker::{self, CoarseClock, Shared, WorkerPlan};
+
+/// Why the switch did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Hugepages(#[from] HugepageShortage),
+    #[error("DPDK initialisation failed ({0}); see DPDK's messages above")]
+    Eal(DpdkError),
+    #[error("cannot create the packet pool of {mbufs} mbufs: {source}")]
+    Mempool { mbufs: u32, source: DpdkError },
+    #[error("port '{port}' ({devargs}): {reason}")]
+    Port { port: String, devargs: String, reason: String },
+    #[error("worker on core {core}: {reason}")]
+    Worker { core: usize, reason: String },
+}
+
+/// A configuration checked and sized, ready to start.
+#[derive(Debug, Clone)]
+pub struct StartPlan {
+    pub config: Config,
+    pub memory: MemoryPlan,
+    pub eal_args: Vec<String>,
+}
+
+impl StartPlan {
+    /// Validates `config` (read from `path`), computes its memory and checks the machine has
+    /// it. Touches nothing: a failure here leaves no trace.
+    pub fn new(config: Config, path: &std::path::Path) -> Result<StartPlan, StartError> {
+        config.validate(path)?;
+        let memory = MemoryPlan::for_config(&config, default_hugepage_size());
+        if !config.eal.no_huge {
+            check_hugepages(&memory, hugepage_state(memory.hugepage_size))?;
+        }
+        let eal_args = eal_args(&config, &memory);
+        Ok(StartPlan { config, memory, eal_args })
+    }
+}
+
+/// The EAL command line for a configuration. PCI scanning is off unless a port is a PCI
+/// device, and then only the configured functions are probed.
+pub fn eal_args(config: &Config, memory: &MemoryPlan) -> Vec<String> {
+    let eal = &config.eal;
+    let mut a = vec![
+        "vswitchd".to_string(),
+        "-l".into(),
+        eal.main_core.to_string(),
+        "--file-prefix".into(),
+        eal.file_prefix.clone(),
+        "-m".into(),
+        memory.memory_mb().to_string(),
+    ];
+    if eal.no_huge {
+        // --in-memory is refused together with --no-huge; --no-shconf gives the same
+        // "nothing shared, nothing left behind".
+        a.extend(["--no-huge".into(), "--no-shconf".into()]);
+    } else if eal.in_memory {
+        a.push("--in-memory".into());
+    }
+    let pci: Vec<String> = config
+        .ports
+        .iter()
+        .filter_map(|p| match p.device() {
+            Ok(DeviceKind::Pci(addr)) => Some(addr),
+            _ => None,
+        })
+        .collect();
+    if pci.is_empty() {
+        a.push("--no-pci".into());
+    } else {
+        for addr in pci {
+            a.extend(["-a".into(), addr]);
+        }
+    }
+    if let Some(level) = &eal.log_level {
+        a.extend(["--log-level".into(), level.clone()]);
+    }
+    a.extend(eal.extra_args.iter().cloned());
+    a
+}
+
+/// A port of the running switch.
+pub struct PortRuntime {
+    pub idx: PortIdx,
+    pub config: PortConfig,
+    pub devargs: String,
+    pub eth: EthPort,
+    pub info: DevInfo,
+    pub layout: PortLayout,
+    pub rx_queues: u16,
+    pub tx_queues: u16,
+}
+
+/// A worker of the running switch.
+pub struct WorkerRuntime {
+    pub index: usize,
+    pub core: usize,
+    pub lcore: u32,
+    /// (port index, queue) pairs it polls.
+    pub rx: Vec<(PortIdx, u16)>,
+    pub stats: Arc<WorkerStats>,
+}
+
+/// One port's view for the API.
+#[derive(Debug, Clone)]
+pub struct PortView {
+    pub idx: PortIdx,
+    pub name: String,
+    pub number: u32,
+    pub devargs: String,
+    pub driver: String,
+    pub dpdk_port_id: u16,
+    pub mac: MacAddr,
+    pub mtu: u16,
+    pub rx_queues: u16,
+    pub tx_queues: u16,
+    pub rx_descriptors: u16,
+    pub tx_descriptors: u16,
+    pub link: LinkStatus,
+    /// Counters of the switch's workers.
+    pub counters: PortTotals,
+    /// Counters of the device (PMD).
+    pub device: EthStats,
+}
+
+pub struct Switch {
+    pub plan: StartPlan,
+    started_wall: SystemTime,
+    started: Instant,
+    ports: RwLock<Vec<Arc<PortRuntime>>>,
+    workers: Vec<WorkerRuntime>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    shared: Arc<Shared>,
+    /// Serialises publications and holds replaced snapshots until every worker moved on.
+    publisher: Mutex<Retired>,
+    next_generation: AtomicU64,
+    last_aging: AtomicU64,
+    pool: Mutex<Option<Arc<Mempool>>>,
+    eal: Mutex<Option<Arc<Eal>>>,
+    tsc_hz: u64,
+}
+
+#[derive(Default)]
+struct Retired {
+    snapshots: Vec<Arc<Pipeline>>,
+}
+
+impl Switch {
+    /// Starts DPDK, the ports and the workers. On failure everything started is stopped
+    /// again before the error returns.
+    pub fn start(plan: StartPlan) -> Result<Arc<Switch>, StartError> {
+        let config = &plan.config;
+        let eal = Eal::init(&plan.eal_args).map_err(StartError::Eal)?;
+        let pool =
+            Mempool::create(&eal, "vswitch_mbufs", plan.memory.mbufs, config.switch.mbuf_cache, plan.memory.data_room)
+                .map_err(|source| StartError::Mempool { mbufs: plan.memory.mbufs, source })?;
+        let pool = Arc::new(pool);
+        let n_workers = config.workers.len();
+        if config.ports.len() > MAX_PORTS {
+            return Err(StartError::Port {
+                port: config.ports[MAX_PORTS].name.clone(),
+                devargs: config.ports[MAX_PORTS].devargs.clone(),
+                reason: format!("more than {MAX_PORTS} ports"),
+            });
+        }
+
+        let mut ports = Vec::with_capacity(config.ports.len());
+        for (i, pc) in config.ports.iter().enumerate() {
+            ports.push(Arc::new(open_port(&eal, &pool, i as PortIdx, pc, n_workers)?));
+        }
+
+        let assignment = config.rx_assignment().map_err(|e| StartError::Worker { core: 0, reason: e.join("; ") })?;
+        let mac_table = Arc::new(MacTable::new(config.switch.mac_table_size as usize));
+        let l2 = L2Settings { forward_link_local: config.switch.forward_link_local };
+        let port_ids: Vec<PortIdx> = ports.iter().map(|p| p.idx).collect();
+        let shared = Arc::new(Shared {
+            pipeline: PipelineCell::new(Pipeline::new(1, &port_ids, mac_table, l2)),
+            clock: CoarseClock::default(),
+            stop: Default::default(),
+        });
+
+        let mut workers = Vec::new();
+        let mut threads = Vec::new();
+        for (w, wc) in config.workers.iter().enumerate() {
+            let mut rx = Vec::new();
+            for &(pi, q) in &assignment[w] {
+                let queue = ports[pi].eth.rx_queue(q).expect("each rx queue is assigned once");
+                rx.push((pi as PortIdx, queue));
+            }
+            let tx =
+                ports.iter().map(|p| (p.idx, p.eth.tx_queue(w as u16).expect("one tx queue per worker"))).collect();
+            let stats = Arc::new(WorkerStats::default());
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+            let plan_w = WorkerPlan { index: w, core: wc.core, rx, tx };
+            let spawned = worker::spawn(plan_w, shared.clone(), stats.clone(), eal.clone(), ready_tx);
+            let started = match spawned {
+                Ok(handle) => {
+                    threads.push(handle);
+                    ready_rx.recv().unwrap_or_else(|_| Err("worker thread exited during start".into()))
+                }
+                Err(e) => Err(format!("cannot spawn thread: {e}")),
+            };
+            match started {
+                Ok(lcore) => workers.push(WorkerRuntime {
+                    index: w,
+                    core: wc.core,
+                    lcore,
+                    rx: assignment[w].iter().map(|&(p, q)| (p as PortIdx, q)).collect(),
+                    stats,
+                }),
+                Err(reason) => {
+                    shared.stop.store(true, Ordering::Relaxed);
+                    for t in threads {
+                        let _ = t.join();
+                    }
+                    return Err(StartError::Worker { core: wc.core, reason });
+                }
+            }
+        }
+
+        let tsc_hz = eal.tsc_hz();
+        Ok(Arc::new(Switch {
+            plan,
+            started_wall: SystemTime::now(),
+            started: Instant::now(),
+            ports: RwLock::new(ports),
+            workers,
+            threads: Mutex::new(threads),
+            shared,
+            publisher: Mutex::new(Retired::default()),
+            next_generation: AtomicU64::new(2),
+            last_aging: AtomicU64::new(0),
+            pool: Mutex::new(Some(pool)),
+            eal: Mutex::new(Some(eal)),
+            tsc_hz,
+        }))
+    }
+
+    pub fn started_at(&self) -> SystemTime {
+        self.started_wall
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn tsc_hz(&self) -> u64 {
+        self.tsc_hz
+    }
+
+    pub fn workers(&self) -> &[WorkerRuntime] {
+        &self.workers
+    }
+
+    /// The generation workers are asked to run.
+    pub fn generation(&self) -> u64 {
+        self.shared.pipeline.generation()
+    }
+
+    /// Mbufs free and in use in the packet pool.
+    pub fn pool_usage(&self) -> Option<(u32, u32)> {
+        let pool = self.pool.lock().unwrap();
+        pool.as_ref().map(|p| (p.available(), p.in_use()))
+    }
+
+    fn port_view(&self, p: &PortRuntime) -> PortView {
+        let mut counters = PortTotals::default();
+        for w in &self.workers {
+            counters.add(&w.stats.ports[p.idx as usize]);
+        }
+        PortView {
+            idx: p.idx,
+            name: p.config.name.clone(),
+            number: p.config.number,
+            devargs: p.devargs.clone(),
+            driver: p.info.driver.clone(),
+            dpdk_port_id: p.eth.id(),
+            mac: MacAddr(p.eth.mac()),
+            mtu: p.config.mtu,
+            rx_queues: p.rx_queues,
+            tx_queues: p.tx_queues,
+            rx_descriptors: p.layout.rx_descriptors,
+            tx_descriptors: p.layout.tx_descriptors,
+            link: p.eth.link(),
+            counters,
+            device: p.eth.stats(),
+        }
+    }
+
+    /// Every port with link state and counters, in port-number order.
+    pub fn ports(&self) -> Vec<PortView> {
+        let ports = self.ports.read().unwrap();
+        let mut v: Vec<_> = ports.iter().map(|p| self.port_view(p)).collect();
+        v.sort_by_key(|p| p.number);
+        v
+    }
+
+    /// The port with this index.
+    pub fn port_by_idx(&self, idx: PortIdx) -> Option<PortView> {
+        let ports = self.ports.read().unwrap();
+        ports.iter().find(|p| p.idx == idx).map(|p| self.port_view(p))
+    }
+
+    pub fn port_by_name(&self, name: &str) -> Option<PortView> {
+        let ports = self.ports.read().unwrap();
+        ports.iter().find(|p| p.config.name == name).map(|p| self.port_view(p))
+    }
+
+    pub fn port_by_number(&self, number: u32) -> Option<PortView> {
+        let ports = self.ports.read().unwrap();
+        ports.iter().find(|p| p.config.number == number).map(|p| self.port_view(p))
+    }
+
+    /// (index, name, number) of each port: cheap, for translating MAC table entries.
+    pub fn port_names(&self) -> Vec<(PortIdx, String, u32)> {
+        let ports = self.ports.read().unwrap();
+        ports.iter().map(|p| (p.idx, p.config.name.clone(), p.config.number)).collect()
+    }
+
+    fn mac_table(&self) -> Arc<MacTable> {
+        self.shared.pipeline.load().mac_table().clone()
+    }
+
+    /// Live MAC table entries.
+    pub fn mac_entries(&self) -> Vec<MacEntry> {
+        self.mac_table().entries(self.shared.clock.now())
+    }
+
+    pub fn mac_table_capacity(&self) -> usize {
+        self.mac_table().capacity()
+    }
+
+    /// Removes the selected entries; returns how many.
+    pub fn flush_macs(&self, filter: &FlushFilter) -> usize {
+        self.mac_table().flush(filter)
+    }
+
+    /// Adds a static entry; false when the table has no room.
+    pub fn add_static_mac(&self, vlan: u16, mac: MacAddr, port: PortIdx) -> bool {
+        self.mac_table().insert_static(vlan, mac, port)
+    }
+
+    /// Publishes `make(current)` as the next generation; returns it. Old snapshots are freed
+    /// by `maintain` once every worker has moved past them.
+    pub fn publish(&self, make: impl FnOnce(&Pipeline, u64) -> Pipeline) -> u64 {
+        let mut retired = self.publisher.lock().unwrap();
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        let current = self.shared.pipeline.load();
+        let old = self.shared.pipeline.publish(make(&current, generation));
+        retired.snapshots.push(old);
+        generation
+    }
+
+    /// The oldest generation any worker still runs.
+    pub fn oldest_running_generation(&self) -> u64 {
+        self.workers.iter().map(|w| w.stats.generation.load(Ordering::Acquire)).min().unwrap_or(u64::MAX)
+    }
+
+    /// Waits until every worker runs `generation` or later; false on timeout.
+    pub fn wait_for_generation(&self, generation: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.oldest_running_generation() >= generation {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// Periodic control-plane work, a few times a second: advance the clock, age MAC
+    /// entries once a second, rebuild the MAC table when tombstones pile up, and free the
+    /// snapshots no worker runs any more.
+    pub fn maintain(&self) {
+        self.shared.clock.tick();
+        let now = self.shared.clock.now();
+        if self.last_aging.swap(now as u64, Ordering::Relaxed) != now as u64 {
+            let table = self.mac_table();
+            table.age(now, self.plan.config.switch.mac_aging_seconds);
+            if table.needs_rebuild() {
+                let rebuilt = Arc::new(table.rebuilt(now));
+                self.publish(|p, g| p.with_mac_table(g, rebuilt));
+            }
+        }
+        let oldest = self.oldest_running_generation();
+        let mut retired = self.publisher.lock().unwrap();
+        retired.snapshots.retain(|s| s.generation() >= oldest);
+    }
+
+    /// Stops the workers, then closes the ports and returns DPDK's memory. Idempotent.
+    pub fn shutdown(&self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.lock().unwrap().drain(..) {
+            let _ = t.join();
+        }
+        self.publisher.lock().unwrap().snapshots.clear();
+        // Ports hold the pool and the EAL; dropping them first lets the EAL go last.
+        self.ports.write().unwrap().clear();
+        self.pool.lock().unwrap().take();
+        self.eal.lock().unwrap().take();
+    }
+}
+
+fn open_port(
+    eal: &Arc<Eal>,
+    pool: &Arc<Mempool>,
+    idx: PortIdx,
+    pc: &PortConfig,
+    n_workers: usize,
+) -> Result<PortRuntime, StartError> {
+    let devargs = pc.effective_devargs(n_workers);
+    let fail = |reason: String| StartError::Port { port: pc.name.clone(), devargs: devargs.clone(), reason };
+    let eth = EthPort::probe(eal, &devargs).map_err(|e| fail(e.to_string()))?;
+    let info = eth.info().map_err(|e| fail(e.to_string()))?;
+    let tx_queues = n_workers as u16;
+    if info.max_tx_queues < tx_queues || info.max_rx_queues < pc.rx_queues {
+        let hint = match pc.device() {
+            Ok(DeviceKind::Vdev { driver: "net_af_packet", .. }) => "; raise qpairs= in devargs",
+            Ok(DeviceKind::Vdev { driver: "net_pcap", .. }) => "; give one rx_pcap/tx_pcap per queue",
+            _ => "",
+        };
+        return Err(fail(format!(
+            "the device has {} rx / {} tx queues, the switch needs {} rx (rx_queues) / {} tx (one per worker){hint}",
+            info.max_rx_queues, info.max_tx_queues, pc.rx_queues, tx_queues
+        )));
+    }
+    let setup = PortSetup {
+        rx_queues: pc.rx_queues,
+        tx_queues,
+        rx_descriptors: pc.rx_descriptors,
+        tx_descriptors: pc.tx_descriptors,
+        mtu: pc.mtu,
+    };
+    let layout = eth.setup_and_start(&setup, pool).map_err(|e| fail(e.to_string()))?;
+    Ok(PortRuntime { idx, config: pc.clone(), devargs, eth, info, layout, rx_queues: pc.rx_queues, tx_queues })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eal_args_keep_pci_off_for_vdevs() {
+        let config = Config::from_toml(
+            r#"
+            [eal]
+            main_core = 0
+            file_prefix = "t"
+            [[port]]
+            name = "a"
+            number = 1
+            devargs = "net_null0"
+            [[worker]]
+            core = 1
+            "#,
+        )
+        .unwrap();
+        let mem = MemoryPlan::for_config(&config, 2 << 20);
+        let a = eal_args(&config, &mem);
+        assert!(a.contains(&"--no-pci".to_string()));
+        assert!(a.contains(&"--in-memory".to_string()));
+        assert_eq!(a[1..3], ["-l".to_string(), "0".to_string()]);
+        let mut pci = config.clone();
+        pci.ports[0].devargs = "0000:03:00.1".into();
+        pci.eal.no_huge = true;
+        let a = eal_args(&pci, &mem);
+        assert!(!a.contains(&"--no-pci".to_string()));
+        assert!(a.windows(2).any(|w| w == ["-a", "0000:03:00.1"]));
+        assert!(a.contains(&"--no-huge".to_string()) && !a.contains(&"--in-memory".to_string()));
+    }
+}

@@ -1,0 +1,212 @@
+//! Poll-mode workers: one thread per core, pinned, each owning its rx queues and one tx queue
+//! per port, running every burst through the pipeline to completion.
+//!
+//! Thread-safety: a worker owns its queues, its tx buffers and its counters (it is their only
+//! writer). It shares with the control plane only [`Shared`]: the published pipeline, a coarse
+//! clock and the stop flag, all read with single atomic loads once per poll iteration.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crate::dpdk::{self, Eal, LcoreRegistration, Mbuf, MbufBurst, RxQueue, TxQueue};
+use crate::mac_table::PortIdx;
+use crate::pipeline::{Egress, PipelineCell, PipelineReader};
+use crate::stats::{bump, DropReason, WorkerStats};
+
+/// Seconds since the switch started, advanced by the control plane, so workers read time
+/// without a syscall. Resolution is what MAC aging needs (seconds), no more.
+pub struct CoarseClock {
+    start: Instant,
+    secs: AtomicU32,
+}
+
+impl Default for CoarseClock {
+    fn default() -> Self {
+        CoarseClock { start: Instant::now(), secs: AtomicU32::new(0) }
+    }
+}
+
+impl CoarseClock {
+    /// Advances the clock to the current time (control plane, several times a second).
+    pub fn tick(&self) {
+        self.secs.store(self.start.elapsed().as_secs() as u32, Ordering::Relaxed);
+    }
+
+    #[inline(always)]
+    pub fn now(&self) -> u32 {
+        self.secs.load(Ordering::Relaxed)
+    }
+}
+
+/// What workers share with the control plane.
+pub struct Shared {
+    pub pipeline: PipelineCell,
+    pub clock: CoarseClock,
+    pub stop: AtomicBool,
+}
+
+/// A worker's queues and identity, handed over when it is spawned.
+pub struct WorkerPlan {
+    pub index: usize,
+    pub core: usize,
+    pub rx: Vec<(PortIdx, RxQueue)>,
+    pub tx: Vec<(PortIdx, TxQueue)>,
+}
+
+struct TxPort {
+    queue: TxQueue,
+    pending: MbufBurst,
+    pending_bytes: u64,
+}
+
+/// Per-port transmit buffers of one worker: packets wait until a burst is full or the poll
+/// iteration ends, so each tx call moves many packets.
+pub struct TxBuffers<'a> {
+    ports: Vec<Option<TxPort>>,
+    dropped: MbufBurst,
+    stats: &'a WorkerStats,
+}
+
+impl<'a> TxBuffers<'a> {
+    fn new(tx: Vec<(PortIdx, TxQueue)>, stats: &'a WorkerStats) -> Self {
+        let mut ports: Vec<Option<TxPort>> = Vec::new();
+        for (idx, queue) in tx {
+            let i = idx as usize;
+            if ports.len() <= i {
+                ports.resize_with(i + 1, || None);
+            }
+            ports[i] = Some(TxPort { queue, pending: MbufBurst::new(), pending_bytes: 0 });
+        }
+        TxBuffers { ports, dropped: MbufBurst::new(), stats }
+    }
+
+    #[inline]
+    fn flush_port(tp: &mut TxPort, idx: usize, stats: &WorkerStats) {
+        let sent = tp.queue.tx_burst(&mut tp.pending);
+        let unsent = tp.pending.len();
+        let counters = &stats.ports[idx];
+        if unsent > 0 {
+            let unsent_bytes: u64 = tp.pending.as_slice().iter().map(|m| m.pkt_len() as u64).sum();
+            counters.drop(DropReason::TxQueueFull, unsent as u64);
+            tp.pending_bytes -= unsent_bytes;
+            tp.pending.free_all();
+        }
+        bump(&counters.tx_packets, sent as u64);
+        bump(&counters.tx_bytes, tp.pending_bytes);
+        tp.pending_bytes = 0;
+    }
+
+    /// Sends everything buffered.
+    #[inline]
+    pub fn flush(&mut self) {
+        for (idx, tp) in self.ports.iter_mut().enumerate() {
+            if let Some(tp) = tp {
+                if !tp.pending.is_empty() {
+                    Self::flush_port(tp, idx, self.stats);
+                }
+            }
+        }
+        self.dropped.free_all();
+    }
+}
+
+impl Egress for TxBuffers<'_> {
+    #[inline]
+    fn output(&mut self, port: PortIdx, m: Mbuf) {
+        let Some(Some(tp)) = self.ports.get_mut(port as usize) else {
+            return self.drop(m, port, DropReason::NoEgressPort);
+        };
+        tp.pending_bytes += m.pkt_len() as u64;
+        // Never full here: a full buffer is flushed right after the push that filled it.
+        if let Err(m) = tp.pending.push(m) {
+            tp.pending_bytes -= m.pkt_len() as u64;
+            drop(m);
+            self.stats.ports[port as usize].drop(DropReason::TxQueueFull, 1);
+            return;
+        }
+        if tp.pending.is_full() {
+            Self::flush_port(tp, port as usize, self.stats);
+        }
+    }
+
+    #[inline]
+    fn drop(&mut self, m: Mbuf, port: PortIdx, reason: DropReason) {
+        self.stats.ports[port as usize].drop(reason, 1);
+        if let Err(m) = self.dropped.push(m) {
+            self.dropped.free_all();
+            let _ = self.dropped.push(m);
+        }
+    }
+}
+
+/// Starts a worker thread: pins it, registers it with DPDK, and polls until `shared.stop`.
+/// `ready` receives `Ok(lcore id)` once the thread runs on its core, or why it could not.
+pub fn spawn(
+    plan: WorkerPlan,
+    shared: Arc<Shared>,
+    stats: Arc<WorkerStats>,
+    eal: Arc<Eal>,
+    ready: std::sync::mpsc::Sender<Result<u32, String>>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(format!("worker-{}", plan.core)).spawn(move || {
+        let core = plan.core;
+        if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+            let _ = ready.send(Err(format!("cannot pin worker to core {core}")));
+            return;
+        }
+        let lcore = match LcoreRegistration::register(&eal) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = ready.send(Err(format!("worker on core {core}: {e}")));
+                return;
+            }
+        };
+        let _ = ready.send(Ok(lcore.lcore_id()));
+        drop(ready);
+        poll_loop(plan, &shared, &stats);
+        drop(lcore);
+    })
+}
+
+fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
+    let WorkerPlan { mut rx, tx, .. } = plan;
+    let mut tx = TxBuffers::new(tx, stats);
+    let mut burst = MbufBurst::new();
+    let mut pipeline = PipelineReader::new(&shared.pipeline);
+    stats.generation.store(pipeline.get().generation(), Ordering::Release);
+
+    while !shared.stop.load(Ordering::Relaxed) {
+        // Quiescent point: no reference into the previous snapshot survives this line.
+        if pipeline.refresh(&shared.pipeline) {
+            stats.generation.store(pipeline.get().generation(), Ordering::Release);
+        }
+        let now = shared.clock.now();
+        let start = dpdk::tsc();
+        let mut received = 0;
+        for (port, queue) in rx.iter_mut() {
+            let n = queue.rx_burst(&mut burst);
+            if n == 0 {
+                continue;
+            }
+            received += n;
+            let counters = &stats.ports[*port as usize];
+            let bytes: u64 = burst.as_slice().iter().map(|m| m.pkt_len() as u64).sum();
+            bump(&counters.rx_packets, n as u64);
+            bump(&counters.rx_bytes, bytes);
+            pipeline.get().process_burst(*port, &mut burst, now, stats, &mut tx);
+        }
+        tx.flush();
+        let cycles = dpdk::tsc().wrapping_sub(start);
+        bump(&stats.polls, 1);
+        if received > 0 {
+            bump(&stats.busy_polls, 1);
+            bump(&stats.busy_cycles, cycles);
+        } else {
+            bump(&stats.idle_cycles, cycles);
+            std::hint::spin_loop();
+        }
+    }
+    tx.flush();
+}
