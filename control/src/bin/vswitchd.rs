@@ -1,0 +1,154 @@
+//! vswitchd: the switch daemon.
+//!
+//! Reads a TOML config, checks it and the machine (cores, hugepages) before touching DPDK,
+//! starts DPDK, ports and workers, serves the gRPC API, and on SIGINT/SIGTERM stops
+//! everything (ports stopped, memory returned) and exits 0.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use control::server::{self, Listeners};
+use control::service::Api;
+use dataplane::config::LogFormat;
+use dataplane::{Config, StartPlan, Switch};
+
+#[derive(Parser)]
+#[command(name = "vswitchd", version, about = "DPDK userspace virtual switch daemon")]
+struct Args {
+    /// Configuration file (TOML).
+    #[arg(long, short, env = "VSWITCHD_CONFIG")]
+    config: PathBuf,
+    /// Check the configuration and print the memory plan, then exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("vswitchd: error: {msg}");
+    ExitCode::FAILURE
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match Config::from_file(&args.config) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    init_logging(config.control.log_format);
+    let socket = config.control.socket.clone();
+    let listen = config.control.listen;
+    let plan = match StartPlan::new(config, &args.config) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    println!("vswitchd {} starting from {}", control::service::VERSION, args.config.display());
+    println!("{}", plan.memory);
+    println!("EAL: {}", plan.eal_args[1..].join(" "));
+    if args.check {
+        println!("configuration OK");
+        return ExitCode::SUCCESS;
+    }
+    // Refuse to start next to a live daemon before DPDK takes memory.
+    if let Err(e) = server::prepare_socket(&socket) {
+        return fail(e);
+    }
+
+    let switch = match Switch::start(plan) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    for p in switch.ports() {
+        println!(
+            "port {} '{}' ({}, {}): {} rx / {} tx queues, MAC {}, link {}",
+            p.number,
+            p.name,
+            p.devargs,
+            p.driver,
+            p.rx_queues,
+            p.tx_queues,
+            p.mac,
+            if p.link.up { "up" } else { "down" }
+        );
+    }
+    let names = switch.port_names();
+    for w in switch.workers() {
+        let queues: Vec<String> =
+            w.rx.iter()
+                .map(|(p, q)| {
+                    let name = names.iter().find(|n| n.0 == *p).map_or("?", |n| n.1.as_str());
+                    format!("{name}:{q}")
+                })
+                .collect();
+        println!("worker {} on core {} (lcore {}): rx {}", w.index, w.core, w.lcore, queues.join(" "));
+    }
+
+    // The control plane runs on the EAL main core: threads started from here inherit it.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("vswitchd-ctl")
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            switch.shutdown();
+            return fail(format!("cannot start the control plane runtime: {e}"));
+        }
+    };
+    let result = runtime.block_on(run(switch.clone(), socket.clone(), listen));
+    switch.shutdown();
+    drop(runtime);
+    match result {
+        Ok(()) => {
+            println!("vswitchd: stopped cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+async fn run(switch: Arc<Switch>, socket: PathBuf, listen: Option<std::net::SocketAddr>) -> Result<(), String> {
+    let listeners = Listeners::bind(&socket, listen).await.map_err(|e| e.to_string())?;
+    println!("API on unix:{}", socket.display());
+    if let Some(addr) = listeners.tcp_addr() {
+        println!("API on tcp:{addr}");
+    }
+    let maintenance = {
+        let switch = switch.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                switch.maintain();
+            }
+        })
+    };
+    let shutdown = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+            tracing::error!("cannot install signal handlers; stop vswitchd with SIGKILL");
+            return std::future::pending().await;
+        };
+        let name = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        println!("vswitchd: {name} received, stopping");
+    };
+    println!("vswitchd: running");
+    let served = server::serve(Api::new(switch), listeners, shutdown).await;
+    maintenance.abort();
+    served.map_err(|e| format!("API server failed: {e}"))
+}

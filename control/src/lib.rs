@@ -1,0 +1,6 @@
+//! The control plane: the gRPC API over a running switch, its server, and the client side
+//! used by `vswitchctl`.
+
+pub mod client;
+pub mod server;
+pub mod service;

@@ -1,0 +1,119 @@
+//! Serving the API: a Unix socket always, TCP when configured; with the standard gRPC health
+//! and reflection services, so `grpcurl` works without .proto files.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::transport::Server;
+use vswitch_proto::v1::mac_table_service_server::MacTableServiceServer;
+use vswitch_proto::v1::port_service_server::PortServiceServer;
+use vswitch_proto::v1::switch_service_server::SwitchServiceServer;
+
+use crate::service::Api;
+
+/// Why the API could not start listening.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("another vswitchd is already serving on {0}; stop it or set control.socket to another path")]
+    InUse(PathBuf),
+    #[error("cannot listen on {path}: {source}")]
+    Unix { path: PathBuf, source: std::io::Error },
+    #[error("cannot listen on {addr}: {source}")]
+    Tcp { addr: SocketAddr, source: std::io::Error },
+}
+
+/// Fails if a live server answers on `path`; removes a stale socket file left by a crash.
+/// Creates the socket's directory.
+pub fn prepare_socket(path: &Path) -> Result<(), ListenError> {
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(ListenError::InUse(path.to_path_buf()));
+        }
+        std::fs::remove_file(path).map_err(|source| ListenError::Unix { path: path.to_path_buf(), source })?;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| ListenError::Unix { path: path.to_path_buf(), source })?;
+    }
+    Ok(())
+}
+
+/// Listeners bound before serving, so binding errors surface before anything runs.
+pub struct Listeners {
+    unix: UnixListener,
+    unix_path: PathBuf,
+    tcp: Option<TcpListener>,
+}
+
+impl Listeners {
+    pub async fn bind(unix_path: &Path, tcp: Option<SocketAddr>) -> Result<Listeners, ListenError> {
+        prepare_socket(unix_path)?;
+        let unix = UnixListener::bind(unix_path)
+            .map_err(|source| ListenError::Unix { path: unix_path.to_path_buf(), source })?;
+        let tcp = match tcp {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| ListenError::Tcp { addr, source })?),
+            None => None,
+        };
+        Ok(Listeners { unix, unix_path: unix_path.to_path_buf(), tcp })
+    }
+
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref().and_then(|t| t.local_addr().ok())
+    }
+}
+
+async fn router(api: Api) -> tonic::transport::server::Router {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    // Every service is up from the first request on: the switch started before the API.
+    health_reporter.set_serving::<SwitchServiceServer<Api>>().await;
+    health_reporter.set_serving::<PortServiceServer<Api>>().await;
+    health_reporter.set_serving::<MacTableServiceServer<Api>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(vswitch_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("reflection descriptors are valid");
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(vswitch_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("reflection descriptors are valid");
+    Server::builder()
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(SwitchServiceServer::new(api.clone()))
+        .add_service(PortServiceServer::new(api.clone()))
+        .add_service(MacTableServiceServer::new(api))
+}
+
+/// Serves until `shutdown` completes, then removes the Unix socket.
+pub async fn serve(
+    api: Api,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let unix = router(api.clone())
+        .await
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listeners.unix), stopped(stop_rx.clone()));
+    let result = match listeners.tcp {
+        Some(tcp) => {
+            let tcp = router(api).await.serve_with_incoming_shutdown(TcpListenerStream::new(tcp), stopped(stop_rx));
+            let (a, b) = tokio::join!(unix, tcp);
+            a.and(b)
+        }
+        None => unix.await,
+    };
+    let _ = std::fs::remove_file(&listeners.unix_path);
+    result
+}

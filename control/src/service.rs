@@ -1,0 +1,283 @@
+//! The `vswitch.v1` services over a running [`Switch`].
+//!
+//! Every handler validates its whole request before it changes anything, and names the
+//! offending field at the start of its error message.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use dataplane::mac_table::FlushFilter;
+use dataplane::stats::DropReason;
+use dataplane::switch::PortView;
+use dataplane::wire::MacAddr;
+use dataplane::{PortIdx, Switch};
+use tonic::{Request, Response, Status};
+use vswitch_proto::v1::{self as pb, port_ref};
+
+/// Version of this build, reported by GetInfo.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The API implementation; cheap to clone (one Arc).
+#[derive(Clone)]
+pub struct Api {
+    switch: Arc<Switch>,
+}
+
+impl Api {
+    pub fn new(switch: Arc<Switch>) -> Api {
+        Api { switch }
+    }
+
+    /// The port a PortRef names. `Ok(None)` when the ref is absent or empty and
+    /// `required` is false.
+    fn resolve_port(&self, field: &str, r: Option<&pb::PortRef>, required: bool) -> Result<Option<PortView>, Status> {
+        match r.and_then(|r| r.port.as_ref()) {
+            None if required => Err(Status::invalid_argument(format!("{field}: a port name or number is required"))),
+            None => Ok(None),
+            Some(port_ref::Port::Name(name)) if name.is_empty() => {
+                Err(Status::invalid_argument(format!("{field}.name: must not be empty")))
+            }
+            Some(port_ref::Port::Name(name)) => self
+                .switch
+                .port_by_name(name)
+                .map(Some)
+                .ok_or_else(|| Status::not_found(format!("{field}.name: no port named '{name}'"))),
+            Some(port_ref::Port::Number(n)) => self
+                .switch
+                .port_by_number(*n)
+                .map(Some)
+                .ok_or_else(|| Status::not_found(format!("{field}.number: no port number {n}"))),
+        }
+    }
+
+    fn port_names(&self) -> HashMap<PortIdx, (String, u32)> {
+        self.switch.port_names().into_iter().map(|(i, n, no)| (i, (n, no))).collect()
+    }
+}
+
+fn parse_vlan(field: &str, v: Option<u32>) -> Result<Option<u16>, Status> {
+    match v {
+        None => Ok(None),
+        Some(v) if v <= 4095 => Ok(Some(v as u16)),
+        Some(v) => Err(Status::invalid_argument(format!("{field}: {v} is not a VLAN id (0 to 4095)"))),
+    }
+}
+
+fn parse_mac(field: &str, s: &str) -> Result<MacAddr, Status> {
+    s.parse::<MacAddr>().map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+}
+
+fn port_to_pb(p: PortView) -> pb::Port {
+    pb::Port {
+        name: p.name,
+        number: p.number,
+        devargs: p.devargs,
+        driver: p.driver,
+        dpdk_port_id: p.dpdk_port_id as u32,
+        mac: p.mac.to_string(),
+        mtu: p.mtu as u32,
+        rx_queues: p.rx_queues as u32,
+        tx_queues: p.tx_queues as u32,
+        rx_descriptors: p.rx_descriptors as u32,
+        tx_descriptors: p.tx_descriptors as u32,
+        link: Some(pb::Link {
+            up: p.link.up,
+            speed_mbps: p.link.speed_mbps,
+            full_duplex: p.link.full_duplex,
+            autoneg: p.link.autoneg,
+        }),
+        counters: Some(pb::PortCounters {
+            rx_packets: p.counters.rx_packets,
+            rx_bytes: p.counters.rx_bytes,
+            tx_packets: p.counters.tx_packets,
+            tx_bytes: p.counters.tx_bytes,
+            rx_dropped: p.counters.rx_dropped(),
+            tx_dropped: p.counters.tx_dropped(),
+        }),
+        device: Some(pb::DeviceCounters {
+            rx_packets: p.device.ipackets,
+            tx_packets: p.device.opackets,
+            rx_bytes: p.device.ibytes,
+            tx_bytes: p.device.obytes,
+            rx_missed: p.device.imissed,
+            rx_errors: p.device.ierrors,
+            tx_errors: p.device.oerrors,
+            rx_nombuf: p.device.rx_nombuf,
+        }),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::switch_service_server::SwitchService for Api {
+    async fn get_info(&self, _: Request<pb::GetInfoRequest>) -> Result<Response<pb::GetInfoResponse>, Status> {
+        let s = &self.switch;
+        let m = &s.plan.memory;
+        let (available, in_use) = s.pool_usage().unwrap_or((0, 0));
+        Ok(Response::new(pb::GetInfoResponse {
+            version: VERSION.to_string(),
+            dpdk_version: dataplane::dpdk::version(),
+            started_at_unix: s.started_at().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            uptime_seconds: s.uptime().as_secs_f64(),
+            generation: s.generation(),
+            eal_args: s.plan.eal_args.clone(),
+            memory: Some(pb::MemoryInfo {
+                mbufs: m.mbufs,
+                mbuf_data_room: m.data_room as u32,
+                pool_bytes: m.pool_bytes,
+                overhead_bytes: m.overhead_bytes,
+                hugepages: m.hugepages,
+                hugepage_size: m.hugepage_size,
+                mbufs_available: available,
+                mbufs_in_use: in_use,
+            }),
+            mac_aging_seconds: s.plan.config.switch.mac_aging_seconds,
+            mac_table_capacity: s.mac_table_capacity() as u32,
+            tsc_hz: s.tsc_hz(),
+        }))
+    }
+
+    async fn list_workers(
+        &self,
+        _: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        let names = self.port_names();
+        let workers = self
+            .switch
+            .workers()
+            .iter()
+            .map(|w| {
+                let t = w.stats.totals();
+                pb::Worker {
+                    index: w.index as u32,
+                    core: w.core as u32,
+                    lcore: w.lcore,
+                    rx_queues: w
+                        .rx
+                        .iter()
+                        .map(|(p, q)| format!("{}:{q}", names.get(p).map_or("?", |n| n.0.as_str())))
+                        .collect(),
+                    polls: t.polls,
+                    busy_polls: t.busy_polls,
+                    busy_cycles: t.busy_cycles,
+                    idle_cycles: t.idle_cycles,
+                    rx_packets: t.rx_packets,
+                    rx_bytes: t.rx_bytes,
+                    tx_packets: t.tx_packets,
+                    tx_bytes: t.tx_bytes,
+                    dropped: t.drops.iter().sum(),
+                    mac_learned: t.mac_learned,
+                    mac_moved: t.mac_moved,
+                    mac_learn_failed: t.mac_learn_failed,
+                    generation: t.generation,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ListWorkersResponse { workers }))
+    }
+
+    async fn list_drops(&self, req: Request<pb::ListDropsRequest>) -> Result<Response<pb::ListDropsResponse>, Status> {
+        let req = req.into_inner();
+        let port = self.resolve_port("port", req.port.as_ref(), false)?;
+        let mut counts = [0u64; DropReason::COUNT];
+        match port {
+            Some(p) => counts = p.counters.drops,
+            None => {
+                for p in self.switch.ports() {
+                    for (c, d) in counts.iter_mut().zip(p.counters.drops) {
+                        *c += d;
+                    }
+                }
+            }
+        }
+        let drops = DropReason::ALL
+            .iter()
+            .map(|&r| pb::DropCounter {
+                stage: r.stage().to_string(),
+                reason: r.name().to_string(),
+                description: r.description().to_string(),
+                packets: counts[r as usize],
+            })
+            .collect();
+        Ok(Response::new(pb::ListDropsResponse { drops }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::port_service_server::PortService for Api {
+    async fn list_ports(&self, _: Request<pb::ListPortsRequest>) -> Result<Response<pb::ListPortsResponse>, Status> {
+        let ports = self.switch.ports().into_iter().map(port_to_pb).collect();
+        Ok(Response::new(pb::ListPortsResponse { ports }))
+    }
+
+    async fn get_port(&self, req: Request<pb::GetPortRequest>) -> Result<Response<pb::Port>, Status> {
+        let req = req.into_inner();
+        let port = self.resolve_port("port", req.port.as_ref(), true)?.expect("required");
+        Ok(Response::new(port_to_pb(port)))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::mac_table_service_server::MacTableService for Api {
+    async fn list_macs(&self, req: Request<pb::ListMacsRequest>) -> Result<Response<pb::ListMacsResponse>, Status> {
+        let req = req.into_inner();
+        let port = self.resolve_port("port", req.port.as_ref(), false)?;
+        let vlan = parse_vlan("vlan", req.vlan)?;
+        let names = self.port_names();
+        let mut entries: Vec<_> = self
+            .switch
+            .mac_entries()
+            .into_iter()
+            .filter(|e| port.as_ref().is_none_or(|p| p.idx == e.port))
+            .filter(|e| vlan.is_none_or(|v| v == e.vlan))
+            .collect();
+        entries.sort_by_key(|e| (e.vlan, e.mac));
+        let entries = entries
+            .into_iter()
+            .map(|e| {
+                let (name, number) = names.get(&e.port).cloned().unwrap_or_default();
+                pb::MacEntry {
+                    vlan: e.vlan as u32,
+                    mac: e.mac.to_string(),
+                    port_name: name,
+                    port_number: number,
+                    age_seconds: e.age_secs,
+                    r#static: e.is_static,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ListMacsResponse { entries, capacity: self.switch.mac_table_capacity() as u32 }))
+    }
+
+    async fn flush_macs(&self, req: Request<pb::FlushMacsRequest>) -> Result<Response<pb::FlushMacsResponse>, Status> {
+        let req = req.into_inner();
+        let port = self.resolve_port("port", req.port.as_ref(), false)?;
+        let vlan = parse_vlan("vlan", req.vlan)?;
+        let mac = if req.mac.is_empty() { None } else { Some(parse_mac("mac", &req.mac)?) };
+        let removed = self.switch.flush_macs(&FlushFilter {
+            port: port.map(|p| p.idx),
+            vlan,
+            mac,
+            include_static: req.include_static,
+        });
+        Ok(Response::new(pb::FlushMacsResponse { removed: removed as u64 }))
+    }
+
+    async fn add_static_mac(
+        &self,
+        req: Request<pb::AddStaticMacRequest>,
+    ) -> Result<Response<pb::AddStaticMacResponse>, Status> {
+        let req = req.into_inner();
+        let mac = parse_mac("mac", &req.mac)?;
+        if !mac.is_valid_source() {
+            return Err(Status::invalid_argument(format!(
+                "mac: {mac} is a group or zero address; a station entry needs a unicast MAC"
+            )));
+        }
+        let vlan = parse_vlan("vlan", Some(req.vlan))?.unwrap_or(0);
+        let port = self.resolve_port("port", req.port.as_ref(), true)?.expect("required");
+        if !self.switch.add_static_mac(vlan, mac, port.idx) {
+            return Err(Status::resource_exhausted("mac: the MAC table is full"));
+        }
+        Ok(Response::new(pb::AddStaticMacResponse {}))
+    }
+}
