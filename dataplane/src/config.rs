@@ -39,6 +39,19 @@ pub struct Config {
     pub ports: Vec<PortConfig>,
     #[serde(default, rename = "worker")]
     pub workers: Vec<WorkerConfig>,
+    /// MAC table entries present from the start (never aged, not moved by learning).
+    #[serde(default, rename = "static_mac")]
+    pub static_macs: Vec<StaticMacConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StaticMacConfig {
+    pub mac: String,
+    /// Port name.
+    pub port: String,
+    #[serde(default)]
+    pub vlan: u16,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -379,6 +392,28 @@ impl Config {
         if let Err(e) = self.rx_assignment() {
             p.extend(e);
         }
+        for m in &self.static_macs {
+            match m.mac.parse::<crate::wire::MacAddr>() {
+                Ok(mac) if !mac.is_valid_source() => {
+                    p.push(format!("static_mac {}: a station entry needs a unicast, non-zero MAC", m.mac))
+                }
+                Ok(_) => {}
+                Err(e) => p.push(format!("static_mac: {e}")),
+            }
+            if !names.contains(&m.port) {
+                p.push(format!("static_mac {}: no port named '{}'", m.mac, m.port));
+            }
+            if m.vlan > 4095 {
+                p.push(format!("static_mac {}: vlan {} must be 0 to 4095", m.mac, m.vlan));
+            }
+        }
+        if self.static_macs.len() > self.switch.mac_table_size as usize {
+            p.push(format!(
+                "{} static_mac entries do not fit switch.mac_table_size {}",
+                self.static_macs.len(),
+                self.switch.mac_table_size
+            ));
+        }
         p
     }
 
@@ -543,6 +578,24 @@ mod tests {
         for needle in ["number 0", "rx_descriptors 1000", "mtu 20000", "rx_queues 0"] {
             assert!(p.contains(needle), "{needle} missing from {p}");
         }
+    }
+
+    #[test]
+    fn static_macs_are_checked() {
+        let mut c = good();
+        c.static_macs = vec![
+            StaticMacConfig { mac: "02:00:00:00:00:09".into(), port: "h2".into(), vlan: 0 },
+            StaticMacConfig { mac: "ff:ff:ff:ff:ff:ff".into(), port: "h2".into(), vlan: 0 },
+            StaticMacConfig { mac: "02:00:00:00:00:0a".into(), port: "nope".into(), vlan: 5000 },
+            StaticMacConfig { mac: "bogus".into(), port: "h1".into(), vlan: 0 },
+        ];
+        let p = c.problems(&[0, 1]).join("\n");
+        assert!(p.contains("static_mac ff:ff:ff:ff:ff:ff: a station entry needs a unicast"), "{p}");
+        assert!(p.contains("no port named 'nope'"), "{p}");
+        assert!(p.contains("vlan 5000"), "{p}");
+        assert!(p.contains("'bogus' is not a MAC address"), "{p}");
+        c.static_macs.truncate(1);
+        assert!(c.problems(&[0, 1]).is_empty());
     }
 
     #[test]

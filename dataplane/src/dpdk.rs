@@ -16,7 +16,7 @@
 use std::ffi::{c_char, CStr, CString};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dpdk_sys as sys;
@@ -131,6 +131,108 @@ impl Drop for Eal {
 pub fn version() -> String {
     // SAFETY: rte_version returns a pointer to a static NUL-terminated string; no EAL needed.
     unsafe { CStr::from_ptr(sys::rte_version()) }.to_string_lossy().into_owned()
+}
+
+/// Two atomic words side by side: one slot of an open-addressing hash table (key, value),
+/// aligned so a slot never straddles a cache line.
+#[repr(C, align(16))]
+#[derive(Default)]
+pub struct AtomicPair(pub AtomicU64, pub AtomicU64);
+
+/// A zero-initialised array of [`AtomicPair`]s for large lookup tables, on transparent
+/// hugepages where the kernel allows them (`madvise`): a table of megabytes probed at random
+/// costs a TLB miss per probe on 4 KiB pages. Falls back to a plain heap allocation.
+pub struct ZeroedPairs {
+    data: NonNull<AtomicPair>,
+    len: usize,
+    owner: PairsOwner,
+}
+
+enum PairsOwner {
+    Mapped { base: NonNull<libc::c_void>, map_len: usize },
+    Heap(#[allow(dead_code)] Box<[AtomicPair]>),
+}
+
+// SAFETY: the memory is only reachable as &[AtomicPair], which is Send and Sync; it is owned
+// by this value and released once, on drop.
+unsafe impl Send for ZeroedPairs {}
+// SAFETY: as above.
+unsafe impl Sync for ZeroedPairs {}
+
+const HUGE_2M: usize = 2 << 20;
+
+impl ZeroedPairs {
+    pub fn new(len: usize) -> ZeroedPairs {
+        let bytes = len.max(1) * std::mem::size_of::<AtomicPair>();
+        let heap = || {
+            let mut b: Box<[AtomicPair]> = (0..len).map(|_| AtomicPair::default()).collect();
+            let data = NonNull::new(b.as_mut_ptr()).expect("boxed slices are non-null");
+            ZeroedPairs { data, len, owner: PairsOwner::Heap(b) }
+        };
+        if bytes < HUGE_2M {
+            return heap();
+        }
+        // One extra hugepage of slack lets the data start on a 2 MiB boundary.
+        let map_len = bytes.next_multiple_of(HUGE_2M) + HUGE_2M;
+        // SAFETY: an anonymous private mapping with no address hint has no preconditions; the
+        // kernel returns fresh zero-filled pages or MAP_FAILED.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        let Some(base) = NonNull::new(base).filter(|b| b.as_ptr() != libc::MAP_FAILED) else {
+            return heap();
+        };
+        let offset = (base.as_ptr() as usize).next_multiple_of(HUGE_2M) - base.as_ptr() as usize;
+        // SAFETY: offset < HUGE_2M and offset + bytes <= map_len, so the pointer and the range
+        // stay inside the mapping. madvise is a hint: failure leaves 4 KiB pages, still valid.
+        let data = unsafe {
+            let data = (base.as_ptr() as *mut u8).add(offset);
+            libc::madvise(data as *mut libc::c_void, bytes.next_multiple_of(HUGE_2M), libc::MADV_HUGEPAGE);
+            data as *mut AtomicPair
+        };
+        ZeroedPairs {
+            data: NonNull::new(data).expect("inside the mapping"),
+            len,
+            owner: PairsOwner::Mapped { base, map_len },
+        }
+    }
+}
+
+impl std::ops::Deref for ZeroedPairs {
+    type Target = [AtomicPair];
+
+    #[inline(always)]
+    fn deref(&self) -> &[AtomicPair] {
+        // SAFETY: `data` points to `len` initialised AtomicPairs (zero bytes are a valid
+        // AtomicU64) in memory owned by self, 16-byte aligned; atomics may be shared.
+        unsafe { std::slice::from_raw_parts(self.data.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for ZeroedPairs {
+    fn drop(&mut self) {
+        if let PairsOwner::Mapped { base, map_len } = self.owner {
+            // SAFETY: unmaps exactly the mapping made in `new`; no borrow of it outlives self.
+            unsafe { libc::munmap(base.as_ptr(), map_len) };
+        }
+    }
+}
+
+/// Asks the CPU to start loading the cache line of `r`. A hint: never faults, never blocks.
+#[inline(always)]
+pub fn prefetch<T>(r: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch is a hint that never faults; `r` is a valid reference anyway.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch(r as *const T as *const i8, core::arch::x86_64::_MM_HINT_T0)
+    }
 }
 
 /// Reads the CPU time-stamp counter: cheap (no syscall), for cycle accounting on workers.

@@ -7,7 +7,7 @@
 
 use crate::mac_table::{Learned, MacTable, PortIdx};
 use crate::stats::{bump, DropReason, WorkerStats};
-use crate::wire::{EthernetFrame, WireError};
+use crate::wire::{EthernetFrame, MacAddr, WireError};
 
 /// What the L2 stage decided for one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +35,23 @@ pub fn parse_drop_reason(e: WireError) -> DropReason {
     }
 }
 
+/// The header fields the L2 stage works on, parsed once per frame. Addresses are in u64 form
+/// ([`MacAddr::to_u64`]): what the MAC table hashes and compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct L2Headers {
+    /// VLAN id of the outermost tag; 0 for untagged frames.
+    pub vlan: u16,
+    pub src: u64,
+    pub dst: u64,
+}
+
+/// Parses the fields the stage needs, or says why the frame is malformed.
+#[inline(always)]
+pub fn parse(frame: &[u8]) -> Result<L2Headers, DropReason> {
+    let eth = EthernetFrame::new_checked(frame).map_err(parse_drop_reason)?;
+    Ok(L2Headers { vlan: eth.vlan_id(), src: eth.src_u64(), dst: eth.dst_u64() })
+}
+
 /// Learns from and decides for one frame. `now` is the switch's coarse clock in seconds.
 #[inline]
 pub fn decide(
@@ -45,29 +62,42 @@ pub fn decide(
     now: u32,
     stats: &WorkerStats,
 ) -> L2Decision {
-    let eth = match EthernetFrame::new_checked(frame) {
-        Ok(eth) => eth,
-        Err(e) => return L2Decision::Drop(parse_drop_reason(e)),
-    };
-    let vlan = eth.vlan().map_or(0, |tag| tag.vid);
-    let src = eth.src_addr();
-    if !src.is_valid_source() {
+    match parse(frame) {
+        Ok(h) => decide_parsed(table, settings, in_port, &h, true, now, stats),
+        Err(reason) => L2Decision::Drop(reason),
+    }
+}
+
+/// [`decide`] for headers parsed already. `learn` false skips learning, for a frame whose
+/// source was just learned from the frame before it (same port, VLAN and MAC).
+#[inline]
+pub fn decide_parsed(
+    table: &MacTable,
+    settings: &L2Settings,
+    in_port: PortIdx,
+    h: &L2Headers,
+    learn: bool,
+    now: u32,
+    stats: &WorkerStats,
+) -> L2Decision {
+    if !MacAddr::u64_is_valid_source(h.src) {
         return L2Decision::Drop(DropReason::InvalidSourceMac);
     }
-    match table.learn(vlan, src, in_port, now) {
-        Learned::Unchanged | Learned::Refreshed | Learned::Static => {}
-        Learned::New => bump(&stats.mac_learned, 1),
-        Learned::Moved => bump(&stats.mac_moved, 1),
-        Learned::TableFull => bump(&stats.mac_learn_failed, 1),
+    if learn {
+        match table.learn_u64(h.vlan, h.src, in_port, now) {
+            Learned::Unchanged | Learned::Refreshed | Learned::Static => {}
+            Learned::New => bump(&stats.mac_learned, 1),
+            Learned::Moved => bump(&stats.mac_moved, 1),
+            Learned::TableFull => bump(&stats.mac_learn_failed, 1),
+        }
     }
-    let dst = eth.dst_addr();
-    if dst.is_multicast() {
-        if dst.is_link_local_reserved() && !settings.forward_link_local {
+    if MacAddr::u64_is_multicast(h.dst) {
+        if MacAddr::u64_is_link_local_reserved(h.dst) && !settings.forward_link_local {
             return L2Decision::Drop(DropReason::LinkLocalDestination);
         }
         return L2Decision::Flood;
     }
-    match table.lookup(vlan, dst) {
+    match table.lookup_u64(h.vlan, h.dst) {
         Some(port) if port == in_port => L2Decision::Drop(DropReason::DestinationOnIngressPort),
         Some(port) => L2Decision::Unicast(port),
         None => L2Decision::Flood,
@@ -77,7 +107,6 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::MacAddr;
 
     fn frame(dst: [u8; 6], src: [u8; 6], vlan: Option<u16>) -> Vec<u8> {
         let mut f = Vec::new();

@@ -1,7 +1,7 @@
 //! The MAC learning table: (VLAN, MAC) → port, shared by every worker.
 //!
 //! Thread-safety: workers look entries up and learn into the table concurrently, with no lock:
-//! each slot is a pair of atomics (key, entry). Keys are claimed with a compare-and-swap and
+//! each slot is a pair of atomic words (key, entry) in one 16-byte aligned cell. Keys are claimed with a compare-and-swap and
 //! never change afterwards, so linear probing stays valid; an entry is one 64-bit word (valid
 //! bit, static bit, port, last-seen second) written with a single store. The control plane
 //! ages and flushes entries by clearing the valid bit with a compare-and-swap, so a concurrent
@@ -12,8 +12,9 @@
 //! Writes by workers are rare by design: a known station on its known port costs two loads;
 //! its last-seen time is rewritten at most once per second ([`REFRESH_SECS`]).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::dpdk::{AtomicPair, ZeroedPairs};
 use crate::wire::MacAddr;
 
 /// Port index inside the switch (dense, 0-based); not the user-visible port number.
@@ -29,9 +30,10 @@ const KEY_PRESENT: u64 = 1 << 63;
 const ENTRY_VALID: u64 = 1 << 63;
 const ENTRY_STATIC: u64 = 1 << 62;
 
+/// The table key of a station: VLAN and MAC (in u64 form, see [`MacAddr::to_u64`]).
 #[inline(always)]
-fn make_key(vlan: u16, mac: MacAddr) -> u64 {
-    KEY_PRESENT | ((vlan as u64 & 0xfff) << 48) | mac.to_u64()
+fn make_key(vlan: u16, mac: u64) -> u64 {
+    KEY_PRESENT | ((vlan as u64 & 0xfff) << 48) | (mac & 0xffff_ffff_ffff)
 }
 
 #[inline(always)]
@@ -49,12 +51,8 @@ fn entry_seen(e: u64) -> u32 {
     e as u32
 }
 
-#[repr(align(16))]
-#[derive(Default)]
-struct Slot {
-    key: AtomicU64,
-    entry: AtomicU64,
-}
+/// A slot: key word, then entry word.
+type Slot = AtomicPair;
 
 /// What [`MacTable::learn`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +92,8 @@ pub struct FlushFilter {
 }
 
 pub struct MacTable {
-    slots: Box<[Slot]>,
+    /// On transparent hugepages when the table is large.
+    slots: ZeroedPairs,
     mask: usize,
     capacity: usize,
     /// Slots whose key is claimed (live entries plus tombstones).
@@ -106,16 +105,15 @@ impl MacTable {
     pub fn new(capacity: usize) -> MacTable {
         let capacity = capacity.max(1);
         let n = (capacity * 2).next_power_of_two();
-        MacTable {
-            slots: (0..n).map(|_| Slot::default()).collect(),
-            mask: n - 1,
-            capacity,
-            claimed: AtomicUsize::new(0),
-        }
+        MacTable { slots: ZeroedPairs::new(n), mask: n - 1, capacity, claimed: AtomicUsize::new(0) }
     }
 
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    fn slots(&self) -> impl Iterator<Item = &Slot> {
+        self.slots.iter()
     }
 
     #[inline(always)]
@@ -124,16 +122,29 @@ impl MacTable {
         (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & self.mask
     }
 
+    /// Starts loading the slot where a lookup of (vlan, mac) begins, so that a lookup a few
+    /// packets later finds it in cache. Burst processing calls this for every packet first.
+    #[inline(always)]
+    pub fn prefetch(&self, vlan: u16, mac: u64) {
+        crate::dpdk::prefetch(&self.slots[self.home(make_key(vlan, mac))]);
+    }
+
     /// The port a station was learned on (or statically set to).
     #[inline]
     pub fn lookup(&self, vlan: u16, mac: MacAddr) -> Option<PortIdx> {
+        self.lookup_u64(vlan, mac.to_u64())
+    }
+
+    /// [`MacTable::lookup`] with the MAC in u64 form (the datapath's).
+    #[inline]
+    pub fn lookup_u64(&self, vlan: u16, mac: u64) -> Option<PortIdx> {
         let key = make_key(vlan, mac);
         let mut i = self.home(key);
         for _ in 0..MAX_PROBE {
             let slot = &self.slots[i];
-            let k = slot.key.load(Ordering::Acquire);
+            let k = slot.0.load(Ordering::Acquire);
             if k == key {
-                let e = slot.entry.load(Ordering::Acquire);
+                let e = slot.1.load(Ordering::Acquire);
                 return (e & ENTRY_VALID != 0).then(|| entry_port(e));
             }
             if k == 0 {
@@ -147,11 +158,17 @@ impl MacTable {
     /// Records that `mac` on `vlan` was seen on `port` at second `now`.
     #[inline]
     pub fn learn(&self, vlan: u16, mac: MacAddr, port: PortIdx, now: u32) -> Learned {
+        self.learn_u64(vlan, mac.to_u64(), port, now)
+    }
+
+    /// [`MacTable::learn`] with the MAC in u64 form.
+    #[inline]
+    pub fn learn_u64(&self, vlan: u16, mac: u64, port: PortIdx, now: u32) -> Learned {
         let key = make_key(vlan, mac);
         let mut i = self.home(key);
         for _ in 0..MAX_PROBE {
             let slot = &self.slots[i];
-            let k = slot.key.load(Ordering::Acquire);
+            let k = slot.0.load(Ordering::Acquire);
             if k == key {
                 return Self::update(slot, port, now);
             }
@@ -159,10 +176,10 @@ impl MacTable {
                 if self.claimed.load(Ordering::Relaxed) >= self.capacity {
                     return Learned::TableFull;
                 }
-                match slot.key.compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire) {
+                match slot.0.compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire) {
                     Ok(_) => {
                         self.claimed.fetch_add(1, Ordering::Relaxed);
-                        slot.entry.store(make_entry(port, now, false), Ordering::Release);
+                        slot.1.store(make_entry(port, now, false), Ordering::Release);
                         return Learned::New;
                     }
                     Err(k) if k == key => return Self::update(slot, port, now),
@@ -176,36 +193,36 @@ impl MacTable {
 
     #[inline]
     fn update(slot: &Slot, port: PortIdx, now: u32) -> Learned {
-        let e = slot.entry.load(Ordering::Relaxed);
+        let e = slot.1.load(Ordering::Relaxed);
         if e & ENTRY_VALID == 0 {
-            slot.entry.store(make_entry(port, now, false), Ordering::Release);
+            slot.1.store(make_entry(port, now, false), Ordering::Release);
             return Learned::New;
         }
         if e & ENTRY_STATIC != 0 {
             return Learned::Static;
         }
         if entry_port(e) != port {
-            slot.entry.store(make_entry(port, now, false), Ordering::Release);
+            slot.1.store(make_entry(port, now, false), Ordering::Release);
             return Learned::Moved;
         }
         if now.wrapping_sub(entry_seen(e)) < REFRESH_SECS {
             return Learned::Unchanged;
         }
-        slot.entry.store(make_entry(port, now, false), Ordering::Release);
+        slot.1.store(make_entry(port, now, false), Ordering::Release);
         Learned::Refreshed
     }
 
     /// Adds or replaces a static entry (never aged, never moved by learning).
     /// Returns false when the table has no room.
     pub fn insert_static(&self, vlan: u16, mac: MacAddr, port: PortIdx) -> bool {
-        let key = make_key(vlan, mac);
+        let key = make_key(vlan, mac.to_u64());
         let mut i = self.home(key);
         for _ in 0..MAX_PROBE {
             let slot = &self.slots[i];
-            let k = slot.key.load(Ordering::Acquire);
+            let k = slot.0.load(Ordering::Acquire);
             let claimed = k == key
                 || (k == 0
-                    && match slot.key.compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire) {
+                    && match slot.0.compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire) {
                         Ok(_) => {
                             self.claimed.fetch_add(1, Ordering::Relaxed);
                             true
@@ -213,7 +230,7 @@ impl MacTable {
                         Err(k) => k == key,
                     });
             if claimed {
-                slot.entry.store(make_entry(port, 0, true), Ordering::Release);
+                slot.1.store(make_entry(port, 0, true), Ordering::Release);
                 return true;
             }
             i = (i + 1) & self.mask;
@@ -224,12 +241,12 @@ impl MacTable {
     /// Removes entries older than `max_age` seconds at second `now`; returns how many.
     pub fn age(&self, now: u32, max_age: u32) -> usize {
         let mut removed = 0;
-        for slot in self.slots.iter() {
-            let e = slot.entry.load(Ordering::Acquire);
+        for slot in self.slots() {
+            let e = slot.1.load(Ordering::Acquire);
             if e & ENTRY_VALID != 0
                 && e & ENTRY_STATIC == 0
                 && now.wrapping_sub(entry_seen(e)) > max_age
-                && slot.entry.compare_exchange(e, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+                && slot.1.compare_exchange(e, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
             {
                 removed += 1;
             }
@@ -240,9 +257,9 @@ impl MacTable {
     /// Removes the entries the filter selects; returns how many.
     pub fn flush(&self, filter: &FlushFilter) -> usize {
         let mut removed = 0;
-        for slot in self.slots.iter() {
-            let k = slot.key.load(Ordering::Acquire);
-            let e = slot.entry.load(Ordering::Acquire);
+        for slot in self.slots() {
+            let k = slot.0.load(Ordering::Acquire);
+            let e = slot.1.load(Ordering::Acquire);
             if k == 0 || e & ENTRY_VALID == 0 {
                 continue;
             }
@@ -251,7 +268,7 @@ impl MacTable {
                 && filter.port.is_none_or(|p| p == entry_port(e))
                 && filter.vlan.is_none_or(|v| v == vlan)
                 && filter.mac.is_none_or(|m| m == mac);
-            if selected && slot.entry.compare_exchange(e, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            if selected && slot.1.compare_exchange(e, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
                 removed += 1;
             }
         }
@@ -261,9 +278,9 @@ impl MacTable {
     /// Every live entry, with ages computed at second `now`.
     pub fn entries(&self, now: u32) -> Vec<MacEntry> {
         let mut out = Vec::new();
-        for slot in self.slots.iter() {
-            let k = slot.key.load(Ordering::Acquire);
-            let e = slot.entry.load(Ordering::Acquire);
+        for slot in self.slots() {
+            let k = slot.0.load(Ordering::Acquire);
+            let e = slot.1.load(Ordering::Acquire);
             if k == 0 || e & ENTRY_VALID == 0 {
                 continue;
             }
@@ -281,7 +298,7 @@ impl MacTable {
 
     /// Live entries.
     pub fn len(&self) -> usize {
-        self.slots.iter().filter(|s| s.entry.load(Ordering::Relaxed) & ENTRY_VALID != 0).count()
+        self.slots().filter(|s| s.1.load(Ordering::Relaxed) & ENTRY_VALID != 0).count()
     }
 
     pub fn is_empty(&self) -> bool {

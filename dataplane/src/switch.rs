@@ -32,6 +32,8 @@ pub enum StartError {
     Mempool { mbufs: u32, source: DpdkError },
     #[error("port '{port}' ({devargs}): {reason}")]
     Port { port: String, devargs: String, reason: String },
+    #[error("static_mac: {0}")]
+    StaticMac(String),
     #[error("worker on core {core}: {reason}")]
     Worker { core: usize, reason: String },
 }
@@ -192,6 +194,14 @@ impl Switch {
 
         let assignment = config.rx_assignment().map_err(|e| StartError::Worker { core: 0, reason: e.join("; ") })?;
         let mac_table = Arc::new(MacTable::new(config.switch.mac_table_size as usize));
+        for m in &config.static_macs {
+            // Validated: the MAC parses and the port exists.
+            let mac: MacAddr = m.mac.parse().expect("validated MAC");
+            let port = ports.iter().find(|p| p.config.name == m.port).expect("validated port");
+            if !mac_table.insert_static(m.vlan, mac, port.idx) {
+                return Err(StartError::StaticMac(format!("no room for {} in the MAC table", m.mac)));
+            }
+        }
         let l2 = L2Settings { forward_link_local: config.switch.forward_link_local };
         let port_ids: Vec<PortIdx> = ports.iter().map(|p| p.idx).collect();
         let shared = Arc::new(Shared {

@@ -58,7 +58,6 @@ pub struct WorkerPlan {
 struct TxPort {
     queue: TxQueue,
     pending: MbufBurst,
-    pending_bytes: u64,
 }
 
 /// Per-port transmit buffers of one worker: packets wait until a burst is full or the poll
@@ -77,25 +76,24 @@ impl<'a> TxBuffers<'a> {
             if ports.len() <= i {
                 ports.resize_with(i + 1, || None);
             }
-            ports[i] = Some(TxPort { queue, pending: MbufBurst::new(), pending_bytes: 0 });
+            ports[i] = Some(TxPort { queue, pending: MbufBurst::new() });
         }
         TxBuffers { ports, dropped: MbufBurst::new(), stats }
     }
 
     #[inline]
     fn flush_port(tp: &mut TxPort, idx: usize, stats: &WorkerStats) {
+        let bytes = |b: &MbufBurst| b.as_slice().iter().map(|m| m.pkt_len() as u64).sum::<u64>();
+        let mut sent_bytes = bytes(&tp.pending);
         let sent = tp.queue.tx_burst(&mut tp.pending);
-        let unsent = tp.pending.len();
         let counters = &stats.ports[idx];
-        if unsent > 0 {
-            let unsent_bytes: u64 = tp.pending.as_slice().iter().map(|m| m.pkt_len() as u64).sum();
-            counters.drop(DropReason::TxQueueFull, unsent as u64);
-            tp.pending_bytes -= unsent_bytes;
+        if !tp.pending.is_empty() {
+            sent_bytes -= bytes(&tp.pending);
+            counters.drop(DropReason::TxQueueFull, tp.pending.len() as u64);
             tp.pending.free_all();
         }
         bump(&counters.tx_packets, sent as u64);
-        bump(&counters.tx_bytes, tp.pending_bytes);
-        tp.pending_bytes = 0;
+        bump(&counters.tx_bytes, sent_bytes);
     }
 
     /// Sends everything buffered.
@@ -113,15 +111,13 @@ impl<'a> TxBuffers<'a> {
 }
 
 impl Egress for TxBuffers<'_> {
-    #[inline]
+    #[inline(always)]
     fn output(&mut self, port: PortIdx, m: Mbuf) {
         let Some(Some(tp)) = self.ports.get_mut(port as usize) else {
             return self.drop(m, port, DropReason::NoEgressPort);
         };
-        tp.pending_bytes += m.pkt_len() as u64;
         // Never full here: a full buffer is flushed right after the push that filled it.
         if let Err(m) = tp.pending.push(m) {
-            tp.pending_bytes -= m.pkt_len() as u64;
             drop(m);
             self.stats.ports[port as usize].drop(DropReason::TxQueueFull, 1);
             return;

@@ -40,6 +40,24 @@ impl MacAddr {
         u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]])
     }
 
+    /// Group bit of an address in u64 form.
+    #[inline(always)]
+    pub fn u64_is_multicast(v: u64) -> bool {
+        v & (1 << 40) != 0
+    }
+
+    /// [`MacAddr::is_valid_source`] of an address in u64 form.
+    #[inline(always)]
+    pub fn u64_is_valid_source(v: u64) -> bool {
+        !Self::u64_is_multicast(v) && v != 0
+    }
+
+    /// [`MacAddr::is_link_local_reserved`] of an address in u64 form.
+    #[inline(always)]
+    pub fn u64_is_link_local_reserved(v: u64) -> bool {
+        v & 0xffff_ffff_fff0 == 0x0180_c200_0000
+    }
+
     pub fn from_u64(v: u64) -> MacAddr {
         let b = v.to_be_bytes();
         MacAddr([b[2], b[3], b[4], b[5], b[6], b[7]])
@@ -188,7 +206,7 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
         if len < HEADER_LEN {
             return Err(WireError::Truncated { layer: "ethernet", needed: HEADER_LEN, actual: len });
         }
-        if self.ethertype().is_vlan_tpid() && len < HEADER_LEN + VLAN_TAG_LEN {
+        if matches!(self.ethertype_raw(), 0x8100 | 0x88a8) && len < HEADER_LEN + VLAN_TAG_LEN {
             return Err(WireError::Truncated { layer: "vlan", needed: HEADER_LEN + VLAN_TAG_LEN, actual: len });
         }
         Ok(())
@@ -210,6 +228,40 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
         let mut a = [0u8; 6];
         a.copy_from_slice(&self.buffer.as_ref()[field::SOURCE]);
         MacAddr(a)
+    }
+
+    /// The destination address in the low 48 bits of a u64 (as [`MacAddr::to_u64`]): two
+    /// instructions, for hashing and comparing on the fast path.
+    #[inline(always)]
+    pub fn dst_u64(&self) -> u64 {
+        let b: [u8; 8] = self.buffer.as_ref()[0..8].try_into().expect("8 bytes");
+        u64::from_be_bytes(b) >> 16
+    }
+
+    /// The source address in the low 48 bits of a u64.
+    #[inline(always)]
+    pub fn src_u64(&self) -> u64 {
+        let b: [u8; 8] = self.buffer.as_ref()[6..14].try_into().expect("8 bytes");
+        u64::from_be_bytes(b) >> 16
+    }
+
+    /// The raw EtherType field.
+    #[inline(always)]
+    pub fn ethertype_raw(&self) -> u16 {
+        let b: [u8; 2] = self.buffer.as_ref()[field::ETHERTYPE].try_into().expect("2 bytes");
+        u16::from_be_bytes(b)
+    }
+
+    /// The VLAN id of the outermost tag, or 0 for an untagged frame.
+    #[inline(always)]
+    pub fn vlan_id(&self) -> u16 {
+        match self.ethertype_raw() {
+            0x8100 | 0x88a8 => {
+                let b: [u8; 2] = self.buffer.as_ref()[field::VLAN_TCI].try_into().expect("2 bytes");
+                u16::from_be_bytes(b) & 0x0fff
+            }
+            _ => 0,
+        }
     }
 
     /// The EtherType field right after the addresses (a TPID when the frame is tagged).
@@ -281,6 +333,17 @@ mod tests {
     }
 
     #[test]
+    fn fast_accessors_agree() {
+        let f = EthernetFrame::new_checked(&ARP_FRAME[..]).unwrap();
+        assert_eq!(f.dst_u64(), f.dst_addr().to_u64());
+        assert_eq!(f.src_u64(), f.src_addr().to_u64());
+        assert_eq!(f.vlan_id(), 0);
+        let t = EthernetFrame::new_checked(&TAGGED_FRAME[..]).unwrap();
+        assert_eq!(t.src_u64(), 0x0200_0000_0001);
+        assert_eq!(t.vlan_id(), 100);
+    }
+
+    #[test]
     fn deconstruct_vlan() {
         let f = EthernetFrame::new_checked(&TAGGED_FRAME[..]).unwrap();
         let tag = f.vlan().unwrap();
@@ -340,5 +403,17 @@ mod tests {
         assert!(MacAddr([0x01, 0x80, 0xc2, 0, 0, 0x0e]).is_link_local_reserved());
         assert!(!MacAddr([0x01, 0x80, 0xc2, 0, 0, 0x10]).is_link_local_reserved());
         assert!(!MacAddr([0x01, 0x00, 0x5e, 0, 0, 1]).is_link_local_reserved());
+        for m in [
+            MacAddr::BROADCAST,
+            MacAddr::ZERO,
+            MacAddr([2, 0, 0, 0, 0, 1]),
+            MacAddr([0x01, 0x80, 0xc2, 0, 0, 0x0e]),
+            MacAddr([0x01, 0x80, 0xc2, 0, 0, 0x10]),
+        ] {
+            let v = m.to_u64();
+            assert_eq!(MacAddr::u64_is_multicast(v), m.is_multicast(), "{m}");
+            assert_eq!(MacAddr::u64_is_valid_source(v), m.is_valid_source(), "{m}");
+            assert_eq!(MacAddr::u64_is_link_local_reserved(v), m.is_link_local_reserved(), "{m}");
+        }
     }
 }
