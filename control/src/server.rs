@@ -13,6 +13,8 @@ use vswitch_proto::v1::port_service_server::PortServiceServer;
 use vswitch_proto::v1::switch_service_server::SwitchServiceServer;
 
 use crate::service::Api;
+use crate::uds_authority;
+use tokio_stream::StreamExt;
 
 /// Why the API could not start listening.
 #[derive(Debug, thiserror::Error)]
@@ -103,9 +105,9 @@ pub async fn serve(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let unix = router(api.clone())
-        .await
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listeners.unix), stopped(stop_rx.clone()));
+    // Unix connections go through the :authority relay (see uds_authority).
+    let unix_incoming = UnixListenerStream::new(listeners.unix).map(|conn| conn.map(uds_authority::relay));
+    let unix = router(api.clone()).await.serve_with_incoming_shutdown(unix_incoming, stopped(stop_rx.clone()));
     let result = match listeners.tcp {
         Some(tcp) => {
             let tcp = router(api).await.serve_with_incoming_shutdown(TcpListenerStream::new(tcp), stopped(stop_rx));

