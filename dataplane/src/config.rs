@@ -42,6 +42,27 @@ pub struct Config {
     /// MAC table entries present from the start (never aged, not moved by learning).
     #[serde(default, rename = "static_mac")]
     pub static_macs: Vec<StaticMacConfig>,
+    /// Table settings (miss actions).
+    #[serde(default, rename = "table")]
+    pub tables: Vec<TableConfig>,
+    /// Flows loaded at start, in ovs-ofctl syntax.
+    #[serde(default, rename = "flow")]
+    pub flows: Vec<FlowConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    pub id: u8,
+    /// "drop", "normal" or "goto_table:N". Default: table 0 "normal", others "drop".
+    pub miss: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FlowConfig {
+    /// e.g. "table=0,priority=100,in_port=1,ip,nw_dst=10.0.0.0/24,actions=output:2"
+    pub rule: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -101,6 +122,10 @@ pub struct SwitchConfig {
     pub mbufs: Option<u32>,
     /// Per-core mempool cache (DPDK caps it at 512).
     pub mbuf_cache: u32,
+    /// Entries of each worker's exact-match cache in front of the flow classifier (0: off).
+    pub emc_entries: u32,
+    /// Most flows over all tables.
+    pub max_flows: u32,
 }
 
 impl Default for SwitchConfig {
@@ -111,6 +136,8 @@ impl Default for SwitchConfig {
             forward_link_local: false,
             mbufs: None,
             mbuf_cache: 256,
+            emc_entries: 4096,
+            max_flows: 1_000_000,
         }
     }
 }
@@ -407,6 +434,36 @@ impl Config {
                 p.push(format!("static_mac {}: vlan {} must be 0 to 4095", m.mac, m.vlan));
             }
         }
+        if self.switch.emc_entries > 1 << 20 {
+            p.push(format!("switch.emc_entries {} must be at most {}", self.switch.emc_entries, 1 << 20));
+        }
+        let numbers: BTreeSet<u32> = self.ports.iter().map(|p| p.number).collect();
+        for (i, f) in self.flows.iter().enumerate() {
+            match crate::flow::parse_flow(&f.rule) {
+                Err(e) => p.push(format!("flow {} ('{}'): {e}", i + 1, f.rule)),
+                Ok(spec) => {
+                    let ports = |n: u32| numbers.contains(&n);
+                    if let Err(e) =
+                        crate::flow::action::validate_actions(spec.table, &spec.matching, &spec.actions, &ports)
+                    {
+                        p.push(format!("flow {} ('{}'): action {}: {}", i + 1, f.rule, e.index + 1, e.message));
+                    }
+                }
+            }
+        }
+        let mut table_ids = BTreeSet::new();
+        for t in &self.tables {
+            if !table_ids.insert(t.id) {
+                p.push(format!("table {} is configured twice", t.id));
+            }
+            match t.miss.parse::<crate::flow::compiled::MissAction>() {
+                Ok(crate::flow::compiled::MissAction::Goto(n)) if n <= t.id => {
+                    p.push(format!("table {}: miss goto_table:{n} must go forward", t.id))
+                }
+                Ok(_) => {}
+                Err(e) => p.push(format!("table {}: miss {e}", t.id)),
+            }
+        }
         if self.static_macs.len() > self.switch.mac_table_size as usize {
             p.push(format!(
                 "{} static_mac entries do not fit switch.mac_table_size {}",
@@ -596,6 +653,22 @@ mod tests {
         assert!(p.contains("'bogus' is not a MAC address"), "{p}");
         c.static_macs.truncate(1);
         assert!(c.problems(&[0, 1]).is_empty());
+    }
+
+    #[test]
+    fn flows_and_tables_are_checked() {
+        let mut c = good();
+        c.flows = vec![
+            FlowConfig { rule: "table=0,priority=10,in_port=1,actions=output:2".into() },
+            FlowConfig { rule: "in_port=1,actions=output:9".into() },
+            FlowConfig { rule: "tp_dst=80,actions=drop".into() },
+        ];
+        c.tables = vec![TableConfig { id: 0, miss: "drop".into() }, TableConfig { id: 3, miss: "goto_table:2".into() }];
+        let p = c.problems(&[0, 1]).join("\n");
+        assert!(p.contains("flow 2 ('in_port=1,actions=output:9'): action 1: output:9: no port number 9"), "{p}");
+        assert!(p.contains("flow 3") && p.contains("tp_dst needs"), "{p}");
+        assert!(p.contains("table 3: miss goto_table:2 must go forward"), "{p}");
+        assert!(!p.contains("flow 1 "), "{p}");
     }
 
     #[test]

@@ -443,6 +443,36 @@ impl Mbuf {
         Some(unsafe { std::slice::from_raw_parts_mut(p, len as usize) })
     }
 
+    /// Grows the frame by `len` bytes at the front (into the headroom). False, changing
+    /// nothing, without headroom or when the buffer is shared.
+    pub fn push_front(&mut self, len: u16) -> bool {
+        if self.data_mut().is_none() {
+            return false;
+        }
+        // SAFETY: exclusively owned (checked above); prepend only moves data_off within the
+        // buffer and returns NULL when the headroom is short.
+        !unsafe { sys::rte_pktmbuf_prepend(self.0.as_ptr(), len) }.is_null()
+    }
+
+    /// Removes `len` bytes from the front of the frame. False, changing nothing, if the first
+    /// segment is shorter or the buffer is shared.
+    pub fn pull_front(&mut self, len: u16) -> bool {
+        if self.data_mut().is_none() {
+            return false;
+        }
+        // SAFETY: exclusively owned; adj checks the length and returns NULL when too short.
+        !unsafe { sys::rte_pktmbuf_adj(self.0.as_ptr(), len) }.is_null()
+    }
+
+    /// A new mbuf, from the same pool, holding a copy of the frame: for a packet that goes
+    /// out of one port and is then changed for another. `None` when the pool is empty.
+    pub fn deep_copy(&self) -> Option<Mbuf> {
+        let m = self.raw();
+        // SAFETY: the mbuf and its pool are live; rte_pktmbuf_copy allocates a fresh mbuf
+        // (owned by the result) and copies the data, or returns NULL.
+        NonNull::new(unsafe { sys::rte_pktmbuf_copy(self.0.as_ptr(), m.pool, 0, u32::MAX) }).map(Mbuf)
+    }
+
     fn into_raw(self) -> *mut sys::rte_mbuf {
         let p = self.0.as_ptr();
         std::mem::forget(self);

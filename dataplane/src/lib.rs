@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod dpdk;
+pub mod flow;
 pub mod l2;
 pub mod mac_table;
 pub mod memory;

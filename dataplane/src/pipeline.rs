@@ -1,12 +1,17 @@
 //! The packet pipeline: an immutable snapshot of everything workers need to decide what
 //! happens to a packet, and the per-burst processing that applies it.
 //!
+//! Two ways through: with no flows and table 0 missing to `normal` (the default), a burst
+//! goes straight to the L2 learning switch; otherwise every packet's flow key is extracted,
+//! its path through the flow tables comes from the worker's exact-match cache or the
+//! classifier, and the path's actions run on the packet.
+//!
 //! Thread-safety: a [`Pipeline`] never changes after it is built. The control plane builds a
 //! new one and publishes it through [`PipelineCell`] (one atomic pointer swap); each worker
 //! picks it up between bursts and reports the generation it runs, which tells the control
 //! plane when an old snapshot can be freed (RCU with quiescent states) and when a change is
-//! live everywhere. Shared mutable state reachable from a snapshot (the MAC table) documents
-//! its own rules.
+//! live everywhere. Shared mutable state reachable from a snapshot (the MAC table, counter
+//! banks) documents its own rules.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,9 +19,14 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::dpdk::{Mbuf, MbufBurst, BURST};
+use crate::flow::classifier::BATCH;
+use crate::flow::compiled::{FlowTables, MissAction, Op, Path};
+use crate::flow::edit;
+use crate::flow::emc::ExactMatchCache;
+use crate::flow::key::{extract, ExtractError, FlowKey, Layout};
 use crate::l2::{self, L2Decision, L2Settings};
 use crate::mac_table::{MacTable, PortIdx};
-use crate::stats::{DropReason, WorkerStats};
+use crate::stats::{bump, DropReason, FlowCounterBanks, WorkerStats};
 use crate::wire::MacAddr;
 
 /// Where the pipeline sends packets: the worker's tx buffers, or a test double.
@@ -27,26 +37,110 @@ pub trait Egress {
     fn drop(&mut self, m: Mbuf, port: PortIdx, reason: DropReason);
 }
 
-/// One immutable version of the pipeline.
-pub struct Pipeline {
-    generation: u64,
-    mac_table: Arc<MacTable>,
-    l2: L2Settings,
+/// The ports as the pipeline knows them.
+#[derive(Debug, Clone, Default)]
+pub struct PortMap {
     /// For each ingress port index, the ports a flood goes to.
     flood: Vec<Box<[PortIdx]>>,
+    /// Port number (what `in_port` matches) of each port index.
+    numbers: Box<[u16]>,
 }
 
-impl Pipeline {
-    /// A pipeline switching among `ports` (port indices that are up for forwarding).
-    pub fn new(generation: u64, ports: &[PortIdx], mac_table: Arc<MacTable>, l2: L2Settings) -> Pipeline {
-        let max = ports.iter().copied().max().map_or(0, |m| m as usize + 1);
-        let flood = (0..max).map(|i| ports.iter().copied().filter(|&p| p as usize != i).collect()).collect();
-        Pipeline { generation, mac_table, l2, flood }
+impl PortMap {
+    /// Ports given as (index, number), all of them up for forwarding.
+    pub fn new(ports: &[(PortIdx, u32)]) -> PortMap {
+        let max = ports.iter().map(|p| p.0 as usize + 1).max().unwrap_or(0);
+        let flood = (0..max).map(|i| ports.iter().map(|p| p.0).filter(|&p| p as usize != i).collect()).collect();
+        let mut numbers = vec![0u16; max];
+        for &(i, n) in ports {
+            numbers[i as usize] = n as u16;
+        }
+        PortMap { flood, numbers: numbers.into_boxed_slice() }
     }
 
-    /// The same pipeline under a new generation, with another MAC table.
-    pub fn with_mac_table(&self, generation: u64, mac_table: Arc<MacTable>) -> Pipeline {
-        Pipeline { generation, mac_table, l2: self.l2, flood: self.flood.clone() }
+    /// The port index of a port number.
+    pub fn index_of(&self, number: u32) -> Option<PortIdx> {
+        self.numbers.iter().position(|&n| n as u32 == number && n != 0).map(|i| i as PortIdx)
+    }
+
+    #[inline(always)]
+    pub fn number(&self, idx: PortIdx) -> u16 {
+        self.numbers.get(idx as usize).copied().unwrap_or(0)
+    }
+
+    pub fn flood_ports(&self, in_port: PortIdx) -> &[PortIdx] {
+        self.flood.get(in_port as usize).map_or(&[], |f| f)
+    }
+}
+
+/// One immutable version of the pipeline.
+#[derive(Clone)]
+pub struct Pipeline {
+    pub generation: u64,
+    pub mac_table: Arc<MacTable>,
+    pub l2: L2Settings,
+    pub ports: Arc<PortMap>,
+    pub flows: Arc<FlowTables>,
+    /// Per-worker flow counter banks (chunks shared with earlier snapshots).
+    pub counters: FlowCounterBanks,
+}
+
+/// A worker's private state for the flow path: its index (for its counter bank), the
+/// exact-match cache, and scratch arrays reused by every burst.
+pub struct FlowScratch {
+    pub worker: usize,
+    emc: Option<ExactMatchCache>,
+    keys: [FlowKey; BATCH],
+    work: [FlowKey; BATCH],
+    hashes: [u32; BATCH],
+    layouts: [Layout; BATCH],
+    paths: [Path; BATCH],
+    reasons: [DropReason; BATCH],
+}
+
+impl FlowScratch {
+    /// Scratch for worker `worker` with an exact-match cache of `emc_entries` (0: none).
+    pub fn new(worker: usize, emc_entries: usize) -> Box<FlowScratch> {
+        Box::new(FlowScratch {
+            worker,
+            emc: (emc_entries > 0).then(|| ExactMatchCache::new(emc_entries)),
+            keys: [FlowKey::ZERO; BATCH],
+            work: [FlowKey::ZERO; BATCH],
+            hashes: [0; BATCH],
+            layouts: [Layout::default(); BATCH],
+            paths: [Path::default(); BATCH],
+            reasons: [DropReason::FrameTooShort; BATCH],
+        })
+    }
+}
+
+fn extract_drop_reason(e: ExtractError) -> DropReason {
+    match e {
+        ExtractError::FrameTooShort => DropReason::FrameTooShort,
+        ExtractError::VlanTruncated => DropReason::VlanTruncated,
+        ExtractError::L3Malformed => DropReason::L3Malformed,
+    }
+}
+
+const _: () = assert!(BATCH == BURST, "a burst is classified as one batch");
+
+impl Pipeline {
+    /// The default pipeline: the L2 learning switch over `ports`, no flows.
+    pub fn new(
+        generation: u64,
+        ports: &[(PortIdx, u32)],
+        mac_table: Arc<MacTable>,
+        l2: L2Settings,
+        workers: usize,
+    ) -> Pipeline {
+        Pipeline {
+            generation,
+            mac_table,
+            l2,
+            ports: Arc::new(PortMap::new(ports)),
+            flows: Arc::new(FlowTables::default()),
+            counters: FlowCounterBanks::new(workers),
+        }
     }
 
     pub fn generation(&self) -> u64 {
@@ -59,10 +153,10 @@ impl Pipeline {
 
     /// Ports a flood from `in_port` reaches.
     pub fn flood_ports(&self, in_port: PortIdx) -> &[PortIdx] {
-        self.flood.get(in_port as usize).map_or(&[], |f| f)
+        self.ports.flood_ports(in_port)
     }
 
-    /// The decision for one frame (learning its source as a side effect).
+    /// The L2 decision for one frame (learning its source as a side effect).
     #[inline]
     pub fn decide(&self, in_port: PortIdx, frame: &[u8], now: u32, stats: &WorkerStats) -> L2Decision {
         l2::decide(&self.mac_table, &self.l2, in_port, frame, now, stats)
@@ -70,11 +164,28 @@ impl Pipeline {
 
     /// Runs a burst that arrived on `in_port` through the pipeline, handing every packet to
     /// `out` (sent or dropped). Leaves the burst empty.
-    ///
-    /// Three passes, so memory latency overlaps instead of adding up: fetch every frame's
-    /// header, then parse each and fetch its MAC table slot, then decide and send.
     #[inline]
     pub fn process_burst<E: Egress>(
+        &self,
+        scratch: &mut FlowScratch,
+        in_port: PortIdx,
+        burst: &mut MbufBurst,
+        now: u32,
+        stats: &WorkerStats,
+        out: &mut E,
+    ) {
+        if self.flows.l2_only {
+            self.process_l2(in_port, burst, now, stats, out);
+        } else {
+            self.process_flows(scratch, in_port, burst, now, stats, out);
+        }
+    }
+
+    /// The plain L2 switch. Three passes, so memory latency overlaps instead of adding up:
+    /// fetch every frame's header, then parse each and fetch its MAC table slot, then decide
+    /// and send.
+    #[inline]
+    fn process_l2<E: Egress>(
         &self,
         in_port: PortIdx,
         burst: &mut MbufBurst,
@@ -106,11 +217,212 @@ impl Pipeline {
                 }
                 Err(reason) => L2Decision::Drop(reason),
             };
-            match decision {
-                L2Decision::Unicast(port) => out.output(port, m),
-                L2Decision::Flood => self.flood(in_port, m, out),
-                L2Decision::Drop(reason) => out.drop(m, in_port, reason),
+            self.apply_l2(decision, in_port, m, out);
+        }
+    }
+
+    #[inline(always)]
+    fn apply_l2<E: Egress>(&self, decision: L2Decision, in_port: PortIdx, m: Mbuf, out: &mut E) {
+        match decision {
+            L2Decision::Unicast(port) => out.output(port, m),
+            L2Decision::Flood => self.flood(in_port, m, out),
+            L2Decision::Drop(reason) => out.drop(m, in_port, reason),
+        }
+    }
+
+    /// The flow tables: extract keys, find paths (cache, then classifier), run them.
+    #[inline]
+    fn process_flows<E: Egress>(
+        &self,
+        s: &mut FlowScratch,
+        in_port: PortIdx,
+        burst: &mut MbufBurst,
+        now: u32,
+        stats: &WorkerStats,
+        out: &mut E,
+    ) {
+        let depth = self.flows.depth;
+        let in_no = self.ports.number(in_port);
+        let mut bad = 0u32;
+        let mut todo = 0u32;
+        for (i, m) in burst.as_slice().iter().enumerate() {
+            match extract(m.data(), in_no, depth, &mut s.keys[i]) {
+                Ok(l) => {
+                    s.layouts[i] = l;
+                    if let Some(emc) = &s.emc {
+                        s.hashes[i] = ExactMatchCache::hash(&s.keys[i]);
+                        emc.prefetch(s.hashes[i]);
+                    }
+                    todo |= 1 << i;
+                }
+                Err(e) => {
+                    s.reasons[i] = extract_drop_reason(e);
+                    bad |= 1 << i;
+                }
             }
+        }
+        if let Some(emc) = &s.emc {
+            let mut live = todo;
+            let mut hits = 0;
+            while live != 0 {
+                let i = live.trailing_zeros() as usize;
+                live &= live - 1;
+                if let Some(p) = emc.get(&s.keys[i], s.hashes[i], self.generation) {
+                    s.paths[i] = *p;
+                    todo &= !(1 << i);
+                    hits += 1;
+                }
+            }
+            bump(&stats.emc_hits, hits);
+            bump(&stats.emc_misses, todo.count_ones() as u64);
+        }
+        if todo != 0 {
+            s.work = s.keys;
+            self.flows.classify_batch(&mut s.work, todo, &mut s.paths);
+            if let Some(emc) = &mut s.emc {
+                let mut live = todo;
+                while live != 0 {
+                    let i = live.trailing_zeros() as usize;
+                    live &= live - 1;
+                    emc.insert(&s.keys[i], s.hashes[i], self.generation, &s.paths[i]);
+                }
+            }
+        }
+        for (i, m) in burst.drain().enumerate() {
+            if bad & (1 << i) != 0 {
+                out.drop(m, in_port, s.reasons[i]);
+            } else {
+                let path = s.paths[i];
+                self.run_path(s.worker, in_port, m, &mut s.layouts[i], &path, now, stats, out);
+            }
+        }
+    }
+
+    /// Runs a packet's path: each matched rule's actions in order, miss actions, counters.
+    /// An output shares the buffer (or copies it when a later action changes the packet);
+    /// the last output takes the buffer itself.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn run_path<E: Egress>(
+        &self,
+        worker: usize,
+        in_port: PortIdx,
+        m: Mbuf,
+        layout: &mut Layout,
+        path: &Path,
+        now: u32,
+        stats: &WorkerStats,
+        out: &mut E,
+    ) {
+        let flows = &*self.flows;
+        // Op positions along the whole path of the last output and the last change.
+        let (mut last_out, mut last_mod) = (usize::MAX, None::<usize>);
+        let mut pos = 0;
+        for step in path.steps() {
+            match flows.rule(*step) {
+                Some(rule) => {
+                    for op in rule.ops.iter() {
+                        if op.outputs() {
+                            last_out = pos;
+                        } else if op.modifies_packet() {
+                            last_mod = Some(pos);
+                        }
+                        pos += 1;
+                    }
+                }
+                None => {
+                    if flows.miss(step.table()) == MissAction::Normal {
+                        last_out = pos;
+                        pos += 1;
+                    }
+                }
+            }
+        }
+
+        let len = m.pkt_len() as u64;
+        let mut pkt = Some(m);
+        let mut sent = false;
+        let mut pos = 0;
+        for step in path.steps() {
+            let tc = &stats.tables[step.table() as usize];
+            match flows.rule(*step) {
+                Some(rule) => {
+                    bump(&tc.matched, 1);
+                    self.counters.bump(worker, rule.id, len);
+                    for op in rule.ops.iter() {
+                        let here = pos;
+                        pos += 1;
+                        if let Op::Counter(c) = op {
+                            bump(&stats.named[*c as usize], 1);
+                        } else if op.outputs() {
+                            let Some(p) = pkt.as_ref() else { continue };
+                            let copy = if here == last_out {
+                                pkt.take()
+                            } else if last_mod.is_some_and(|lm| lm > here) {
+                                let c = p.deep_copy();
+                                if c.is_none() {
+                                    stats.ports[in_port as usize].drop(DropReason::MbufExhausted, 1);
+                                }
+                                c
+                            } else {
+                                Some(p.share())
+                            };
+                            if let Some(c) = copy {
+                                self.emit(op, in_port, c, now, stats, out);
+                                sent = true;
+                            }
+                        } else if let Some(p) = pkt.as_mut() {
+                            if let Err(reason) = edit::apply(p, layout, op) {
+                                out.drop(pkt.take().expect("present"), in_port, reason);
+                                return;
+                            }
+                        }
+                    }
+                }
+                None => {
+                    bump(&tc.missed, 1);
+                    match flows.miss(step.table()) {
+                        MissAction::Goto(_) => {}
+                        MissAction::Normal => {
+                            pos += 1;
+                            if let Some(p) = pkt.take() {
+                                self.emit(&Op::Normal, in_port, p, now, stats, out);
+                                sent = true;
+                            }
+                        }
+                        MissAction::Drop => {
+                            if let Some(p) = pkt.take() {
+                                out.drop(p, in_port, DropReason::TableMiss);
+                            }
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(p) = pkt.take() {
+            if path.too_deep {
+                out.drop(p, in_port, DropReason::PipelineTooDeep);
+            } else if !sent {
+                out.drop(p, in_port, DropReason::FlowDrop);
+            }
+            // Otherwise copies went out and this handle is simply released.
+        }
+    }
+
+    /// Sends `m` as an output-type op says.
+    #[inline]
+    fn emit<E: Egress>(&self, op: &Op, in_port: PortIdx, m: Mbuf, now: u32, stats: &WorkerStats, out: &mut E) {
+        match *op {
+            Op::Output(p) if p == in_port => out.drop(m, in_port, DropReason::DestinationOnIngressPort),
+            Op::Output(p) => out.output(p, m),
+            Op::InPort => out.output(in_port, m),
+            Op::Flood => self.flood(in_port, m, out),
+            Op::Normal => {
+                let d = self.decide(in_port, m.data(), now, stats);
+                self.apply_l2(d, in_port, m, out);
+            }
+            _ => out.drop(m, in_port, DropReason::FlowDrop),
         }
     }
 

@@ -6,6 +6,10 @@
 //! sums over workers. Counts are exact; a reader may see one counter a burst ahead of another.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use crate::dpdk::ZeroedPairs;
+use crate::flow::MAX_TABLES;
 
 /// Adds to a counter that only the calling thread writes.
 #[inline(always)]
@@ -51,8 +55,16 @@ drop_reasons! {
     VlanTruncated => ("parse", "vlan_truncated", "frame ends inside its VLAN tag"),
     InvalidSourceMac => ("l2", "invalid_source_mac", "source MAC is multicast, broadcast or zero"),
     LinkLocalDestination => ("l2", "link_local_destination", "destination is a reserved 802.1D link-local group (01:80:c2:00:00:0x)"),
-    DestinationOnIngressPort => ("l2", "destination_on_ingress_port", "destination MAC was learned on the port the frame came in on"),
+    DestinationOnIngressPort => ("l2", "destination_on_ingress_port", "the destination is the port the frame came in on (learned there, or output to it)"),
     NoEgressPort => ("l2", "no_egress_port", "flood with no other port to send to"),
+    L3Malformed => ("parse", "l3_malformed", "IPv4, IPv6 or ARP header shorter than its minimum or than it says"),
+    TableMiss => ("flow", "table_miss", "no flow matched and the table's miss action is drop"),
+    FlowDrop => ("flow", "flow_drop", "the matching flows sent the packet nowhere (actions=drop)"),
+    PipelineTooDeep => ("flow", "pipeline_too_deep", "the packet went through more tables than a path may hold"),
+    TtlExceeded => ("action", "ttl_exceeded", "dec_ttl on a packet whose TTL or hop limit was 1 or 0"),
+    NoHeadroom => ("action", "no_headroom", "no room in front of the frame to push a VLAN tag"),
+    MbufExhausted => ("action", "mbuf_exhausted", "no mbuf for a copy of a packet sent out before being changed"),
+    BufferShared => ("action", "buffer_shared", "a shared packet buffer could not be changed (internal error)"),
     TxQueueFull => ("tx", "tx_queue_full", "the egress port's transmit queue did not take the packet"),
 }
 
@@ -79,6 +91,16 @@ impl PortCounters {
 /// Debian's 22.11; the headroom is for later kinds of ports that are not ethdevs).
 pub const MAX_PORTS: usize = 256;
 
+/// Lookups of one flow table by one worker (lookups = matched + missed).
+#[derive(Default)]
+pub struct TableCounters {
+    pub matched: AtomicU64,
+    pub missed: AtomicU64,
+}
+
+/// Most named counters (`counter:NAME` actions).
+pub const MAX_NAMED_COUNTERS: usize = 1024;
+
 /// The counters of one worker. Cache-line aligned so two workers never share a line.
 #[repr(align(64))]
 pub struct WorkerStats {
@@ -95,7 +117,12 @@ pub struct WorkerStats {
     pub mac_learn_failed: AtomicU64,
     /// Generation of the pipeline snapshot this worker runs (RCU quiescent-state report).
     pub generation: AtomicU64,
+    /// Exact-match cache results of packets that went through flow tables.
+    pub emc_hits: AtomicU64,
+    pub emc_misses: AtomicU64,
     pub ports: Box<[PortCounters]>,
+    pub tables: Box<[TableCounters]>,
+    pub named: Box<[AtomicU64]>,
 }
 
 impl Default for WorkerStats {
@@ -109,7 +136,11 @@ impl Default for WorkerStats {
             mac_moved: AtomicU64::new(0),
             mac_learn_failed: AtomicU64::new(0),
             generation: AtomicU64::new(0),
+            emc_hits: AtomicU64::new(0),
+            emc_misses: AtomicU64::new(0),
             ports: (0..MAX_PORTS).map(|_| PortCounters::default()).collect(),
+            tables: (0..MAX_TABLES).map(|_| TableCounters::default()).collect(),
+            named: (0..MAX_NAMED_COUNTERS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 }
@@ -157,6 +188,8 @@ pub struct WorkerTotals {
     pub mac_moved: u64,
     pub mac_learn_failed: u64,
     pub generation: u64,
+    pub emc_hits: u64,
+    pub emc_misses: u64,
     pub rx_packets: u64,
     pub rx_bytes: u64,
     pub tx_packets: u64,
@@ -179,12 +212,72 @@ impl WorkerStats {
             mac_moved: self.mac_moved.load(Relaxed),
             mac_learn_failed: self.mac_learn_failed.load(Relaxed),
             generation: self.generation.load(Relaxed),
+            emc_hits: self.emc_hits.load(Relaxed),
+            emc_misses: self.emc_misses.load(Relaxed),
             rx_packets: ports.rx_packets,
             rx_bytes: ports.rx_bytes,
             tx_packets: ports.tx_packets,
             tx_bytes: ports.tx_bytes,
             drops: ports.drops,
         }
+    }
+}
+
+/// Flow counter slots per chunk: chunks are added as flow ids grow, never moved.
+pub const FLOW_CHUNK: usize = 4096;
+
+/// Packet and byte counters of flow ids, one bank per worker (each its only writer), in
+/// chunks shared between pipeline snapshots so counts survive every publication.
+#[derive(Clone, Default)]
+pub struct FlowCounterBanks {
+    per_worker: Vec<Vec<Arc<ZeroedPairs>>>,
+}
+
+impl FlowCounterBanks {
+    pub fn new(workers: usize) -> FlowCounterBanks {
+        FlowCounterBanks { per_worker: vec![Vec::new(); workers] }
+    }
+
+    /// Slots available.
+    pub fn capacity(&self) -> usize {
+        self.per_worker.first().map_or(0, |b| b.len() * FLOW_CHUNK)
+    }
+
+    /// These banks with room for at least `ids` flow ids (existing chunks shared).
+    pub fn with_capacity(&self, ids: usize) -> FlowCounterBanks {
+        let mut b = self.clone();
+        while b.capacity() < ids {
+            for w in b.per_worker.iter_mut() {
+                w.push(Arc::new(ZeroedPairs::new(FLOW_CHUNK)));
+            }
+        }
+        b
+    }
+
+    /// Counts a packet of `bytes` for flow `id` on `worker`. Ids beyond the capacity are not
+    /// counted (cannot happen: a snapshot's banks cover its flows).
+    #[inline(always)]
+    pub fn bump(&self, worker: usize, id: u32, bytes: u64) {
+        let id = id as usize;
+        if let Some(chunk) = self.per_worker.get(worker).and_then(|b| b.get(id / FLOW_CHUNK)) {
+            let slot = &chunk[id % FLOW_CHUNK];
+            bump(&slot.0, 1);
+            bump(&slot.1, bytes);
+        }
+    }
+
+    /// (packets, bytes) of flow slot `id`, summed over workers.
+    pub fn read(&self, id: u32) -> (u64, u64) {
+        let id = id as usize;
+        let mut t = (0, 0);
+        for b in &self.per_worker {
+            if let Some(chunk) = b.get(id / FLOW_CHUNK) {
+                let slot = &chunk[id % FLOW_CHUNK];
+                t.0 += slot.0.load(Relaxed);
+                t.1 += slot.1.load(Relaxed);
+            }
+        }
+        t
     }
 }
 
@@ -196,12 +289,28 @@ mod tests {
     fn reason_names_are_unique_snake_case() {
         let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
         for n in &names {
-            assert!(n.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{n}");
+            assert!(n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'), "{n}");
         }
         names.sort();
         names.dedup();
         assert_eq!(names.len(), DropReason::COUNT);
         assert_eq!(DropReason::ALL[DropReason::TxQueueFull as usize], DropReason::TxQueueFull);
+    }
+
+    #[test]
+    fn flow_banks_grow_without_losing_counts() {
+        let b = FlowCounterBanks::new(2).with_capacity(10);
+        assert_eq!(b.capacity(), FLOW_CHUNK);
+        b.bump(0, 7, 100);
+        b.bump(1, 7, 50);
+        let grown = b.with_capacity(FLOW_CHUNK + 1);
+        assert_eq!(grown.capacity(), 2 * FLOW_CHUNK);
+        // The old snapshot's banks and the new share the first chunk.
+        b.bump(0, 7, 10);
+        grown.bump(1, FLOW_CHUNK as u32 + 3, 60);
+        assert_eq!(grown.read(7), (3, 160));
+        assert_eq!(grown.read(FLOW_CHUNK as u32 + 3), (1, 60));
+        assert_eq!(b.read(FLOW_CHUNK as u32 + 3), (0, 0));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use crate::dpdk::{self, Eal, LcoreRegistration, Mbuf, MbufBurst, RxQueue, TxQueue};
 use crate::mac_table::PortIdx;
-use crate::pipeline::{Egress, PipelineCell, PipelineReader};
+use crate::pipeline::{Egress, FlowScratch, PipelineCell, PipelineReader};
 use crate::stats::{bump, DropReason, WorkerStats};
 
 /// Seconds since the switch started, advanced by the control plane, so workers read time
@@ -51,6 +51,8 @@ pub struct Shared {
 pub struct WorkerPlan {
     pub index: usize,
     pub core: usize,
+    /// Entries of the worker's exact-match cache (0: none).
+    pub emc_entries: usize,
     pub rx: Vec<(PortIdx, RxQueue)>,
     pub tx: Vec<(PortIdx, TxQueue)>,
 }
@@ -167,8 +169,9 @@ pub fn spawn(
 }
 
 fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
-    let WorkerPlan { mut rx, tx, .. } = plan;
+    let WorkerPlan { mut rx, tx, index, emc_entries, .. } = plan;
     let mut tx = TxBuffers::new(tx, stats);
+    let mut scratch = FlowScratch::new(index, emc_entries);
     let mut burst = MbufBurst::new();
     let mut pipeline = PipelineReader::new(&shared.pipeline);
     stats.generation.store(pipeline.get().generation(), Ordering::Release);
@@ -191,7 +194,7 @@ fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
             let bytes: u64 = burst.as_slice().iter().map(|m| m.pkt_len() as u64).sum();
             bump(&counters.rx_packets, n as u64);
             bump(&counters.rx_bytes, bytes);
-            pipeline.get().process_burst(*port, &mut burst, now, stats, &mut tx);
+            pipeline.get().process_burst(&mut scratch, *port, &mut burst, now, stats, &mut tx);
         }
         tx.flush();
         let cycles = dpdk::tsc().wrapping_sub(start);

@@ -2,6 +2,7 @@
 //! length once, after which every accessor is in bounds. These views work on any byte slice,
 //! so they are tested and fuzzed without DPDK.
 
+pub mod checksum;
 pub mod ethernet;
 
 pub use ethernet::{EtherType, EthernetFrame, MacAddr, VlanTag};

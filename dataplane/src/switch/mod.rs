@@ -9,6 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
+mod flows;
+
+pub use flows::{FlowView, NamedCounter, TableView, TraceResult, TraceStep, TxOutcome};
+
 use crate::config::{Config, ConfigError, DeviceKind, PortConfig};
 use crate::dpdk::{DevInfo, DpdkError, Eal, EthPort, EthStats, LinkStatus, Mempool, PortLayout, PortSetup};
 use crate::l2::L2Settings;
@@ -34,6 +38,8 @@ pub enum StartError {
     Port { port: String, devargs: String, reason: String },
     #[error("static_mac: {0}")]
     StaticMac(String),
+    #[error("flows in the config: {0}")]
+    Flows(String),
     #[error("worker on core {core}: {reason}")]
     Worker { core: usize, reason: String },
 }
@@ -161,6 +167,8 @@ pub struct Switch {
     pool: Mutex<Option<Arc<Mempool>>>,
     eal: Mutex<Option<Arc<Eal>>>,
     tsc_hz: u64,
+    /// Desired flows and their bookkeeping; changes are serialised here.
+    flows: Mutex<flows::FlowState>,
 }
 
 #[derive(Default)]
@@ -203,9 +211,9 @@ impl Switch {
             }
         }
         let l2 = L2Settings { forward_link_local: config.switch.forward_link_local };
-        let port_ids: Vec<PortIdx> = ports.iter().map(|p| p.idx).collect();
+        let port_ids: Vec<(PortIdx, u32)> = ports.iter().map(|p| (p.idx, p.config.number)).collect();
         let shared = Arc::new(Shared {
-            pipeline: PipelineCell::new(Pipeline::new(1, &port_ids, mac_table, l2)),
+            pipeline: PipelineCell::new(Pipeline::new(1, &port_ids, mac_table, l2, n_workers)),
             clock: CoarseClock::default(),
             stop: Default::default(),
         });
@@ -222,7 +230,8 @@ impl Switch {
                 ports.iter().map(|p| (p.idx, p.eth.tx_queue(w as u16).expect("one tx queue per worker"))).collect();
             let stats = Arc::new(WorkerStats::default());
             let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-            let plan_w = WorkerPlan { index: w, core: wc.core, rx, tx };
+            let plan_w =
+                WorkerPlan { index: w, core: wc.core, emc_entries: config.switch.emc_entries as usize, rx, tx };
             let spawned = worker::spawn(plan_w, shared.clone(), stats.clone(), eal.clone(), ready_tx);
             let started = match spawned {
                 Ok(handle) => {
@@ -250,7 +259,8 @@ impl Switch {
         }
 
         let tsc_hz = eal.tsc_hz();
-        Ok(Arc::new(Switch {
+        let flow_state = flows::FlowState::new(config);
+        let switch = Arc::new(Switch {
             plan,
             started_wall: SystemTime::now(),
             started: Instant::now(),
@@ -264,7 +274,13 @@ impl Switch {
             pool: Mutex::new(Some(pool)),
             eal: Mutex::new(Some(eal)),
             tsc_hz,
-        }))
+            flows: Mutex::new(flow_state),
+        });
+        if let Err(e) = switch.load_config_flows() {
+            switch.shutdown();
+            return Err(StartError::Flows(e));
+        }
+        Ok(switch)
     }
 
     pub fn started_at(&self) -> SystemTime {
@@ -412,12 +428,12 @@ impl Switch {
             table.age(now, self.plan.config.switch.mac_aging_seconds);
             if table.needs_rebuild() {
                 let rebuilt = Arc::new(table.rebuilt(now));
-                self.publish(|p, g| p.with_mac_table(g, rebuilt));
+                self.publish(|p, g| Pipeline { generation: g, mac_table: rebuilt, ..p.clone() });
             }
         }
         let oldest = self.oldest_running_generation();
-        let mut retired = self.publisher.lock().unwrap();
-        retired.snapshots.retain(|s| s.generation() >= oldest);
+        self.publisher.lock().unwrap().snapshots.retain(|s| s.generation() >= oldest);
+        self.maintain_flows(oldest);
     }
 
     /// Stops the workers, then closes the ports and returns DPDK's memory. Idempotent.

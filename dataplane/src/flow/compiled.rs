@@ -1,0 +1,520 @@
+//! Flow tables compiled for the datapath: classifiers, rules with their actions translated to
+//! port indices and counter slots, table-miss behaviour, and the classification of a packet
+//! key into a *path*: the rules (or misses) of every table the packet visits.
+//!
+//! A path is a pure function of the key and the tables, so a per-worker exact-match cache can
+//! remember it; executing a path replays each rule's actions on the packet.
+
+use std::sync::Arc;
+
+use super::action::{Action, MAX_TABLES};
+use super::classifier::{Classifier, RuleRef, BATCH};
+use super::key::{slot, Depth, FlowKey, KEY_WORDS, VLAN_PCP_MASK, VLAN_PRESENT, VLAN_VID_MASK};
+use super::matching::Match;
+use crate::mac_table::PortIdx;
+
+/// What a table does with a packet no flow matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MissAction {
+    #[default]
+    Drop,
+    /// The L2 learning switch.
+    Normal,
+    /// Continue in a later table.
+    Goto(u8),
+}
+
+impl std::fmt::Display for MissAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MissAction::Drop => write!(f, "drop"),
+            MissAction::Normal => write!(f, "normal"),
+            MissAction::Goto(t) => write!(f, "goto_table:{t}"),
+        }
+    }
+}
+
+impl std::str::FromStr for MissAction {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "drop" => Ok(MissAction::Drop),
+            "normal" | "NORMAL" => Ok(MissAction::Normal),
+            _ => match s.strip_prefix("goto_table:").or_else(|| s.strip_prefix("goto:")) {
+                Some(t) => t
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|t| (*t as usize) < MAX_TABLES)
+                    .map(MissAction::Goto)
+                    .ok_or_else(|| format!("'{s}': the table is 0 to {}", MAX_TABLES - 1)),
+                None => Err(format!("'{s}' is not a miss action (drop, normal or goto_table:N)")),
+            },
+        }
+    }
+}
+
+/// An action as the datapath runs it: ports as indices, counters as slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Output(PortIdx),
+    Normal,
+    Flood,
+    InPort,
+    PushVlan(u16),
+    PopVlan,
+    SetVlanVid(u16),
+    SetVlanPcp(u8),
+    SetEthSrc(u64),
+    SetEthDst(u64),
+    SetIpv4Src(u32),
+    SetIpv4Dst(u32),
+    SetIpDscp(u8),
+    DecTtl,
+    SetTpSrc(u16),
+    SetTpDst(u16),
+    Counter(u16),
+}
+
+impl Op {
+    pub fn modifies_packet(&self) -> bool {
+        !matches!(self, Op::Output(_) | Op::Normal | Op::Flood | Op::InPort | Op::Counter(_))
+    }
+
+    pub fn outputs(&self) -> bool {
+        matches!(self, Op::Output(_) | Op::Normal | Op::Flood | Op::InPort)
+    }
+
+    /// The change the action makes to the flow key, so later tables match the changed
+    /// packet.
+    pub fn apply_to_key(&self, key: &mut FlowKey) {
+        match *self {
+            Op::PushVlan(_) => {
+                if slot::VLAN_TCI.get(key) as u16 & VLAN_PRESENT == 0 {
+                    slot::VLAN_TCI.set(key, VLAN_PRESENT as u64);
+                }
+            }
+            Op::PopVlan => slot::VLAN_TCI.set(key, 0),
+            Op::SetVlanVid(v) => {
+                let t = slot::VLAN_TCI.get(key) as u16;
+                slot::VLAN_TCI.set(key, ((t & VLAN_PCP_MASK) | VLAN_PRESENT | (v & VLAN_VID_MASK)) as u64);
+            }
+            Op::SetVlanPcp(p) => {
+                let t = slot::VLAN_TCI.get(key) as u16;
+                slot::VLAN_TCI.set(key, ((t & VLAN_VID_MASK) | VLAN_PRESENT | ((p as u16) << 13)) as u64);
+            }
+            Op::SetEthSrc(m) => slot::ETH_SRC.set(key, m),
+            Op::SetEthDst(m) => slot::ETH_DST.set(key, m),
+            Op::SetIpv4Src(a) => slot::NW_SRC.set(key, a as u64),
+            Op::SetIpv4Dst(a) => slot::NW_DST.set(key, a as u64),
+            Op::SetIpDscp(d) => {
+                let tos = slot::IP_TOS.get(key) as u8;
+                slot::IP_TOS.set(key, ((tos & 0x03) | (d << 2)) as u64);
+            }
+            Op::DecTtl => {
+                let ttl = slot::IP_TTL.get(key);
+                slot::IP_TTL.set(key, ttl.saturating_sub(1));
+            }
+            Op::SetTpSrc(p) => slot::TP_SRC.set(key, p as u64),
+            Op::SetTpDst(p) => slot::TP_DST.set(key, p as u64),
+            Op::Output(_) | Op::Normal | Op::Flood | Op::InPort | Op::Counter(_) => {}
+        }
+    }
+}
+
+/// A flow as the datapath sees it.
+#[derive(Debug, Clone)]
+pub struct CompiledRule {
+    /// Stable flow id: the slot of its counters.
+    pub id: u32,
+    pub table: u8,
+    pub priority: u16,
+    pub cookie: u64,
+    pub matching: Match,
+    /// The actions as written (for trace and dumps).
+    pub actions: Arc<[Action]>,
+    pub ops: Box<[Op]>,
+    pub goto: Option<u8>,
+    /// Any op changes packet bytes.
+    pub modifies: bool,
+}
+
+/// One compiled table.
+pub struct CompiledTable {
+    pub id: u8,
+    pub classifier: Classifier,
+    pub rules: Box<[CompiledRule]>,
+    pub miss: MissAction,
+}
+
+impl CompiledTable {
+    pub fn build(id: u8, rules: Vec<CompiledRule>, miss: MissAction) -> CompiledTable {
+        let refs: Vec<(Match, RuleRef)> =
+            rules.iter().map(|r| (r.matching, RuleRef { priority: r.priority, id: r.id })).collect();
+        CompiledTable { id, classifier: Classifier::build(&refs), rules: rules.into_boxed_slice(), miss }
+    }
+}
+
+/// Most steps (tables) one packet may go through. Goto only goes forward, so this bounds
+/// the work per packet; deeper pipelines drop with `pipeline_too_deep`.
+pub const MAX_PATH: usize = 16;
+const MISS: u32 = 0x00ff_ffff;
+
+/// One visited table: the rule that matched, or the table's miss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step(u32);
+
+impl Step {
+    pub fn rule(table: u8, index: u32) -> Step {
+        Step((table as u32) << 24 | index)
+    }
+    pub fn miss(table: u8) -> Step {
+        Step((table as u32) << 24 | MISS)
+    }
+    pub fn table(self) -> u8 {
+        (self.0 >> 24) as u8
+    }
+    /// Index of the matched rule in its table; None for a miss.
+    pub fn rule_index(self) -> Option<u32> {
+        let i = self.0 & MISS;
+        (i != MISS).then_some(i)
+    }
+}
+
+/// The tables a packet visits, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Path {
+    steps: [Step; MAX_PATH],
+    len: u8,
+    /// The path needed more than MAX_PATH steps.
+    pub too_deep: bool,
+}
+
+impl Default for Path {
+    fn default() -> Self {
+        Path { steps: [Step(0); MAX_PATH], len: 0, too_deep: false }
+    }
+}
+
+impl Path {
+    pub fn steps(&self) -> &[Step] {
+        &self.steps[..self.len as usize]
+    }
+
+    fn push(&mut self, s: Step) -> bool {
+        if self.len as usize == MAX_PATH {
+            self.too_deep = true;
+            return false;
+        }
+        self.steps[self.len as usize] = s;
+        self.len += 1;
+        true
+    }
+}
+
+/// All flow tables of one pipeline snapshot.
+pub struct FlowTables {
+    tables: Vec<Option<Arc<CompiledTable>>>,
+    /// How deep packets must be parsed for every field any rule matches.
+    pub depth: Depth,
+    /// No flows and table 0 misses to normal: the pipeline is the plain L2 switch.
+    pub l2_only: bool,
+}
+
+impl Default for FlowTables {
+    /// A pipeline with no flows whose table 0 sends everything to the L2 switch.
+    fn default() -> Self {
+        let t0 = CompiledTable::build(0, Vec::new(), MissAction::Normal);
+        FlowTables::new(vec![Some(Arc::new(t0))])
+    }
+}
+
+impl FlowTables {
+    /// Tables by id (index = table number; `None` for a table never configured, which
+    /// matches nothing and drops).
+    pub fn new(mut tables: Vec<Option<Arc<CompiledTable>>>) -> FlowTables {
+        tables.resize_with(MAX_TABLES, || None);
+        let mut union = FlowKey::ZERO;
+        for t in tables.iter().flatten() {
+            let u = t.classifier.mask_union();
+            for i in 0..KEY_WORDS {
+                union.0[i] |= u.0[i];
+            }
+        }
+        let t0 = tables[0].as_ref();
+        let l2_only = t0.is_some_and(|t| t.rules.is_empty() && t.miss == MissAction::Normal);
+        FlowTables { tables, depth: Depth::for_mask(&union), l2_only }
+    }
+
+    pub fn table(&self, id: u8) -> Option<&Arc<CompiledTable>> {
+        self.tables.get(id as usize).and_then(|t| t.as_ref())
+    }
+
+    pub fn tables(&self) -> impl Iterator<Item = &Arc<CompiledTable>> {
+        self.tables.iter().flatten()
+    }
+
+    /// The shared table object for reuse in the next snapshot.
+    pub fn table_arc(&self, id: u8) -> Option<Arc<CompiledTable>> {
+        self.table(id).cloned()
+    }
+
+    /// The rule a step refers to.
+    #[inline(always)]
+    pub fn rule(&self, step: Step) -> Option<&CompiledRule> {
+        let i = step.rule_index()?;
+        self.table(step.table()).map(|t| &t.rules[i as usize])
+    }
+
+    /// The miss action of a table (tables never configured drop).
+    pub fn miss(&self, table: u8) -> MissAction {
+        self.table(table).map_or(MissAction::Drop, |t| t.miss)
+    }
+
+    /// Classifies one key: the path through the tables, starting at table 0. `key` is
+    /// changed as the path's actions change the packet.
+    pub fn classify(&self, key: &mut FlowKey) -> Path {
+        let mut path = Path::default();
+        let mut table = 0u8;
+        loop {
+            let t = self.table(table);
+            match t.and_then(|t| t.classifier.lookup(key).map(|i| (t, i))) {
+                Some((t, i)) => {
+                    if !path.push(Step::rule(table, i)) {
+                        return path;
+                    }
+                    let rule = &t.rules[i as usize];
+                    for op in rule.ops.iter() {
+                        op.apply_to_key(key);
+                    }
+                    match rule.goto {
+                        Some(next) => table = next,
+                        None => return path,
+                    }
+                }
+                None => {
+                    if !path.push(Step::miss(table)) {
+                        return path;
+                    }
+                    match self.miss(table) {
+                        MissAction::Goto(next) => table = next,
+                        _ => return path,
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`FlowTables::classify`] for the keys of a burst selected by `todo`, batching the
+    /// lookups of each table.
+    pub fn classify_batch(&self, keys: &mut [FlowKey; BATCH], todo: u32, paths: &mut [Path; BATCH]) {
+        let mut at = [0u8; BATCH];
+        let mut active = todo;
+        for (i, p) in paths.iter_mut().enumerate() {
+            if todo & (1 << i) != 0 {
+                *p = Path::default();
+            }
+        }
+        let mut found = [None; BATCH];
+        while active != 0 {
+            // Tables only go forward: serve the lowest table any packet waits at.
+            let mut table = u8::MAX;
+            let mut live = active;
+            while live != 0 {
+                let i = live.trailing_zeros() as usize;
+                live &= live - 1;
+                table = table.min(at[i]);
+            }
+            let mut here = 0u32;
+            let mut live = active;
+            while live != 0 {
+                let i = live.trailing_zeros() as usize;
+                live &= live - 1;
+                if at[i] == table {
+                    here |= 1 << i;
+                }
+            }
+            let t = self.table(table);
+            match t {
+                Some(t) => t.classifier.lookup_batch(keys, here, &mut found),
+                None => {
+                    for (i, f) in found.iter_mut().enumerate() {
+                        if here & (1 << i) != 0 {
+                            *f = None;
+                        }
+                    }
+                }
+            }
+            let mut live = here;
+            while live != 0 {
+                let i = live.trailing_zeros() as usize;
+                live &= live - 1;
+                let next = match (t, found[i]) {
+                    (Some(t), Some(r)) => {
+                        let rule = &t.rules[r as usize];
+                        if paths[i].push(Step::rule(table, r)) {
+                            for op in rule.ops.iter() {
+                                op.apply_to_key(&mut keys[i]);
+                            }
+                            rule.goto
+                        } else {
+                            None
+                        }
+                    }
+                    _ => {
+                        if paths[i].push(Step::miss(table)) {
+                            match self.miss(table) {
+                                MissAction::Goto(n) => Some(n),
+                                _ => None,
+                            }
+                        } else {
+                            None
+                        }
+                    }
+                };
+                match next {
+                    Some(n) => at[i] = n,
+                    None => active &= !(1 << i),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::parse::{parse_flow, parse_packet};
+
+    /// Compiles flows written in ovs-ofctl syntax (output:N goes to port index N).
+    pub fn tables(flows: &[&str], misses: &[(u8, MissAction)]) -> FlowTables {
+        let mut by_table: std::collections::BTreeMap<u8, Vec<CompiledRule>> = Default::default();
+        for (i, text) in flows.iter().enumerate() {
+            let f = parse_flow(text).unwrap();
+            let ops = f
+                .actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Output(p) => Some(Op::Output(*p as PortIdx)),
+                    Action::SetIpv4Dst(a) => Some(Op::SetIpv4Dst(u32::from(*a))),
+                    Action::Normal => Some(Op::Normal),
+                    Action::DecTtl => Some(Op::DecTtl),
+                    Action::GotoTable(_) => None,
+                    other => panic!("test helper does not compile {other}"),
+                })
+                .collect();
+            let goto = f.actions.iter().find_map(|a| if let Action::GotoTable(t) = a { Some(*t) } else { None });
+            by_table.entry(f.table).or_default().push(CompiledRule {
+                id: i as u32,
+                table: f.table,
+                priority: f.priority,
+                cookie: f.cookie,
+                matching: f.matching,
+                actions: f.actions.clone().into(),
+                ops,
+                goto,
+                modifies: false,
+            });
+        }
+        let mut ids: std::collections::BTreeSet<u8> = by_table.keys().copied().collect();
+        ids.extend(misses.iter().map(|m| m.0));
+        let mut out = vec![None; MAX_TABLES];
+        for id in ids {
+            let miss = misses.iter().find(|m| m.0 == id).map_or(MissAction::Drop, |m| m.1);
+            out[id as usize] = Some(Arc::new(CompiledTable::build(id, by_table.remove(&id).unwrap_or_default(), miss)));
+        }
+        FlowTables::new(out)
+    }
+
+    fn ids(t: &FlowTables, p: &Path) -> Vec<String> {
+        p.steps()
+            .iter()
+            .map(|s| match t.rule(*s) {
+                Some(r) => format!("{}:{}", s.table(), r.id),
+                None => format!("{}:miss", s.table()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn goto_chains_and_key_changes_are_seen_by_later_tables() {
+        let t = tables(
+            &[
+                "table=0,priority=10,ip,actions=mod_nw_dst:10.9.9.9,goto_table:3",
+                "table=3,priority=10,ip,nw_dst=10.9.9.9,actions=output:1",
+                "table=3,priority=5,ip,actions=output:2",
+            ],
+            &[],
+        );
+        let mut k = parse_packet("in_port=1,ip,nw_dst=10.0.0.1").unwrap();
+        let p = t.classify(&mut k);
+        assert_eq!(ids(&t, &p), ["0:0", "3:1"]);
+        assert_eq!(slot::NW_DST.get(&k), 0x0a09_0909);
+    }
+
+    #[test]
+    fn misses_follow_their_table_setting() {
+        let t = tables(
+            &["table=0,priority=10,tcp,actions=goto_table:1", "table=1,priority=10,tcp,tp_dst=22,actions=output:1"],
+            &[(0, MissAction::Normal), (1, MissAction::Goto(2)), (2, MissAction::Drop)],
+        );
+        let mut k = parse_packet("udp").unwrap();
+        assert_eq!(ids(&t, &t.classify(&mut k)), ["0:miss"]);
+        let mut k = parse_packet("tcp,tp_dst=80").unwrap();
+        assert_eq!(ids(&t, &t.classify(&mut k)), ["0:0", "1:miss", "2:miss"]);
+        let mut k = parse_packet("tcp,tp_dst=22").unwrap();
+        assert_eq!(ids(&t, &t.classify(&mut k)), ["0:0", "1:1"]);
+        assert!(!t.l2_only);
+        assert_eq!(t.depth, Depth::L4);
+    }
+
+    #[test]
+    fn default_is_plain_l2() {
+        let t = FlowTables::default();
+        assert!(t.l2_only);
+        let mut k = FlowKey::ZERO;
+        let p = t.classify(&mut k);
+        assert_eq!(p.steps(), &[Step::miss(0)]);
+        assert_eq!(t.miss(0), MissAction::Normal);
+        assert_eq!(t.miss(9), MissAction::Drop);
+    }
+
+    #[test]
+    fn batch_agrees_with_single() {
+        let t = tables(
+            &[
+                "table=0,priority=30,tcp,tp_dst=80,actions=goto_table:2",
+                "table=0,priority=20,ip,actions=goto_table:1",
+                "table=1,priority=10,ip,nw_dst=10.0.0.0/8,actions=output:1",
+                "table=2,priority=10,tcp,actions=mod_nw_dst:10.1.1.1,goto_table:4",
+                "table=4,priority=10,ip,nw_dst=10.1.1.1,actions=output:3",
+            ],
+            &[(1, MissAction::Goto(4))],
+        );
+        let texts =
+            ["tcp,tp_dst=80,nw_dst=1.2.3.4", "udp,nw_dst=10.2.3.4", "udp,nw_dst=11.0.0.1", "arp", "tcp,tp_dst=81"];
+        let mut keys = [FlowKey::ZERO; BATCH];
+        for (i, txt) in texts.iter().enumerate() {
+            keys[i] = parse_packet(txt).unwrap();
+        }
+        let mut single = keys;
+        let mut paths = [Path::default(); BATCH];
+        t.classify_batch(&mut keys, (1 << texts.len()) - 1, &mut paths);
+        for i in 0..texts.len() {
+            let p = t.classify(&mut single[i]);
+            assert_eq!(paths[i], p, "{}", texts[i]);
+            assert_eq!(keys[i], single[i]);
+        }
+        assert_eq!(ids(&t, &paths[0]), ["0:0", "2:3", "4:4"]);
+        assert_eq!(ids(&t, &paths[2]), ["0:1", "1:miss", "4:miss"]);
+    }
+
+    #[test]
+    fn miss_action_text() {
+        assert_eq!("normal".parse::<MissAction>(), Ok(MissAction::Normal));
+        assert_eq!("goto_table:7".parse::<MissAction>(), Ok(MissAction::Goto(7)));
+        assert!("goto_table:300".parse::<MissAction>().is_err());
+        assert!("flood".parse::<MissAction>().is_err());
+        assert_eq!(MissAction::Goto(3).to_string(), "goto_table:3");
+    }
+}

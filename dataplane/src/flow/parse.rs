@@ -1,0 +1,623 @@
+//! The ovs-ofctl flow syntax: `table=0,priority=100,in_port=1,ip,nw_dst=10.0.0.0/24,actions=output:2`.
+//!
+//! Items are separated by commas or spaces; `actions=` takes the rest of the text. Errors say
+//! which word is wrong and where it starts, so the CLI can point at it.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::action::{Action, MAX_TABLES};
+use super::key::{ethertype, ipproto, slot, FlowKey, VLAN_PCP_MASK, VLAN_PRESENT, VLAN_VID_MASK};
+use super::matching::{Field, Kind, Match};
+use crate::wire::MacAddr;
+
+/// OpenFlow's default flow priority.
+pub const DEFAULT_PRIORITY: u16 = 32768;
+
+/// A flow as written: where it goes, what it matches, what it does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowSpec {
+    pub table: u8,
+    pub priority: u16,
+    pub cookie: u64,
+    /// Seconds without a packet before the flow is removed (0: never).
+    pub idle_timeout: u16,
+    /// Seconds after creation before the flow is removed (0: never).
+    pub hard_timeout: u16,
+    pub matching: Match,
+    pub actions: Vec<Action>,
+}
+
+impl Default for FlowSpec {
+    fn default() -> Self {
+        FlowSpec {
+            table: 0,
+            priority: DEFAULT_PRIORITY,
+            cookie: 0,
+            idle_timeout: 0,
+            hard_timeout: 0,
+            matching: Match::ANY,
+            actions: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Display for FlowSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "table={},priority={}", self.table, self.priority)?;
+        if self.cookie != 0 {
+            write!(f, ",cookie={:#x}", self.cookie)?;
+        }
+        if self.idle_timeout != 0 {
+            write!(f, ",idle_timeout={}", self.idle_timeout)?;
+        }
+        if self.hard_timeout != 0 {
+            write!(f, ",hard_timeout={}", self.hard_timeout)?;
+        }
+        if self.matching != Match::ANY {
+            write!(f, ",{}", self.matching)?;
+        }
+        write!(f, ",actions={}", super::action::format_actions(&self.actions))
+    }
+}
+
+/// Selects flows for dump, modify and delete.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FlowFilter {
+    /// All tables when absent.
+    pub table: Option<u8>,
+    pub matching: Match,
+    /// For strict operations: the exact priority.
+    pub priority: Option<u16>,
+    /// `cookie=VALUE/MASK`: flows whose cookie & MASK == VALUE.
+    pub cookie: Option<(u64, u64)>,
+    /// Only flows with an output to this port.
+    pub out_port: Option<u32>,
+}
+
+/// A syntax error: the message, and the byte range of the offending word in the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    pub message: String,
+    pub start: usize,
+    pub len: usize,
+}
+
+impl ParseError {
+    fn at(word: &Word<'_>, message: String) -> ParseError {
+        ParseError { message, start: word.start, len: word.text.len().max(1) }
+    }
+
+    /// The input with a caret line under the offending word.
+    pub fn render(&self, input: &str) -> String {
+        format!("{}\n  {input}\n  {}{}", self.message, " ".repeat(self.start), "^".repeat(self.len))
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (at column {})", self.message, self.start + 1)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+#[derive(Debug, Clone, Copy)]
+struct Word<'a> {
+    text: &'a str,
+    start: usize,
+}
+
+impl<'a> Word<'a> {
+    fn sub(&self, from: usize, to: usize) -> Word<'a> {
+        Word { text: &self.text[from..to], start: self.start + from }
+    }
+}
+
+/// Splits on commas and whitespace; `actions=...` stays one word (the rest of the input).
+fn words(input: &str) -> Vec<Word<'_>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    let b = input.as_bytes();
+    while i < b.len() {
+        if b[i] == b',' || b[i].is_ascii_whitespace() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        if input[i..].starts_with("actions=") || input[i..].starts_with("actions:") {
+            out.push(Word { text: input[i..].trim_end(), start });
+            break;
+        }
+        while i < b.len() && b[i] != b',' && !b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        out.push(Word { text: &input[start..i], start });
+    }
+    out
+}
+
+fn parse_u64(w: &Word<'_>, what: &str) -> Result<u64, ParseError> {
+    let t = w.text;
+    let r = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        u64::from_str_radix(h, 16)
+    } else {
+        t.parse::<u64>()
+    };
+    r.map_err(|_| ParseError::at(w, format!("{what}: '{t}' is not a number")))
+}
+
+fn parse_max(w: &Word<'_>, what: &str, max: u64) -> Result<u64, ParseError> {
+    let v = parse_u64(w, what)?;
+    if v > max {
+        return Err(ParseError::at(w, format!("{what}: {v} is larger than {max}")));
+    }
+    Ok(v)
+}
+
+fn parse_mac(w: &Word<'_>, what: &str) -> Result<MacAddr, ParseError> {
+    w.text.parse::<MacAddr>().map_err(|e| ParseError::at(w, format!("{what}: {e}")))
+}
+
+fn parse_ipv4(w: &Word<'_>, what: &str) -> Result<Ipv4Addr, ParseError> {
+    w.text.parse::<Ipv4Addr>().map_err(|_| ParseError::at(w, format!("{what}: '{}' is not an IPv4 address", w.text)))
+}
+
+/// `value` or `value/mask` of a field, into the match.
+fn set_field(m: &mut Match, field: Field, w: &Word<'_>, exact_only: bool) -> Result<(), ParseError> {
+    let name = field.name();
+    let (val, mask) = match w.text.find('/') {
+        Some(i) => (w.sub(0, i), Some(w.sub(i + 1, w.text.len()))),
+        None => (*w, None),
+    };
+    if let Some(mw) = &mask {
+        if exact_only {
+            return Err(ParseError::at(mw, format!("{name}: a mask is not allowed here")));
+        }
+        if !field.maskable() {
+            return Err(ParseError::at(mw, format!("{name} cannot be masked")));
+        }
+    }
+    let conflict = |_| ParseError::at(w, format!("{name} contradicts an earlier field of this flow"));
+    match field.kind() {
+        Kind::Ipv6 => {
+            let addr: Ipv6Addr = val
+                .text
+                .parse()
+                .map_err(|_| ParseError::at(&val, format!("{name}: '{}' is not an IPv6 address", val.text)))?;
+            let prefix = match &mask {
+                None => 128,
+                Some(mw) => match mw.text.parse::<Ipv6Addr>() {
+                    Ok(m) => {
+                        let m = u128::from(m);
+                        if m.leading_ones() + m.trailing_zeros() != 128 {
+                            return Err(ParseError::at(mw, format!("{name}: IPv6 masks must be prefixes")));
+                        }
+                        m.leading_ones() as u64
+                    }
+                    Err(_) => parse_max(mw, name, 128)?,
+                },
+            };
+            m.set_ipv6(field == Field::Ipv6Src, addr, prefix as u8).map_err(conflict)?;
+            return Ok(());
+        }
+        Kind::Frag => {
+            let (v, mk) = match val.text {
+                "no" => (0, 1),
+                "yes" => (1, 1),
+                "first" => (1, 3),
+                "later" => (3, 3),
+                "not_later" => (0, 2),
+                _ => {
+                    return Err(ParseError::at(&val, format!("{name}: one of no, yes, first, later, not_later")));
+                }
+            };
+            let (s, _) = field.slot_and_max();
+            return m.set(s, v, mk).map_err(conflict);
+        }
+        _ => {}
+    }
+    let (s, max) = field.slot_and_max();
+    let value = match field.kind() {
+        Kind::Mac => parse_mac(&val, name)?.to_u64(),
+        Kind::Ipv4 => u32::from(parse_ipv4(&val, name)?) as u64,
+        _ => parse_max(&val, name, max)?,
+    };
+    let mask_value = match &mask {
+        None => max,
+        Some(mw) => match field.kind() {
+            Kind::Mac => parse_mac(mw, name)?.to_u64(),
+            Kind::Ipv4 => match mw.text.parse::<Ipv4Addr>() {
+                Ok(a) => u32::from(a) as u64,
+                Err(_) => {
+                    let bits = parse_max(mw, name, 32)?;
+                    if bits == 0 {
+                        0
+                    } else {
+                        (u32::MAX << (32 - bits)) as u64
+                    }
+                }
+            },
+            _ => parse_max(mw, name, max)?,
+        },
+    };
+    // Sub-fields of a shared byte: write them into their bits (with the VLAN present bit).
+    let (value, mask_value) = match field {
+        Field::VlanVid => {
+            if value > VLAN_VID_MASK as u64 {
+                return Err(ParseError::at(&val, format!("{name}: {value} is larger than 4095")));
+            }
+            (VLAN_PRESENT as u64 | value, (VLAN_PRESENT | VLAN_VID_MASK) as u64)
+        }
+        Field::VlanPcp => {
+            if value > 7 {
+                return Err(ParseError::at(&val, format!("{name}: {value} is larger than 7")));
+            }
+            (VLAN_PRESENT as u64 | value << 13, (VLAN_PRESENT | VLAN_PCP_MASK) as u64)
+        }
+        Field::IpDscp => {
+            if value > 63 {
+                return Err(ParseError::at(&val, format!("{name}: {value} is larger than 63")));
+            }
+            (value << 2, 0xfc)
+        }
+        Field::IpEcn => {
+            if value > 3 {
+                return Err(ParseError::at(&val, format!("{name}: {value} is larger than 3")));
+            }
+            (value, 0x03)
+        }
+        Field::IpTos => (value & 0xfc, 0xfc),
+        _ => (value, mask_value),
+    };
+    m.set(s, value, mask_value).map_err(conflict)
+}
+
+/// A protocol shorthand: the dl_type (and nw_proto) it stands for.
+fn shorthand(word: &str) -> Option<(u16, Option<u8>)> {
+    Some(match word {
+        "ip" => (ethertype::IPV4, None),
+        "ipv6" => (ethertype::IPV6, None),
+        "arp" => (ethertype::ARP, None),
+        "tcp" => (ethertype::IPV4, Some(ipproto::TCP)),
+        "udp" => (ethertype::IPV4, Some(ipproto::UDP)),
+        "sctp" => (ethertype::IPV4, Some(ipproto::SCTP)),
+        "icmp" => (ethertype::IPV4, Some(ipproto::ICMP)),
+        "tcp6" => (ethertype::IPV6, Some(ipproto::TCP)),
+        "udp6" => (ethertype::IPV6, Some(ipproto::UDP)),
+        "sctp6" => (ethertype::IPV6, Some(ipproto::SCTP)),
+        "icmp6" => (ethertype::IPV6, Some(ipproto::ICMPV6)),
+        _ => return None,
+    })
+}
+
+/// What a word may be besides match fields.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Flow,
+    Filter,
+    Packet,
+}
+
+struct Parsed {
+    spec: FlowSpec,
+    filter: FlowFilter,
+    saw_actions: bool,
+}
+
+fn parse_items(input: &str, mode: Mode) -> Result<Parsed, ParseError> {
+    let mut p = Parsed { spec: FlowSpec::default(), filter: FlowFilter::default(), saw_actions: false };
+    for w in words(input) {
+        if let Some(rest) = w.text.strip_prefix("actions=").or_else(|| w.text.strip_prefix("actions:")) {
+            if mode != Mode::Flow {
+                return Err(ParseError::at(&w, "actions are not allowed here".into()));
+            }
+            p.spec.actions = parse_actions(rest, w.start + 8)?;
+            p.saw_actions = true;
+            continue;
+        }
+        let (key, value) = match w.text.split_once('=') {
+            Some((k, _)) => (w.sub(0, k.len()), Some(w.sub(k.len() + 1, w.text.len()))),
+            None => (w, None),
+        };
+        let need_value = |what: &str| -> Result<Word<'_>, ParseError> {
+            value.ok_or_else(|| ParseError::at(&key, format!("{what} needs a value ({what}=...)")))
+        };
+        match key.text {
+            "table" => {
+                let t = parse_max(&need_value("table")?, "table", MAX_TABLES as u64 - 1)? as u8;
+                p.spec.table = t;
+                p.filter.table = Some(t);
+            }
+            "priority" if mode != Mode::Packet => {
+                let v = parse_max(&need_value("priority")?, "priority", 65535)? as u16;
+                p.spec.priority = v;
+                p.filter.priority = Some(v);
+            }
+            "cookie" if mode != Mode::Packet => {
+                let vw = need_value("cookie")?;
+                match vw.text.find('/') {
+                    Some(i) if mode == Mode::Filter => {
+                        let v = parse_u64(&vw.sub(0, i), "cookie")?;
+                        let mask = parse_u64(&vw.sub(i + 1, vw.text.len()), "cookie mask")?;
+                        p.filter.cookie = Some((v & mask, mask));
+                    }
+                    Some(_) => {
+                        return Err(ParseError::at(&vw, "cookie: a mask is only allowed when selecting flows".into()))
+                    }
+                    None => {
+                        let v = parse_u64(&vw, "cookie")?;
+                        p.spec.cookie = v;
+                        p.filter.cookie = Some((v, u64::MAX));
+                    }
+                }
+            }
+            "idle_timeout" | "hard_timeout" if mode == Mode::Flow => {
+                let v = parse_max(&need_value(key.text)?, key.text, 65535)? as u16;
+                if key.text == "idle_timeout" {
+                    p.spec.idle_timeout = v;
+                } else {
+                    p.spec.hard_timeout = v;
+                }
+            }
+            "out_port" if mode == Mode::Filter => {
+                p.filter.out_port = Some(parse_max(&need_value("out_port")?, "out_port", u32::MAX as u64)? as u32);
+            }
+            word => {
+                if let Some((eth, proto)) = shorthand(word) {
+                    if value.is_some() {
+                        return Err(ParseError::at(&w, format!("'{word}' takes no value")));
+                    }
+                    let conflict =
+                        |_| ParseError::at(&w, format!("'{word}' contradicts an earlier field of this flow"));
+                    p.spec.matching.set(slot::ETH_TYPE, eth as u64, 0xffff).map_err(conflict)?;
+                    if let Some(proto) = proto {
+                        p.spec.matching.set(slot::IP_PROTO, proto as u64, 0xff).map_err(conflict)?;
+                    }
+                    continue;
+                }
+                let Some(field) = Field::from_name(word) else {
+                    let hint = if mode == Mode::Flow && ["output", "drop", "normal", "NORMAL"].contains(&word) {
+                        " (actions go after actions=)"
+                    } else {
+                        ""
+                    };
+                    return Err(ParseError::at(&key, format!("unknown field '{word}'{hint}")));
+                };
+                let vw = need_value(word)?;
+                set_field(&mut p.spec.matching, field, &vw, mode == Mode::Packet)?;
+            }
+        }
+    }
+    p.filter.matching = p.spec.matching;
+    Ok(p)
+}
+
+/// Parses a flow (`add-flow` syntax). Actions are required (`actions=drop` for none).
+pub fn parse_flow(input: &str) -> Result<FlowSpec, ParseError> {
+    let p = parse_items(input, Mode::Flow)?;
+    if !p.saw_actions {
+        return Err(ParseError {
+            message: "missing actions= (use actions=drop to drop)".into(),
+            start: input.len(),
+            len: 1,
+        });
+    }
+    if let Some((field, pre)) = p.spec.matching.unmet_prerequisite() {
+        let pos = input
+            .find(&format!("{}=", field.name()))
+            .or_else(|| field.names().iter().find_map(|n| input.find(n)))
+            .unwrap_or(0);
+        return Err(ParseError {
+            message: format!("{} needs {} in the match (OpenFlow prerequisite)", field.name(), pre.hint()),
+            start: pos,
+            len: field.name().len(),
+        });
+    }
+    Ok(p.spec)
+}
+
+/// Parses a flow selection (`dump-flows`, `del-flows`, `mod-flows` syntax without actions).
+pub fn parse_filter(input: &str) -> Result<FlowFilter, ParseError> {
+    Ok(parse_items(input, Mode::Filter)?.filter)
+}
+
+/// Parses a packet description for `trace` (exact values, no masks): the flow key the
+/// packet would have.
+pub fn parse_packet(input: &str) -> Result<FlowKey, ParseError> {
+    let p = parse_items(input, Mode::Packet)?;
+    Ok(p.spec.matching.value)
+}
+
+/// Parses `modify` syntax: a filter plus the new actions.
+pub fn parse_flow_mod(input: &str) -> Result<(FlowFilter, Vec<Action>), ParseError> {
+    let p = parse_items(input, Mode::Flow)?;
+    if !p.saw_actions {
+        return Err(ParseError { message: "missing actions=".into(), start: input.len(), len: 1 });
+    }
+    Ok((p.filter, p.spec.actions))
+}
+
+fn set_field_action(value: Word<'_>, field: Word<'_>) -> Result<Action, ParseError> {
+    let f = field.text;
+    Ok(match f {
+        "eth_src" | "dl_src" => Action::SetEthSrc(parse_mac(&value, f)?),
+        "eth_dst" | "dl_dst" => Action::SetEthDst(parse_mac(&value, f)?),
+        "ip_src" | "nw_src" => Action::SetIpv4Src(parse_ipv4(&value, f)?),
+        "ip_dst" | "nw_dst" => Action::SetIpv4Dst(parse_ipv4(&value, f)?),
+        "ip_dscp" => Action::SetIpDscp(parse_max(&value, f, 63)? as u8),
+        "vlan_vid" | "dl_vlan" => Action::SetVlanVid(parse_max(&value, f, 4095)? as u16),
+        "vlan_pcp" | "dl_vlan_pcp" => Action::SetVlanPcp(parse_max(&value, f, 7)? as u8),
+        "tcp_src" | "udp_src" | "sctp_src" | "tp_src" => Action::SetTpSrc(parse_max(&value, f, 65535)? as u16),
+        "tcp_dst" | "udp_dst" | "sctp_dst" | "tp_dst" => Action::SetTpDst(parse_max(&value, f, 65535)? as u16),
+        _ => return Err(ParseError::at(&field, format!("set_field cannot set '{f}'"))),
+    })
+}
+
+/// Parses an action list (the text after `actions=`); `offset` is its position in the input.
+pub fn parse_actions(text: &str, offset: usize) -> Result<Vec<Action>, ParseError> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let items: Vec<Word<'_>> = text
+        .split(',')
+        .map(|t| {
+            let w = Word { text: t.trim(), start: offset + start + (t.len() - t.trim_start().len()) };
+            start += t.len() + 1;
+            w
+        })
+        .filter(|w| !w.text.is_empty())
+        .collect();
+    let n = items.len();
+    for w in items {
+        let (name, arg) = match w.text.split_once(':') {
+            Some((n, _)) => (n, Some(w.sub(n.len() + 1, w.text.len()))),
+            None => (w.text, None),
+        };
+        let arg_or =
+            |what: &str| arg.ok_or_else(|| ParseError::at(&w, format!("{what} needs an argument ({what}:...)")));
+        let action = match name {
+            "drop" => {
+                if n > 1 {
+                    return Err(ParseError::at(&w, "drop must be the only action".into()));
+                }
+                continue;
+            }
+            "output" => Action::Output(parse_max(&arg_or("output")?, "output", u32::MAX as u64)? as u32),
+            "normal" | "NORMAL" => Action::Normal,
+            "flood" | "FLOOD" | "all" | "ALL" => Action::Flood,
+            "in_port" | "IN_PORT" => Action::InPort,
+            "push_vlan" => Action::PushVlan(parse_max(&arg_or("push_vlan")?, "push_vlan", 0xffff)? as u16),
+            "pop_vlan" | "strip_vlan" => Action::PopVlan,
+            "mod_vlan_vid" => Action::SetVlanVid(parse_max(&arg_or(name)?, name, 4095)? as u16),
+            "mod_vlan_pcp" => Action::SetVlanPcp(parse_max(&arg_or(name)?, name, 7)? as u8),
+            "mod_dl_src" => Action::SetEthSrc(parse_mac(&arg_or(name)?, name)?),
+            "mod_dl_dst" => Action::SetEthDst(parse_mac(&arg_or(name)?, name)?),
+            "mod_nw_src" => Action::SetIpv4Src(parse_ipv4(&arg_or(name)?, name)?),
+            "mod_nw_dst" => Action::SetIpv4Dst(parse_ipv4(&arg_or(name)?, name)?),
+            "mod_nw_tos" => {
+                let tos = parse_max(&arg_or(name)?, name, 255)?;
+                Action::SetIpDscp((tos >> 2) as u8)
+            }
+            "dec_ttl" => Action::DecTtl,
+            "mod_tp_src" => Action::SetTpSrc(parse_max(&arg_or(name)?, name, 65535)? as u16),
+            "mod_tp_dst" => Action::SetTpDst(parse_max(&arg_or(name)?, name, 65535)? as u16),
+            "goto_table" => Action::GotoTable(parse_max(&arg_or(name)?, name, MAX_TABLES as u64 - 1)? as u8),
+            "counter" => Action::Counter(arg_or(name)?.text.to_string()),
+            "set_field" | "load" => {
+                let a = arg_or("set_field")?;
+                let Some(i) = a.text.find("->") else {
+                    return Err(ParseError::at(&a, "set_field needs VALUE->FIELD".into()));
+                };
+                set_field_action(a.sub(0, i), a.sub(i + 2, a.text.len()))?
+            }
+            bare if bare.chars().all(|c| c.is_ascii_digit()) && arg.is_none() => {
+                Action::Output(parse_max(&w, "output", u32::MAX as u64)? as u32)
+            }
+            other => return Err(ParseError::at(&w.sub(0, other.len()), format!("unknown action '{other}'"))),
+        };
+        out.push(action);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_issue_example() {
+        let f = parse_flow("table=0,priority=100,in_port=1,ip,nw_dst=10.0.0.0/24,actions=output:2").unwrap();
+        assert_eq!((f.table, f.priority), (0, 100));
+        assert_eq!(f.actions, vec![Action::Output(2)]);
+        assert_eq!(f.matching.exact(slot::IN_PORT), Some(1));
+        assert_eq!(f.matching.exact(slot::ETH_TYPE), Some(0x0800));
+        assert_eq!(slot::NW_DST.get(&f.matching.mask), 0xffff_ff00);
+        assert_eq!(f.to_string(), "table=0,priority=100,ip,in_port=1,nw_dst=10.0.0.0/24,actions=output:2");
+        // What it prints parses back to the same flow.
+        assert_eq!(parse_flow(&f.to_string()).unwrap(), f);
+    }
+
+    #[test]
+    fn defaults_spaces_and_many_actions() {
+        let f = parse_flow(
+            "tcp tp_dst=80 actions=mod_dl_dst:02:00:00:00:00:09,set_field:10.1.1.1->ip_dst,output:3, 4,goto_table:2",
+        )
+        .unwrap();
+        assert_eq!((f.table, f.priority), (0, DEFAULT_PRIORITY));
+        assert_eq!(
+            f.actions,
+            vec![
+                Action::SetEthDst("02:00:00:00:00:09".parse().unwrap()),
+                Action::SetIpv4Dst(Ipv4Addr::new(10, 1, 1, 1)),
+                Action::Output(3),
+                Action::Output(4),
+                Action::GotoTable(2),
+            ]
+        );
+        assert_eq!(parse_flow("in_port=1,actions=drop").unwrap().actions, vec![]);
+    }
+
+    #[test]
+    fn round_trip_of_many_fields() {
+        for text in [
+            "table=3,priority=7,cookie=0x2a,idle_timeout=10,hard_timeout=60,udp6,ipv6_src=2001:db8::/48,tp_src=53,actions=NORMAL",
+            "table=0,priority=1,arp,arp_op=1,arp_tpa=10.0.0.0/8,actions=FLOOD",
+            "table=0,priority=9,dl_src=02:00:00:00:00:00/ff:ff:ff:00:00:00,dl_vlan=10,actions=pop_vlan,output:1",
+            "table=0,priority=9,icmp,icmp_type=8,icmp_code=0,actions=IN_PORT",
+            "table=0,priority=9,ip,ip_dscp=46,nw_ttl=1,nw_frag=later,actions=dec_ttl,counter:ttl-one",
+            "table=0,priority=9,tun_id=0x64,tun_src=192.0.2.1,actions=output:1",
+            "table=0,priority=9,vlan_tci=0x0000,actions=push_vlan:0x8100,mod_vlan_vid:5,output:2",
+        ] {
+            let f = parse_flow(text).unwrap_or_else(|e| panic!("{}", e.render(text)));
+            assert_eq!(f.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn errors_point_at_the_word() {
+        let input = "priority=10,nw_dstt=10.0.0.1,actions=drop";
+        let e = parse_flow(input).unwrap_err();
+        assert_eq!(e.message, "unknown field 'nw_dstt'");
+        assert_eq!(&input[e.start..e.start + e.len], "nw_dstt");
+        assert!(e.render(input).ends_with("             ^^^^^^^"));
+
+        let input = "ip,nw_dst=10.0.0.300,actions=drop";
+        let e = parse_flow(input).unwrap_err();
+        assert_eq!(&input[e.start..e.start + e.len], "10.0.0.300");
+
+        let input = "in_port=1,actions=output:2,frobnicate";
+        let e = parse_flow(input).unwrap_err();
+        assert_eq!(e.message, "unknown action 'frobnicate'");
+        assert_eq!(&input[e.start..e.start + e.len], "frobnicate");
+
+        let e = parse_flow("in_port=1,output:2").unwrap_err();
+        assert!(e.message.contains("unknown field 'output:2'") || e.message.contains("actions"), "{}", e.message);
+        let e = parse_flow("in_port=1").unwrap_err();
+        assert!(e.message.starts_with("missing actions="));
+        let e = parse_flow("in_port=1,in_port=2,actions=drop").unwrap_err();
+        assert!(e.message.contains("contradicts"), "{}", e.message);
+    }
+
+    #[test]
+    fn prerequisites_are_checked() {
+        let input = "tp_dst=80,actions=drop";
+        let e = parse_flow(input).unwrap_err();
+        assert!(e.message.contains("tp_dst needs tcp, udp or sctp"), "{}", e.message);
+        assert_eq!(&input[e.start..e.start + e.len], "tp_dst");
+        assert!(parse_flow("nw_src=10.0.0.1,actions=drop").unwrap_err().message.contains("needs ip"));
+        assert!(parse_flow("tcp,tp_dst=80,actions=drop").is_ok());
+    }
+
+    #[test]
+    fn filters_and_packets() {
+        let f = parse_filter("table=2,cookie=0x10/0xf0,out_port=3,ip").unwrap();
+        assert_eq!(f.table, Some(2));
+        assert_eq!(f.cookie, Some((0x10, 0xf0)));
+        assert_eq!(f.out_port, Some(3));
+        assert!(parse_filter("actions=drop").is_err());
+        let k = parse_packet("in_port=1,dl_dst=02:00:00:00:00:02,tcp,nw_dst=10.0.0.2,tp_dst=80").unwrap();
+        assert_eq!(k.in_port(), 1);
+        assert_eq!(slot::TP_DST.get(&k), 80);
+        assert!(parse_packet("in_port=1,ip,nw_dst=10.0.0.0/8").is_err(), "no masks in packets");
+    }
+}

@@ -1,0 +1,549 @@
+//! The control plane's flow tables: the flows users asked for, changed by transactions.
+//!
+//! A transaction (adds, modifies, deletes, miss settings) is applied whole or not at all: each
+//! operation is checked and applied in order with an undo log; the first error undoes
+//! everything and names the operation and the field. What changed is reported per table so
+//! only those tables are compiled again.
+//!
+//! Thread-safety: owned by the switch behind a mutex; the datapath never sees it (it sees the
+//! compiled snapshot).
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Instant, SystemTime};
+
+use super::action::{validate_actions, Action, MAX_TABLES};
+use super::compiled::MissAction;
+use super::matching::Match;
+use super::parse::{FlowFilter, FlowSpec};
+
+/// A flow as the store keeps it.
+#[derive(Debug, Clone)]
+pub struct StoredFlow {
+    /// Stable id: slot of its counters in every worker.
+    pub id: u32,
+    pub spec: FlowSpec,
+    pub created: SystemTime,
+    pub created_mono: Instant,
+    /// Counter values of the slot when the flow took it (slots are reused).
+    pub baseline: (u64, u64),
+}
+
+/// One change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlowOp {
+    /// Adds a flow, replacing one with the same table, priority and match (its counters
+    /// start again from zero).
+    Add(FlowSpec),
+    /// Replaces the actions of the selected flows (counters kept). Strict: the exact
+    /// priority and match; otherwise every flow at least as specific as the filter.
+    Modify { filter: FlowFilter, actions: Vec<Action>, strict: bool },
+    /// Removes the selected flows.
+    Delete { filter: FlowFilter, strict: bool },
+    /// Sets what a table does with packets no flow matches.
+    SetMiss { table: u8, miss: MissAction },
+}
+
+/// Why a transaction was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxError {
+    /// Index of the operation.
+    pub op: usize,
+    /// The field of the operation at fault (`match`, `actions[2]`, `table`, ...).
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for TxError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ops[{}].{}: {}", self.op, self.field, self.message)
+    }
+}
+
+impl std::error::Error for TxError {}
+
+/// What a committed transaction did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TxSummary {
+    pub added: usize,
+    pub modified: usize,
+    pub deleted: usize,
+    /// Tables to compile again.
+    pub tables: BTreeSet<u8>,
+    /// Flow ids no longer used: their counter slots may be reused once every worker has
+    /// moved past the snapshot that drops them.
+    pub freed_ids: Vec<u32>,
+}
+
+type FlowKeyInTable = (u16, Match);
+
+#[derive(Default, Clone)]
+struct TableState {
+    flows: HashMap<FlowKeyInTable, StoredFlow>,
+    miss: Option<MissAction>,
+}
+
+enum Undo {
+    /// A flow was inserted where none was.
+    Inserted(u8, FlowKeyInTable),
+    /// A flow was replaced or removed: put it back.
+    Restore(u8, StoredFlow),
+    Miss(u8, Option<MissAction>),
+    AllocatedId(u32),
+}
+
+/// The desired flow tables.
+pub struct FlowStore {
+    tables: Vec<TableState>,
+    /// Miss action of tables that have none set.
+    default_miss: Vec<MissAction>,
+    next_id: u32,
+    free_ids: Vec<u32>,
+    /// Ids waiting for every worker to pass a generation: (generation, id).
+    retired: Vec<(u64, u32)>,
+    max_flows: usize,
+    count: usize,
+}
+
+/// Whether `flow` is selected by `filter` (OpenFlow semantics; see `FlowOp`).
+pub fn selects(filter: &FlowFilter, strict: bool, table: u8, flow: &FlowSpec) -> bool {
+    if filter.table.is_some_and(|t| t != table) {
+        return false;
+    }
+    if let Some((v, m)) = filter.cookie {
+        if flow.cookie & m != v {
+            return false;
+        }
+    }
+    if let Some(p) = filter.out_port {
+        if !flow.actions.contains(&Action::Output(p)) {
+            return false;
+        }
+    }
+    if strict {
+        flow.priority == filter.priority.unwrap_or(super::parse::DEFAULT_PRIORITY) && flow.matching == filter.matching
+    } else {
+        filter.matching.covers(&flow.matching)
+    }
+}
+
+impl FlowStore {
+    /// A store holding at most `max_flows` flows; table 0 misses to `table0_miss`, the others
+    /// drop.
+    pub fn new(max_flows: usize, table0_miss: MissAction) -> FlowStore {
+        let mut default_miss = vec![MissAction::Drop; MAX_TABLES];
+        default_miss[0] = table0_miss;
+        FlowStore {
+            tables: vec![TableState::default(); MAX_TABLES],
+            default_miss,
+            next_id: 0,
+            free_ids: Vec::new(),
+            retired: Vec::new(),
+            max_flows,
+            count: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn miss(&self, table: u8) -> MissAction {
+        self.tables[table as usize].miss.unwrap_or(self.default_miss[table as usize])
+    }
+
+    /// Tables that have flows or a miss action set.
+    pub fn used_tables(&self) -> Vec<u8> {
+        (0..MAX_TABLES as u8)
+            .filter(|&t| !self.tables[t as usize].flows.is_empty() || self.tables[t as usize].miss.is_some() || t == 0)
+            .collect()
+    }
+
+    /// The flows of one table, best priority first.
+    pub fn flows(&self, table: u8) -> Vec<&StoredFlow> {
+        let mut v: Vec<&StoredFlow> = self.tables[table as usize].flows.values().collect();
+        v.sort_by(|a, b| b.spec.priority.cmp(&a.spec.priority).then(a.id.cmp(&b.id)));
+        v
+    }
+
+    pub fn flow_count(&self, table: u8) -> usize {
+        self.tables[table as usize].flows.len()
+    }
+
+    /// Every flow the filter selects, by table then priority.
+    pub fn select(&self, filter: &FlowFilter, strict: bool) -> Vec<&StoredFlow> {
+        let mut out = Vec::new();
+        for t in 0..MAX_TABLES as u8 {
+            if filter.table.is_some_and(|f| f != t) {
+                continue;
+            }
+            out.extend(self.flows(t).into_iter().filter(|f| selects(filter, strict, t, &f.spec)));
+        }
+        out
+    }
+
+    fn alloc_id(&mut self, undo: &mut Vec<Undo>) -> u32 {
+        let id = self.free_ids.pop().unwrap_or_else(|| {
+            self.next_id += 1;
+            self.next_id - 1
+        });
+        undo.push(Undo::AllocatedId(id));
+        id
+    }
+
+    /// Applies `ops` in order, all or nothing. `port_exists` says which output port numbers
+    /// are valid; `baseline` reads a counter slot's current (packets, bytes).
+    pub fn apply(
+        &mut self,
+        ops: &[FlowOp],
+        port_exists: &dyn Fn(u32) -> bool,
+        baseline: &dyn Fn(u32) -> (u64, u64),
+    ) -> Result<TxSummary, TxError> {
+        let mut undo = Vec::new();
+        let mut sum = TxSummary::default();
+        for (i, op) in ops.iter().enumerate() {
+            if let Err((field, message)) = self.apply_one(op, port_exists, baseline, &mut undo, &mut sum) {
+                self.rollback(undo);
+                return Err(TxError { op: i, field, message });
+            }
+        }
+        if self.count > self.max_flows {
+            self.rollback(undo);
+            return Err(TxError {
+                op: ops.len().saturating_sub(1),
+                field: "flow".into(),
+                message: format!("the switch holds at most {} flows", self.max_flows),
+            });
+        }
+        // Ids of replaced and deleted flows go free after the grace period; ids taken and
+        // given back within this transaction never reached a worker.
+        for u in &undo {
+            if let Undo::Restore(_, f) = u {
+                sum.freed_ids.push(f.id);
+            }
+        }
+        sum.freed_ids.sort_unstable();
+        sum.freed_ids.dedup();
+        let live: BTreeSet<u32> =
+            sum.tables.iter().flat_map(|t| self.tables[*t as usize].flows.values().map(|f| f.id)).collect();
+        sum.freed_ids.retain(|id| !live.contains(id));
+        Ok(sum)
+    }
+
+    fn apply_one(
+        &mut self,
+        op: &FlowOp,
+        port_exists: &dyn Fn(u32) -> bool,
+        baseline: &dyn Fn(u32) -> (u64, u64),
+        undo: &mut Vec<Undo>,
+        sum: &mut TxSummary,
+    ) -> Result<(), (String, String)> {
+        match op {
+            FlowOp::Add(spec) => {
+                if spec.table as usize >= MAX_TABLES {
+                    return Err(("table".into(), format!("{}: tables are 0 to {}", spec.table, MAX_TABLES - 1)));
+                }
+                if let Some((field, pre)) = spec.matching.unmet_prerequisite() {
+                    return Err((
+                        format!("match.{}", field.name()),
+                        format!("needs {} in the match (OpenFlow prerequisite)", pre.hint()),
+                    ));
+                }
+                validate_actions(spec.table, &spec.matching, &spec.actions, port_exists)
+                    .map_err(|e| (format!("actions[{}]", e.index), e.message))?;
+                let id = self.alloc_id(undo);
+                let now = SystemTime::now();
+                let flow = StoredFlow {
+                    id,
+                    spec: spec.clone(),
+                    created: now,
+                    created_mono: Instant::now(),
+                    baseline: baseline(id),
+                };
+                let key = (spec.priority, spec.matching);
+                match self.tables[spec.table as usize].flows.insert(key, flow) {
+                    Some(old) => undo.push(Undo::Restore(spec.table, old)),
+                    None => {
+                        self.count += 1;
+                        undo.push(Undo::Inserted(spec.table, key));
+                    }
+                }
+                sum.added += 1;
+                sum.tables.insert(spec.table);
+            }
+            FlowOp::Modify { filter, actions, strict } => {
+                for t in 0..MAX_TABLES as u8 {
+                    if filter.table.is_some_and(|f| f != t) {
+                        continue;
+                    }
+                    let keys: Vec<FlowKeyInTable> = self.tables[t as usize]
+                        .flows
+                        .iter()
+                        .filter(|(_, f)| selects(filter, *strict, t, &f.spec))
+                        .map(|(k, _)| *k)
+                        .collect();
+                    for k in keys {
+                        let flow = self.tables[t as usize].flows.get_mut(&k).expect("selected");
+                        validate_actions(t, &flow.spec.matching, actions, port_exists).map_err(|e| {
+                            (format!("actions[{}]", e.index), format!("{} (for the flow {})", e.message, flow.spec))
+                        })?;
+                        undo.push(Undo::Restore(t, flow.clone()));
+                        flow.spec.actions = actions.clone();
+                        sum.modified += 1;
+                        sum.tables.insert(t);
+                    }
+                }
+            }
+            FlowOp::Delete { filter, strict } => {
+                for t in 0..MAX_TABLES as u8 {
+                    if filter.table.is_some_and(|f| f != t) {
+                        continue;
+                    }
+                    let table = &mut self.tables[t as usize].flows;
+                    let keys: Vec<FlowKeyInTable> =
+                        table.iter().filter(|(_, f)| selects(filter, *strict, t, &f.spec)).map(|(k, _)| *k).collect();
+                    for k in keys {
+                        let flow = table.remove(&k).expect("selected");
+                        self.count -= 1;
+                        undo.push(Undo::Restore(t, flow));
+                        sum.deleted += 1;
+                        sum.tables.insert(t);
+                    }
+                }
+            }
+            FlowOp::SetMiss { table, miss } => {
+                if *table as usize >= MAX_TABLES {
+                    return Err(("table".into(), format!("{table}: tables are 0 to {}", MAX_TABLES - 1)));
+                }
+                if let MissAction::Goto(next) = miss {
+                    if next <= table || *next as usize >= MAX_TABLES {
+                        return Err(("miss".into(), format!("goto_table:{next} must go forward from table {table}")));
+                    }
+                }
+                let state = &mut self.tables[*table as usize];
+                undo.push(Undo::Miss(*table, state.miss));
+                state.miss = Some(*miss);
+                sum.tables.insert(*table);
+            }
+        }
+        Ok(())
+    }
+
+    fn rollback(&mut self, undo: Vec<Undo>) {
+        for u in undo.into_iter().rev() {
+            match u {
+                Undo::Inserted(t, k) => {
+                    self.tables[t as usize].flows.remove(&k);
+                    self.count -= 1;
+                }
+                Undo::Restore(t, f) => {
+                    let k = (f.spec.priority, f.spec.matching);
+                    if self.tables[t as usize].flows.insert(k, f).is_none() {
+                        self.count += 1;
+                    }
+                }
+                Undo::Miss(t, m) => self.tables[t as usize].miss = m,
+                Undo::AllocatedId(id) => self.free_ids.push(id),
+            }
+        }
+    }
+
+    /// Ids freed by a transaction published as `generation`.
+    pub fn retire(&mut self, ids: Vec<u32>, generation: u64) {
+        self.retired.extend(ids.into_iter().map(|id| (generation, id)));
+    }
+
+    /// Makes ids reusable whose generation every worker has passed (`oldest` is the oldest
+    /// generation any worker still runs).
+    pub fn reclaim(&mut self, oldest: u64) {
+        let (free, keep): (Vec<_>, Vec<_>) = self.retired.drain(..).partition(|(g, _)| *g <= oldest);
+        self.retired = keep;
+        self.free_ids.extend(free.into_iter().map(|(_, id)| id));
+    }
+
+    /// Highest id ever handed out, plus one: the counter slots workers need.
+    pub fn id_capacity(&self) -> u32 {
+        self.next_id
+    }
+
+    /// Flows whose hard timeout passed, or idle timeout passed since their counters last
+    /// moved (`last_active` gives, per id, when its packet count last changed).
+    pub fn expired(&self, now: Instant, last_active: &dyn Fn(u32) -> Instant) -> Vec<(u8, u16, Match)> {
+        let mut out = Vec::new();
+        for (t, state) in self.tables.iter().enumerate() {
+            for f in state.flows.values() {
+                let s = &f.spec;
+                let hard = s.hard_timeout != 0 && now.duration_since(f.created_mono).as_secs() >= s.hard_timeout as u64;
+                let idle =
+                    s.idle_timeout != 0 && now.duration_since(last_active(f.id)).as_secs() >= s.idle_timeout as u64;
+                if hard || idle {
+                    out.push((t as u8, s.priority, s.matching));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::parse::{parse_filter, parse_flow};
+
+    fn add(text: &str) -> FlowOp {
+        FlowOp::Add(parse_flow(text).unwrap())
+    }
+
+    fn store() -> FlowStore {
+        FlowStore::new(1000, MissAction::Normal)
+    }
+
+    fn ports(p: u32) -> bool {
+        p <= 4
+    }
+
+    fn zero(_: u32) -> (u64, u64) {
+        (0, 0)
+    }
+
+    #[test]
+    fn add_replace_modify_delete() {
+        let mut s = store();
+        let r = s
+            .apply(
+                &[
+                    add("priority=10,in_port=1,actions=output:2"),
+                    add("priority=10,in_port=2,actions=output:1"),
+                    add("table=1,priority=5,ip,actions=drop"),
+                ],
+                &ports,
+                &zero,
+            )
+            .unwrap();
+        assert_eq!((r.added, s.len()), (3, 3));
+        assert_eq!(r.tables, BTreeSet::from([0, 1]));
+        // Same table, priority and match: replaced, not added.
+        let r = s.apply(&[add("priority=10,in_port=1,actions=output:3")], &ports, &zero).unwrap();
+        assert_eq!(s.len(), 3);
+        assert_eq!(r.freed_ids, vec![0], "the replaced flow's id is freed");
+        // Non-strict modify of every flow in table 0.
+        let m = FlowOp::Modify {
+            filter: parse_filter("table=0").unwrap(),
+            actions: vec![Action::Output(4)],
+            strict: false,
+        };
+        assert_eq!(s.apply(&[m], &ports, &zero).unwrap().modified, 2);
+        assert!(s.flows(0).iter().all(|f| f.spec.actions == vec![Action::Output(4)]));
+        // Strict delete needs the exact priority and match.
+        let d = FlowOp::Delete { filter: parse_filter("priority=11,in_port=2").unwrap(), strict: true };
+        assert_eq!(s.apply(&[d], &ports, &zero).unwrap().deleted, 0);
+        let d = FlowOp::Delete { filter: parse_filter("priority=10,in_port=2").unwrap(), strict: true };
+        assert_eq!(s.apply(&[d], &ports, &zero).unwrap().deleted, 1);
+        // Non-strict delete with an empty filter removes everything.
+        let d = FlowOp::Delete { filter: FlowFilter::default(), strict: false };
+        assert_eq!(s.apply(&[d], &ports, &zero).unwrap().deleted, 2);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn one_bad_op_changes_nothing_and_is_named() {
+        let mut s = store();
+        s.apply(&[add("priority=1,in_port=1,actions=output:2")], &ports, &zero).unwrap();
+        let before: Vec<String> = s.flows(0).iter().map(|f| f.spec.to_string()).collect();
+        let err = s
+            .apply(
+                &[
+                    FlowOp::Delete { filter: FlowFilter::default(), strict: false },
+                    add("priority=2,in_port=2,actions=output:1"),
+                    add("priority=3,in_port=3,actions=output:1,output:9"),
+                    add("priority=4,in_port=4,actions=output:1"),
+                ],
+                &ports,
+                &zero,
+            )
+            .unwrap_err();
+        assert_eq!((err.op, err.field.as_str()), (2, "actions[1]"));
+        assert_eq!(err.to_string(), "ops[2].actions[1]: output:9: no port number 9");
+        let after: Vec<String> = s.flows(0).iter().map(|f| f.spec.to_string()).collect();
+        assert_eq!(before, after, "the delete and the first add were undone");
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn modify_checks_actions_against_each_selected_flow() {
+        let mut s = store();
+        s.apply(&[add("priority=1,ip,actions=drop"), add("priority=2,arp,actions=drop")], &ports, &zero).unwrap();
+        let m = FlowOp::Modify {
+            filter: FlowFilter::default(),
+            actions: vec![Action::DecTtl, Action::Output(1)],
+            strict: false,
+        };
+        let err = s.apply(&[m], &ports, &zero).unwrap_err();
+        assert_eq!(err.field, "actions[0]");
+        assert!(err.message.contains("dec_ttl needs") && err.message.contains("arp"), "{}", err.message);
+        assert!(s.flows(0).iter().all(|f| f.spec.actions.is_empty()), "nothing modified");
+    }
+
+    #[test]
+    fn miss_settings_and_goto_direction() {
+        let mut s = store();
+        assert_eq!(s.miss(0), MissAction::Normal);
+        assert_eq!(s.miss(1), MissAction::Drop);
+        let err = s.apply(&[FlowOp::SetMiss { table: 2, miss: MissAction::Goto(1) }], &ports, &zero).unwrap_err();
+        assert_eq!(err.field, "miss");
+        s.apply(&[FlowOp::SetMiss { table: 2, miss: MissAction::Goto(5) }], &ports, &zero).unwrap();
+        assert_eq!(s.miss(2), MissAction::Goto(5));
+    }
+
+    #[test]
+    fn capacity_is_enforced_atomically() {
+        let mut s = FlowStore::new(2, MissAction::Drop);
+        let err = s
+            .apply(
+                &[
+                    add("priority=1,in_port=1,actions=drop"),
+                    add("priority=1,in_port=2,actions=drop"),
+                    add("priority=1,in_port=3,actions=drop"),
+                ],
+                &ports,
+                &zero,
+            )
+            .unwrap_err();
+        assert!(err.message.contains("at most 2 flows"));
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn ids_are_reused_only_after_the_grace_period() {
+        let mut s = store();
+        s.apply(&[add("priority=1,in_port=1,actions=drop")], &ports, &zero).unwrap();
+        let r = s.apply(&[FlowOp::Delete { filter: FlowFilter::default(), strict: false }], &ports, &zero).unwrap();
+        assert_eq!(r.freed_ids, vec![0]);
+        s.retire(r.freed_ids, 7);
+        s.apply(&[add("priority=1,in_port=2,actions=drop")], &ports, &zero).unwrap();
+        assert_eq!(s.flows(0)[0].id, 1, "id 0 is still in its grace period");
+        s.reclaim(7);
+        s.apply(&[add("priority=1,in_port=3,actions=drop")], &ports, &|id| (id as u64 * 10, 5)).unwrap();
+        let reused = s.flows(0).into_iter().find(|f| f.id == 0).expect("id 0 reused");
+        assert_eq!(reused.baseline, (0, 5));
+    }
+
+    #[test]
+    fn filters_select_by_cookie_out_port_and_coverage() {
+        let flow =
+            parse_flow("table=2,priority=5,cookie=0x1234,tcp,nw_dst=10.0.0.1,tp_dst=80,actions=output:3").unwrap();
+        let yes = ["table=2", "ip", "tcp,nw_dst=10.0.0.0/8", "cookie=0x1200/0xff00", "out_port=3"];
+        let no = ["table=1", "udp", "tcp,nw_dst=11.0.0.0/8", "cookie=0x1300/0xff00", "out_port=2"];
+        for f in yes {
+            assert!(selects(&parse_filter(f).unwrap(), false, 2, &flow), "{f}");
+        }
+        for f in no {
+            assert!(!selects(&parse_filter(f).unwrap(), false, 2, &flow), "{f}");
+        }
+        assert!(selects(&parse_filter("priority=5,tcp,nw_dst=10.0.0.1,tp_dst=80").unwrap(), true, 2, &flow));
+        assert!(!selects(&parse_filter("priority=5,tcp,nw_dst=10.0.0.1").unwrap(), true, 2, &flow));
+    }
+}

@@ -1,0 +1,558 @@
+//! Flow management of a running switch: transactions compiled into pipeline snapshots,
+//! dumps with counters, table statistics, named counters, timeouts, and packet trace.
+//!
+//! Thread-safety: every change goes through `Switch::flows` (a mutex the datapath never
+//! takes): apply to the store, compile the changed tables, publish one snapshot. Workers
+//! pick it up between bursts.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::Switch;
+use crate::config::Config;
+use crate::flow::action::Action;
+use crate::flow::compiled::{CompiledRule, CompiledTable, FlowTables, MissAction, Op};
+use crate::flow::key::{slot, FlowKey, VLAN_PRESENT, VLAN_VID_MASK};
+use crate::flow::parse::{FlowFilter, FlowSpec};
+use crate::flow::store::{FlowOp, FlowStore, TxError};
+use crate::flow::MAX_TABLES;
+use crate::l2::L2Headers;
+use crate::mac_table::PortIdx;
+use crate::pipeline::{Pipeline, PortMap};
+use crate::stats::{DropReason, MAX_NAMED_COUNTERS};
+use crate::wire::MacAddr;
+
+pub(super) struct FlowState {
+    store: FlowStore,
+    /// Named counter slots, by index.
+    counter_names: Vec<String>,
+    /// Per flow id with an idle timeout: last packet count seen and when it changed.
+    activity: HashMap<u32, (u64, Instant)>,
+    last_expiry_check: Instant,
+    config_tables: Vec<(u8, MissAction)>,
+    config_flows: Vec<FlowSpec>,
+}
+
+impl FlowState {
+    pub(super) fn new(config: &Config) -> FlowState {
+        let table0_miss =
+            config.tables.iter().find(|t| t.id == 0).and_then(|t| t.miss.parse().ok()).unwrap_or(MissAction::Normal);
+        FlowState {
+            store: FlowStore::new(config.switch.max_flows as usize, table0_miss),
+            counter_names: Vec::new(),
+            activity: HashMap::new(),
+            last_expiry_check: Instant::now(),
+            config_tables: config.tables.iter().filter_map(|t| Some((t.id, t.miss.parse().ok()?))).collect(),
+            // Validated with the config.
+            config_flows: config.flows.iter().filter_map(|f| crate::flow::parse_flow(&f.rule).ok()).collect(),
+        }
+    }
+}
+
+/// A committed transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxOutcome {
+    /// Generation of the snapshot holding the change (the current one if nothing changed).
+    pub generation: u64,
+    pub added: usize,
+    pub modified: usize,
+    pub deleted: usize,
+}
+
+/// One flow with its counters, for dumps.
+#[derive(Debug, Clone)]
+pub struct FlowView {
+    pub id: u32,
+    pub spec: FlowSpec,
+    pub packets: u64,
+    pub bytes: u64,
+    pub created: SystemTime,
+    pub duration: Duration,
+}
+
+/// One table's state and counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableView {
+    pub id: u8,
+    pub flows: usize,
+    pub miss: MissAction,
+    pub lookups: u64,
+    pub matched: u64,
+    pub missed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedCounter {
+    pub name: String,
+    pub packets: u64,
+}
+
+/// What trace found in one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceStep {
+    pub table: u8,
+    /// The flow that matched, or None for a miss.
+    pub flow: Option<FlowSpec>,
+    /// What the table did on a miss.
+    pub miss: Option<MissAction>,
+    /// The actions (or miss action) as they took effect, in words.
+    pub effects: Vec<String>,
+}
+
+/// The result of tracing a packet through the pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceResult {
+    pub steps: Vec<TraceStep>,
+    /// Port numbers the packet (or copies) would leave through.
+    pub outputs: Vec<u32>,
+    /// Why it would be dropped, if it would.
+    pub drop: Option<DropReason>,
+    /// The packet's flow key after all changes, as a match text.
+    pub final_packet: String,
+}
+
+impl Switch {
+    fn translate(&self, fs: &mut FlowState, ports: &PortMap, spec: &FlowSpec) -> CompiledRule {
+        let mut goto = None;
+        let ops: Vec<Op> = spec
+            .actions
+            .iter()
+            .filter_map(|a| {
+                Some(match a {
+                    // Ports were checked by the store.
+                    Action::Output(n) => Op::Output(ports.index_of(*n)?),
+                    Action::Normal => Op::Normal,
+                    Action::Flood => Op::Flood,
+                    Action::InPort => Op::InPort,
+                    Action::PushVlan(t) => Op::PushVlan(*t),
+                    Action::PopVlan => Op::PopVlan,
+                    Action::SetVlanVid(v) => Op::SetVlanVid(*v),
+                    Action::SetVlanPcp(p) => Op::SetVlanPcp(*p),
+                    Action::SetEthSrc(m) => Op::SetEthSrc(m.to_u64()),
+                    Action::SetEthDst(m) => Op::SetEthDst(m.to_u64()),
+                    Action::SetIpv4Src(a) => Op::SetIpv4Src(u32::from(*a)),
+                    Action::SetIpv4Dst(a) => Op::SetIpv4Dst(u32::from(*a)),
+                    Action::SetIpDscp(d) => Op::SetIpDscp(*d),
+                    Action::DecTtl => Op::DecTtl,
+                    Action::SetTpSrc(p) => Op::SetTpSrc(*p),
+                    Action::SetTpDst(p) => Op::SetTpDst(*p),
+                    Action::GotoTable(t) => {
+                        goto = Some(*t);
+                        return None;
+                    }
+                    Action::Counter(name) => Op::Counter(counter_slot(fs, name)),
+                })
+            })
+            .collect();
+        CompiledRule {
+            id: 0,
+            table: spec.table,
+            priority: spec.priority,
+            cookie: spec.cookie,
+            matching: spec.matching,
+            actions: spec.actions.clone().into(),
+            modifies: ops.iter().any(|o| o.modifies_packet()),
+            ops: ops.into_boxed_slice(),
+            goto,
+        }
+    }
+
+    fn compile_table(&self, fs: &mut FlowState, ports: &PortMap, t: u8) -> CompiledTable {
+        let specs: Vec<(u32, FlowSpec)> = fs.store.flows(t).into_iter().map(|f| (f.id, f.spec.clone())).collect();
+        let rules =
+            specs.into_iter().map(|(id, spec)| CompiledRule { id, ..self.translate(fs, ports, &spec) }).collect();
+        CompiledTable::build(t, rules, fs.store.miss(t))
+    }
+
+    /// Applies a transaction: all of it or nothing. On success the change is published as
+    /// one new snapshot (nothing is published when nothing changed).
+    pub fn transact(&self, ops: &[FlowOp]) -> Result<TxOutcome, TxError> {
+        let mut fs = self.flows.lock().unwrap();
+        self.transact_locked(&mut fs, ops)
+    }
+
+    fn transact_locked(&self, fs: &mut FlowState, ops: &[FlowOp]) -> Result<TxOutcome, TxError> {
+        check_counter_room(fs, ops)?;
+        let current = self.shared.pipeline.load();
+        let ports = current.ports.clone();
+        let summary = fs.store.apply(ops, &|n| ports.index_of(n).is_some(), &|id| current.counters.read(id))?;
+        let outcome = |generation| TxOutcome {
+            generation,
+            added: summary.added,
+            modified: summary.modified,
+            deleted: summary.deleted,
+        };
+        if summary.tables.is_empty() {
+            return Ok(outcome(current.generation));
+        }
+        let mut tables: Vec<Option<Arc<CompiledTable>>> =
+            (0..MAX_TABLES).map(|t| current.flows.table_arc(t as u8)).collect();
+        for &t in &summary.tables {
+            tables[t as usize] = Some(Arc::new(self.compile_table(fs, &ports, t)));
+        }
+        let flows = Arc::new(FlowTables::new(tables));
+        let counters = current.counters.with_capacity(fs.store.id_capacity() as usize);
+        drop(current);
+        let generation = self.publish(|p, g| Pipeline { generation: g, flows, counters, ..p.clone() });
+        fs.store.retire(summary.freed_ids.clone(), generation);
+        Ok(outcome(generation))
+    }
+
+    /// Loads the `[[table]]` and `[[flow]]` sections of the config (at start).
+    pub(super) fn load_config_flows(&self) -> Result<(), String> {
+        let mut fs = self.flows.lock().unwrap();
+        let mut ops: Vec<FlowOp> =
+            fs.config_tables.iter().map(|&(table, miss)| FlowOp::SetMiss { table, miss }).collect();
+        ops.extend(fs.config_flows.iter().cloned().map(FlowOp::Add));
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let n_tables = fs.config_tables.len();
+        self.transact_locked(&mut fs, &ops).map(|_| ()).map_err(|e| {
+            if e.op >= n_tables {
+                format!("flow {}: {}: {}", e.op - n_tables + 1, e.field, e.message)
+            } else {
+                e.to_string()
+            }
+        })
+    }
+
+    /// Flows the filter selects, with counters.
+    pub fn dump_flows(&self, filter: &FlowFilter, strict: bool) -> Vec<FlowView> {
+        let fs = self.flows.lock().unwrap();
+        let current = self.shared.pipeline.load();
+        let now = Instant::now();
+        fs.store
+            .select(filter, strict)
+            .into_iter()
+            .map(|f| {
+                let (p, b) = current.counters.read(f.id);
+                FlowView {
+                    id: f.id,
+                    spec: f.spec.clone(),
+                    packets: p.wrapping_sub(f.baseline.0),
+                    bytes: b.wrapping_sub(f.baseline.1),
+                    created: f.created,
+                    duration: now.duration_since(f.created_mono),
+                }
+            })
+            .collect()
+    }
+
+    /// Tables in use (table 0, tables with flows or a miss setting), with counters.
+    pub fn tables(&self) -> Vec<TableView> {
+        let fs = self.flows.lock().unwrap();
+        fs.store
+            .used_tables()
+            .into_iter()
+            .map(|t| {
+                let (mut matched, mut missed) = (0, 0);
+                for w in &self.workers {
+                    matched += w.stats.tables[t as usize].matched.load(Relaxed);
+                    missed += w.stats.tables[t as usize].missed.load(Relaxed);
+                }
+                TableView {
+                    id: t,
+                    flows: fs.store.flow_count(t),
+                    miss: fs.store.miss(t),
+                    lookups: matched + missed,
+                    matched,
+                    missed,
+                }
+            })
+            .collect()
+    }
+
+    /// Named counters (`counter:NAME` actions) summed over workers.
+    pub fn named_counters(&self) -> Vec<NamedCounter> {
+        let fs = self.flows.lock().unwrap();
+        fs.counter_names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| NamedCounter {
+                name: name.clone(),
+                packets: self.workers.iter().map(|w| w.stats.named[i].load(Relaxed)).sum(),
+            })
+            .collect()
+    }
+
+    /// Exact-match cache hits and misses summed over workers.
+    pub fn emc_totals(&self) -> (u64, u64) {
+        self.workers
+            .iter()
+            .fold((0, 0), |(h, m), w| (h + w.stats.emc_hits.load(Relaxed), m + w.stats.emc_misses.load(Relaxed)))
+    }
+
+    /// Removes expired flows and makes freed flow ids reusable (called by `maintain`).
+    pub(super) fn maintain_flows(&self, oldest_generation: u64) {
+        let mut fs = self.flows.lock().unwrap();
+        fs.store.reclaim(oldest_generation);
+        let now = Instant::now();
+        if now.duration_since(fs.last_expiry_check) < Duration::from_secs(1) {
+            return;
+        }
+        fs.last_expiry_check = now;
+        let current = self.shared.pipeline.load();
+        // Track when each idle-timed flow last saw a packet.
+        let idle: Vec<(u32, u64, Instant)> = fs
+            .store
+            .select(&FlowFilter::default(), false)
+            .into_iter()
+            .filter(|f| f.spec.idle_timeout != 0)
+            .map(|f| (f.id, current.counters.read(f.id).0.wrapping_sub(f.baseline.0), f.created_mono))
+            .collect();
+        let mut seen = HashMap::new();
+        for (id, packets, created) in idle {
+            let entry = match fs.activity.get(&id) {
+                Some(&(p, t)) if p == packets => (p, t),
+                Some(_) => (packets, now),
+                None => (packets, created),
+            };
+            seen.insert(id, entry);
+        }
+        fs.activity = seen;
+        let activity = &fs.activity;
+        let expired = fs.store.expired(now, &|id| activity.get(&id).map_or(now, |a| a.1));
+        if expired.is_empty() {
+            return;
+        }
+        let ops: Vec<FlowOp> = expired
+            .into_iter()
+            .map(|(table, priority, matching)| FlowOp::Delete {
+                filter: FlowFilter { table: Some(table), matching, priority: Some(priority), ..Default::default() },
+                strict: true,
+            })
+            .collect();
+        if let Err(e) = self.transact_locked(&mut fs, &ops) {
+            tracing::warn!("removing expired flows failed: {e}");
+        }
+    }
+
+    /// Traces a packet (its flow key, arriving on port number `in_port`) through the current
+    /// pipeline without sending it or learning anything.
+    pub fn trace(&self, mut key: FlowKey) -> TraceResult {
+        let current = self.shared.pipeline.load();
+        let flows = &current.flows;
+        let in_port = key.in_port() as u32;
+        let in_idx = current.ports.index_of(in_port);
+        let path = flows.classify(&mut key.clone());
+        let mut result =
+            TraceResult { steps: Vec::new(), outputs: Vec::new(), drop: None, final_packet: String::new() };
+        let mut sent = false;
+        for step in path.steps() {
+            let mut ts = TraceStep { table: step.table(), flow: None, miss: None, effects: Vec::new() };
+            match flows.rule(*step) {
+                Some(rule) => {
+                    ts.flow = Some(FlowSpec {
+                        table: rule.table,
+                        priority: rule.priority,
+                        cookie: rule.cookie,
+                        idle_timeout: 0,
+                        hard_timeout: 0,
+                        matching: rule.matching,
+                        actions: rule.actions.to_vec(),
+                    });
+                    for op in rule.ops.iter() {
+                        match op {
+                            Op::Output(p) if Some(*p) == in_idx => {
+                                ts.effects.push(format!("output:{in_port}: skipped, it is the ingress port"));
+                            }
+                            Op::Output(p) => {
+                                let n = current.ports.number(*p) as u32;
+                                ts.effects.push(format!("output to port {n}"));
+                                result.outputs.push(n);
+                                sent = true;
+                            }
+                            Op::InPort => {
+                                ts.effects.push(format!("output to the ingress port {in_port}"));
+                                result.outputs.push(in_port);
+                                sent = true;
+                            }
+                            Op::Flood => {
+                                let ports = self.flood_numbers(&current, in_idx);
+                                ts.effects.push(format!("flood to ports {ports:?}"));
+                                result.outputs.extend(ports);
+                                sent = true;
+                            }
+                            Op::Normal => {
+                                self.trace_normal(&current, &key, in_idx, &mut ts, &mut result);
+                                sent = true;
+                            }
+                            Op::DecTtl if slot::IP_TTL.get(&key) <= 1 => {
+                                ts.effects.push("dec_ttl: TTL exceeded, dropped".into());
+                                result.drop = Some(DropReason::TtlExceeded);
+                                result.steps.push(ts);
+                                result.final_packet = key_text(&key);
+                                return result;
+                            }
+                            Op::Counter(c) => {
+                                let fs = self.flows.lock().unwrap();
+                                let name = fs.counter_names.get(*c as usize).cloned().unwrap_or_default();
+                                ts.effects.push(format!("count in counter '{name}'"));
+                            }
+                            op => {
+                                op.apply_to_key(&mut key);
+                                ts.effects.push(describe_change(op));
+                            }
+                        }
+                    }
+                    if let Some(t) = rule.goto {
+                        ts.effects.push(format!("continue in table {t}"));
+                    }
+                }
+                None => {
+                    let miss = flows.miss(step.table());
+                    ts.miss = Some(miss);
+                    match miss {
+                        MissAction::Drop => {
+                            ts.effects.push("no flow matched: table miss, dropped".into());
+                            result.drop = Some(DropReason::TableMiss);
+                        }
+                        MissAction::Normal => {
+                            ts.effects.push("no flow matched: L2 switch (normal)".into());
+                            self.trace_normal(&current, &key, in_idx, &mut ts, &mut result);
+                            sent = true;
+                        }
+                        MissAction::Goto(t) => ts.effects.push(format!("no flow matched: continue in table {t}")),
+                    }
+                }
+            }
+            result.steps.push(ts);
+        }
+        if path.too_deep {
+            result.drop = Some(DropReason::PipelineTooDeep);
+        } else if result.drop.is_none() && !sent {
+            result.drop = Some(DropReason::FlowDrop);
+        }
+        result.final_packet = key_text(&key);
+        result
+    }
+
+    fn flood_numbers(&self, p: &Pipeline, in_idx: Option<PortIdx>) -> Vec<u32> {
+        let all: Vec<u32> = self.port_names().into_iter().map(|(_, _, n)| n).collect();
+        match in_idx {
+            Some(i) => p.flood_ports(i).iter().map(|&x| p.ports.number(x) as u32).collect(),
+            None => all,
+        }
+    }
+
+    /// What the L2 switch would do, without learning.
+    fn trace_normal(
+        &self,
+        p: &Pipeline,
+        key: &FlowKey,
+        in_idx: Option<PortIdx>,
+        ts: &mut TraceStep,
+        r: &mut TraceResult,
+    ) {
+        let tci = slot::VLAN_TCI.get(key) as u16;
+        let vlan = if tci & VLAN_PRESENT != 0 { tci & VLAN_VID_MASK } else { 0 };
+        let h = L2Headers { vlan, src: slot::ETH_SRC.get(key), dst: slot::ETH_DST.get(key) };
+        let dst = MacAddr::from_u64(h.dst);
+        if !MacAddr::u64_is_valid_source(h.src) {
+            ts.effects.push("normal: invalid source MAC, dropped".into());
+            r.drop = Some(DropReason::InvalidSourceMac);
+        } else if MacAddr::u64_is_multicast(h.dst) {
+            if MacAddr::u64_is_link_local_reserved(h.dst) && !p.l2.forward_link_local {
+                ts.effects.push(format!("normal: {dst} is link-local, dropped"));
+                r.drop = Some(DropReason::LinkLocalDestination);
+            } else {
+                let ports = self.flood_numbers(p, in_idx);
+                ts.effects.push(format!("normal: {dst} is a group address, flood to ports {ports:?}"));
+                r.outputs.extend(ports);
+            }
+        } else {
+            match p.mac_table.lookup_u64(h.vlan, h.dst) {
+                Some(port) if Some(port) == in_idx => {
+                    ts.effects.push(format!("normal: {dst} is on the ingress port, dropped"));
+                    r.drop = Some(DropReason::DestinationOnIngressPort);
+                }
+                Some(port) => {
+                    let n = p.ports.number(port) as u32;
+                    ts.effects.push(format!("normal: {dst} learned on port {n}, output there"));
+                    r.outputs.push(n);
+                }
+                None => {
+                    let ports = self.flood_numbers(p, in_idx);
+                    ts.effects.push(format!("normal: {dst} unknown in VLAN {}, flood to ports {ports:?}", h.vlan));
+                    r.outputs.extend(ports);
+                }
+            }
+        }
+    }
+}
+
+fn describe_change(op: &Op) -> String {
+    match *op {
+        Op::PushVlan(t) => format!("push VLAN tag {t:#06x}"),
+        Op::PopVlan => "pop the VLAN tag".into(),
+        Op::SetVlanVid(v) => format!("set VLAN id {v}"),
+        Op::SetVlanPcp(p) => format!("set VLAN priority {p}"),
+        Op::SetEthSrc(m) => format!("set eth src {}", MacAddr::from_u64(m)),
+        Op::SetEthDst(m) => format!("set eth dst {}", MacAddr::from_u64(m)),
+        Op::SetIpv4Src(a) => format!("set IPv4 src {}", std::net::Ipv4Addr::from(a)),
+        Op::SetIpv4Dst(a) => format!("set IPv4 dst {}", std::net::Ipv4Addr::from(a)),
+        Op::SetIpDscp(d) => format!("set DSCP {d}"),
+        Op::DecTtl => "decrement TTL".into(),
+        Op::SetTpSrc(p) => format!("set L4 src port {p}"),
+        Op::SetTpDst(p) => format!("set L4 dst port {p}"),
+        _ => format!("{op:?}"),
+    }
+}
+
+/// A key as match text (every field it has set, exactly).
+fn key_text(key: &FlowKey) -> String {
+    let mut m = crate::flow::Match::ANY;
+    m.value = *key;
+    // Show the fields that are non-zero: a packet key has no mask of its own.
+    for w in 0..crate::flow::KEY_WORDS {
+        m.mask.0[w] = if key.0[w] != 0 { u64::MAX } else { 0 };
+    }
+    // Keep dl_type (and nw_proto) exact so shorthands print.
+    if slot::ETH_TYPE.get(key) != 0 {
+        let _ = m.set(slot::ETH_TYPE, slot::ETH_TYPE.get(key), 0xffff);
+    }
+    m.value = key.masked(&m.mask);
+    m.to_string()
+}
+
+fn counter_slot(fs: &mut FlowState, name: &str) -> u16 {
+    match fs.counter_names.iter().position(|n| n == name) {
+        Some(i) => i as u16,
+        None => {
+            fs.counter_names.push(name.to_string());
+            (fs.counter_names.len() - 1) as u16
+        }
+    }
+}
+
+/// Refuses a transaction that would need more named counters than there are slots.
+fn check_counter_room(fs: &FlowState, ops: &[FlowOp]) -> Result<(), TxError> {
+    let mut new: Vec<&str> = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        let actions = match op {
+            FlowOp::Add(s) => &s.actions,
+            FlowOp::Modify { actions, .. } => actions,
+            _ => continue,
+        };
+        for (j, a) in actions.iter().enumerate() {
+            if let Action::Counter(name) = a {
+                if !fs.counter_names.iter().any(|n| n == name) && !new.contains(&name.as_str()) {
+                    new.push(name);
+                    if fs.counter_names.len() + new.len() > MAX_NAMED_COUNTERS {
+                        return Err(TxError {
+                            op: i,
+                            field: format!("actions[{j}]"),
+                            message: format!(
+                                "counter:{name}: the switch has room for {MAX_NAMED_COUNTERS} named counters"
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
