@@ -2,6 +2,7 @@
 //! used by `vswitchctl`.
 
 pub mod client;
+pub mod convert;
 pub mod server;
 pub mod service;
 pub mod uds_authority;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::transport::Server;
+use vswitch_proto::v1::flow_service_server::FlowServiceServer;
 use vswitch_proto::v1::mac_table_service_server::MacTableServiceServer;
 use vswitch_proto::v1::port_service_server::PortServiceServer;
 use vswitch_proto::v1::switch_service_server::SwitchServiceServer;
@@ -15,6 +16,9 @@ use vswitch_proto::v1::switch_service_server::SwitchServiceServer;
 use crate::service::Api;
 use crate::uds_authority;
 use tokio_stream::StreamExt;
+
+/// Largest request or response of the flow service (dumps and batches of many flows).
+pub const MAX_MESSAGE: usize = 512 << 20;
 
 /// Why the API could not start listening.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +76,7 @@ async fn router(api: Api) -> tonic::transport::server::Router {
     health_reporter.set_serving::<SwitchServiceServer<Api>>().await;
     health_reporter.set_serving::<PortServiceServer<Api>>().await;
     health_reporter.set_serving::<MacTableServiceServer<Api>>().await;
+    health_reporter.set_serving::<FlowServiceServer<Api>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(vswitch_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -88,7 +93,11 @@ async fn router(api: Api) -> tonic::transport::server::Router {
         .add_service(reflection_v1alpha)
         .add_service(SwitchServiceServer::new(api.clone()))
         .add_service(PortServiceServer::new(api.clone()))
-        .add_service(MacTableServiceServer::new(api))
+        .add_service(MacTableServiceServer::new(api.clone()))
+        // Flow batches of 100,000 rules are several MB.
+        .add_service(
+            FlowServiceServer::new(api).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE),
+        )
 }
 
 /// Serves until `shutdown` completes, then removes the Unix socket.

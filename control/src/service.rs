@@ -281,3 +281,225 @@ impl pb::mac_table_service_server::MacTableService for Api {
         Ok(Response::new(pb::AddStaticMacResponse {}))
     }
 }
+
+fn field_error(e: crate::convert::FieldError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+/// Waits (without blocking the runtime) until every worker runs `generation`.
+async fn wait_live(switch: &Switch, generation: u64, timeout: std::time::Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if switch.oldest_running_generation() >= generation {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+    }
+}
+
+const WAIT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Api {
+    /// Runs a transaction off the async threads (compiling large tables takes a while),
+    /// then optionally waits for it to be live.
+    async fn run_transaction(
+        &self,
+        ops: Vec<dataplane::flow::store::FlowOp>,
+        name_op: impl Fn(usize) -> String + Send + 'static,
+        wait: bool,
+    ) -> Result<Response<pb::TransactResponse>, Status> {
+        let switch = self.switch.clone();
+        let result = tokio::task::spawn_blocking(move || switch.transact(&ops))
+            .await
+            .map_err(|e| Status::internal(format!("transaction task failed: {e}")))?;
+        let outcome =
+            result.map_err(|e| Status::invalid_argument(format!("{}.{}: {}", name_op(e.op), e.field, e.message)))?;
+        let live = wait && wait_live(&self.switch, outcome.generation, WAIT_DEFAULT).await;
+        Ok(Response::new(pb::TransactResponse {
+            generation: outcome.generation,
+            added: outcome.added as u64,
+            modified: outcome.modified as u64,
+            deleted: outcome.deleted as u64,
+            live,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::flow_service_server::FlowService for Api {
+    async fn transact(&self, req: Request<pb::TransactRequest>) -> Result<Response<pb::TransactResponse>, Status> {
+        let req = req.into_inner();
+        let mut ops = Vec::with_capacity(req.ops.len());
+        let mut kinds = Vec::with_capacity(req.ops.len());
+        for (i, op) in req.ops.iter().enumerate() {
+            let (op, kind) = crate::convert::op_to_model(op, i).map_err(field_error)?;
+            ops.push(op);
+            kinds.push(kind);
+        }
+        self.run_transaction(ops, move |i| format!("ops[{i}].{}", kinds.get(i).copied().unwrap_or("op")), req.wait)
+            .await
+    }
+
+    async fn add_flows(&self, req: Request<pb::AddFlowsRequest>) -> Result<Response<pb::TransactResponse>, Status> {
+        let req = req.into_inner();
+        let ops = req
+            .flows
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                crate::convert::flow_to_model(f)
+                    .map(dataplane::flow::store::FlowOp::Add)
+                    .map_err(|e| field_error(e.under(&format!("flows[{i}]"))))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.run_transaction(ops, |i| format!("flows[{i}]"), req.wait).await
+    }
+
+    async fn modify_flows(
+        &self,
+        req: Request<pb::ModifyFlowsRequest>,
+    ) -> Result<Response<pb::TransactResponse>, Status> {
+        let req = req.into_inner();
+        let filter = crate::convert::filter_to_model(req.filter.as_ref()).map_err(field_error)?;
+        let actions = crate::convert::actions_to_model(&req.actions).map_err(field_error)?;
+        let op = dataplane::flow::store::FlowOp::Modify { filter, actions, strict: req.strict };
+        // The only op: its errors need no index.
+        let resp = self.run_transaction(vec![op], |_| "modify".to_string(), req.wait).await;
+        resp.map_err(|s| Status::new(s.code(), s.message().trim_start_matches("modify.").to_string()))
+    }
+
+    async fn delete_flows(
+        &self,
+        req: Request<pb::DeleteFlowsRequest>,
+    ) -> Result<Response<pb::TransactResponse>, Status> {
+        let req = req.into_inner();
+        let filter = crate::convert::filter_to_model(req.filter.as_ref()).map_err(field_error)?;
+        let op = dataplane::flow::store::FlowOp::Delete { filter, strict: req.strict };
+        self.run_transaction(vec![op], |_| "delete".to_string(), req.wait).await
+    }
+
+    async fn dump_flows(&self, req: Request<pb::DumpFlowsRequest>) -> Result<Response<pb::DumpFlowsResponse>, Status> {
+        let req = req.into_inner();
+        let filter = crate::convert::filter_to_model(req.filter.as_ref()).map_err(field_error)?;
+        let switch = self.switch.clone();
+        let views = tokio::task::spawn_blocking(move || switch.dump_flows(&filter, req.strict))
+            .await
+            .map_err(|e| Status::internal(format!("dump task failed: {e}")))?;
+        let flows = views
+            .into_iter()
+            .map(|v| pb::FlowStats {
+                text: v.spec.to_string(),
+                flow: Some(crate::convert::flow_from_model(&v.spec)),
+                packets: v.packets,
+                bytes: v.bytes,
+                duration_seconds: v.duration.as_secs_f64(),
+                id: v.id,
+            })
+            .collect();
+        Ok(Response::new(pb::DumpFlowsResponse { flows }))
+    }
+
+    async fn list_tables(&self, _: Request<pb::ListTablesRequest>) -> Result<Response<pb::ListTablesResponse>, Status> {
+        let tables = self
+            .switch
+            .tables()
+            .into_iter()
+            .map(|t| pb::TableInfo {
+                id: t.id as u32,
+                flows: t.flows as u64,
+                miss: t.miss.to_string(),
+                lookups: t.lookups,
+                matched: t.matched,
+                missed: t.missed,
+            })
+            .collect();
+        let (emc_hits, emc_misses) = self.switch.emc_totals();
+        Ok(Response::new(pb::ListTablesResponse { tables, emc_hits, emc_misses }))
+    }
+
+    async fn set_table_miss(
+        &self,
+        req: Request<pb::SetTableMissRequest>,
+    ) -> Result<Response<pb::TransactResponse>, Status> {
+        let req = req.into_inner();
+        if req.table as usize >= dataplane::flow::MAX_TABLES {
+            return Err(Status::invalid_argument(format!("table: {} is not a table (0 to 254)", req.table)));
+        }
+        let miss = crate::convert::miss_to_model("miss", &req.miss).map_err(field_error)?;
+        let op = dataplane::flow::store::FlowOp::SetMiss { table: req.table as u8, miss };
+        let resp = self.run_transaction(vec![op], |_| "set_miss".to_string(), req.wait).await;
+        resp.map_err(|s| Status::new(s.code(), s.message().trim_start_matches("set_miss.").to_string()))
+    }
+
+    async fn trace(&self, req: Request<pb::TraceRequest>) -> Result<Response<pb::TraceResponse>, Status> {
+        let req = req.into_inner();
+        let key = match req.packet {
+            Some(pb::trace_request::Packet::Fields(m)) => crate::convert::packet_to_key(&m).map_err(field_error)?,
+            Some(pb::trace_request::Packet::Frame(bytes)) => {
+                if self.switch.port_by_number(req.in_port).is_none() {
+                    return Err(Status::invalid_argument(format!("in_port: no port number {}", req.in_port)));
+                }
+                let mut key = dataplane::flow::FlowKey::ZERO;
+                if let Err(e) =
+                    dataplane::flow::key::extract(&bytes, req.in_port as u16, dataplane::flow::key::Depth::L4, &mut key)
+                {
+                    return Ok(Response::new(pb::TraceResponse {
+                        drop_reason: format!("{e:?}"),
+                        ..Default::default()
+                    }));
+                }
+                key
+            }
+            None => return Err(Status::invalid_argument("packet: give fields or frame")),
+        };
+        if self.switch.port_by_number(key.in_port() as u32).is_none() {
+            return Err(Status::invalid_argument(format!("fields.in_port: no port number {}", key.in_port())));
+        }
+        let t = self.switch.trace(key);
+        Ok(Response::new(pb::TraceResponse {
+            steps: t
+                .steps
+                .into_iter()
+                .map(|s| pb::TraceStep {
+                    table: s.table as u32,
+                    flow: s.flow.map(|f| f.to_string()).unwrap_or_default(),
+                    miss: s.miss.map(|m| m.to_string()).unwrap_or_default(),
+                    effects: s.effects,
+                })
+                .collect(),
+            outputs: t.outputs,
+            drop_reason: t.drop.map(|d| d.name().to_string()).unwrap_or_default(),
+            final_packet: t.final_packet,
+        }))
+    }
+
+    async fn wait_for_generation(
+        &self,
+        req: Request<pb::WaitForGenerationRequest>,
+    ) -> Result<Response<pb::WaitForGenerationResponse>, Status> {
+        let req = req.into_inner();
+        let timeout =
+            if req.timeout_ms == 0 { WAIT_DEFAULT } else { std::time::Duration::from_millis(req.timeout_ms as u64) };
+        let reached = wait_live(&self.switch, req.generation, timeout).await;
+        Ok(Response::new(pb::WaitForGenerationResponse {
+            reached,
+            oldest_running: self.switch.oldest_running_generation(),
+        }))
+    }
+
+    async fn list_counters(
+        &self,
+        _: Request<pb::ListCountersRequest>,
+    ) -> Result<Response<pb::ListCountersResponse>, Status> {
+        let counters = self
+            .switch
+            .named_counters()
+            .into_iter()
+            .map(|c| pb::NamedCounter { name: c.name, packets: c.packets })
+            .collect();
+        Ok(Response::new(pb::ListCountersResponse { counters }))
+    }
+}

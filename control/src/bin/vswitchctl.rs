@@ -7,6 +7,7 @@ use serde::Serialize;
 use tonic::transport::Channel;
 use vswitch_proto::v1::{self as pb, port_ref};
 
+use pb::flow_service_client::FlowServiceClient;
 use pb::mac_table_service_client::MacTableServiceClient;
 use pb::port_service_client::PortServiceClient;
 use pb::switch_service_client::SwitchServiceClient;
@@ -75,6 +76,109 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         vlan: u32,
     },
+    /// Add one flow, e.g. "table=0,priority=100,in_port=1,ip,nw_dst=10.0.0.0/24,actions=output:2".
+    /// Returns once every worker runs it (unless --no-wait).
+    AddFlow {
+        flow: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Add the flows of FILE (one per line, # comments) as one transaction.
+    AddFlows {
+        file: std::path::PathBuf,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Replace all flows (of one table with --table) by those of FILE, as one transaction.
+    ReplaceFlows {
+        file: std::path::PathBuf,
+        #[arg(long)]
+        table: Option<u8>,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Change the actions of the flows a filter selects: "FILTER,actions=...".
+    ModFlows {
+        spec: String,
+        #[arg(long)]
+        strict: bool,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Delete the flows a filter selects (all flows without one).
+    DelFlows {
+        filter: Option<String>,
+        #[arg(long)]
+        strict: bool,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Print flows with their counters.
+    DumpFlows {
+        filter: Option<String>,
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Print tables: flows, miss action, lookups.
+    DumpTables,
+    /// Set what TABLE does with packets no flow matches: drop, normal or goto_table:N.
+    SetTableMiss { table: u8, miss: String },
+    /// Follow a packet through the tables, e.g. "in_port=1,dl_dst=02:00:00:00:00:02,tcp,nw_dst=10.0.0.2,tp_dst=80".
+    Trace { packet: String },
+    /// Print named counters (counter:NAME actions).
+    DumpCounters,
+}
+
+/// A flow text error with the caret under the word.
+fn syntax_error(what: &str, input: &str, e: &dataplane::flow::parse::ParseError) -> String {
+    format!("{what}: {}", e.render(input))
+}
+
+/// Flows from a file: one per line, blank lines and # comments skipped.
+fn read_flows(path: &std::path::Path) -> Result<Vec<pb::Flow>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut flows = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let spec = dataplane::flow::parse_flow(line)
+            .map_err(|e| syntax_error(&format!("{}:{}", path.display(), n + 1), line, &e))?;
+        flows.push(control::convert::flow_from_model(&spec));
+    }
+    Ok(flows)
+}
+
+fn filter_arg(filter: Option<&str>) -> Result<pb::FlowFilter, String> {
+    match filter {
+        None => Ok(control::convert::filter_from_model(&Default::default())),
+        Some(f) => dataplane::flow::parse_filter(f)
+            .map(|f| control::convert::filter_from_model(&f))
+            .map_err(|e| syntax_error("filter", f, &e)),
+    }
+}
+
+fn print_tx(r: &pb::TransactResponse, json: bool) -> Result<(), String> {
+    if json {
+        return print_json(r);
+    }
+    let mut parts = Vec::new();
+    for (n, what) in [(r.added, "added"), (r.modified, "modified"), (r.deleted, "deleted")] {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
+    }
+    if parts.is_empty() {
+        parts.push("done".into());
+    }
+    println!(
+        "{} (generation {}{})",
+        parts.join(", "),
+        r.generation,
+        if r.live { ", live on every worker" } else { "" }
+    );
+    Ok(())
 }
 
 /// A port argument: a number names a port number, anything else a port name.
@@ -346,6 +450,193 @@ async fn run(args: Args) -> Result<(), String> {
             }
             println!("removed {} entries", r.removed);
         }
+        Command::AddFlow { flow, no_wait } => {
+            let spec = dataplane::flow::parse_flow(&flow).map_err(|e| syntax_error("flow", &flow, &e))?;
+            let r = FlowServiceClient::new(channel)
+                .add_flows(pb::AddFlowsRequest {
+                    flows: vec![control::convert::flow_from_model(&spec)],
+                    wait: !no_wait,
+                })
+                .await
+                .map_err(status_text)?
+                .into_inner();
+            print_tx(&r, json)?;
+        }
+        Command::AddFlows { file, no_wait } => {
+            let flows = read_flows(&file)?;
+            let r = flow_client(channel)
+                .add_flows(pb::AddFlowsRequest { flows, wait: !no_wait })
+                .await
+                .map_err(status_text)?
+                .into_inner();
+            print_tx(&r, json)?;
+        }
+        Command::ReplaceFlows { file, table, no_wait } => {
+            let flows = read_flows(&file)?;
+            let filter = pb::FlowFilter { table: table.map(|t| t as u32), ..Default::default() };
+            let mut ops = vec![pb::FlowOp {
+                op: Some(pb::flow_op::Op::Delete(pb::DeleteFlowsRequest {
+                    filter: Some(filter),
+                    strict: false,
+                    wait: false,
+                })),
+            }];
+            ops.extend(flows.into_iter().map(|f| pb::FlowOp { op: Some(pb::flow_op::Op::Add(f)) }));
+            let r = flow_client(channel)
+                .transact(pb::TransactRequest { ops, wait: !no_wait })
+                .await
+                .map_err(status_text)?
+                .into_inner();
+            print_tx(&r, json)?;
+        }
+        Command::ModFlows { spec, strict, no_wait } => {
+            let (filter, actions) =
+                dataplane::flow::parse::parse_flow_mod(&spec).map_err(|e| syntax_error("flow", &spec, &e))?;
+            let r = FlowServiceClient::new(channel)
+                .modify_flows(pb::ModifyFlowsRequest {
+                    filter: Some(control::convert::filter_from_model(&filter)),
+                    actions: actions.iter().map(control::convert::action_from_model).collect(),
+                    strict,
+                    wait: !no_wait,
+                })
+                .await
+                .map_err(status_text)?
+                .into_inner();
+            print_tx(&r, json)?;
+        }
+        Command::DelFlows { filter, strict, no_wait } => {
+            let filter = filter_arg(filter.as_deref())?;
+            let r = FlowServiceClient::new(channel)
+                .delete_flows(pb::DeleteFlowsRequest { filter: Some(filter), strict, wait: !no_wait })
+                .await
+                .map_err(status_text)?
+                .into_inner();
+            print_tx(&r, json)?;
+        }
+        Command::DumpFlows { filter, strict } => {
+            let filter = filter_arg(filter.as_deref())?;
+            let r = flow_client(channel)
+                .dump_flows(pb::DumpFlowsRequest { filter: Some(filter), strict })
+                .await
+                .map_err(status_text)?
+                .into_inner();
+            if json {
+                return print_json(&r);
+            }
+            for f in &r.flows {
+                let flow = f.flow.clone().unwrap_or_default();
+                let spec = control::convert::flow_to_model(&flow).map_err(|e| e.to_string())?;
+                let mut timeouts = String::new();
+                if spec.idle_timeout != 0 {
+                    timeouts += &format!("idle_timeout={}, ", spec.idle_timeout);
+                }
+                if spec.hard_timeout != 0 {
+                    timeouts += &format!("hard_timeout={}, ", spec.hard_timeout);
+                }
+                let m = if spec.matching == dataplane::flow::Match::ANY {
+                    String::new()
+                } else {
+                    format!(",{}", spec.matching)
+                };
+                println!(
+                    " cookie={:#x}, duration={:.3}s, table={}, n_packets={}, n_bytes={}, {timeouts}priority={}{m} actions={}",
+                    spec.cookie,
+                    f.duration_seconds,
+                    spec.table,
+                    f.packets,
+                    f.bytes,
+                    spec.priority,
+                    dataplane::flow::action::format_actions(&spec.actions)
+                );
+            }
+        }
+        Command::DumpTables => {
+            let r = FlowServiceClient::new(channel)
+                .list_tables(pb::ListTablesRequest {})
+                .await
+                .map_err(status_text)?
+                .into_inner();
+            if json {
+                return print_json(&r);
+            }
+            let rows: Vec<Vec<String>> = r
+                .tables
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.id.to_string(),
+                        t.flows.to_string(),
+                        t.miss.clone(),
+                        t.lookups.to_string(),
+                        t.matched.to_string(),
+                        t.missed.to_string(),
+                    ]
+                })
+                .collect();
+            print_table(&["TABLE", "FLOWS", "MISS", "LOOKUPS", "MATCHED", "MISSED"], &rows);
+            let total = r.emc_hits + r.emc_misses;
+            if total > 0 {
+                println!(
+                    "exact-match cache: {} hits, {} misses ({:.1}% hits)",
+                    r.emc_hits,
+                    r.emc_misses,
+                    100.0 * r.emc_hits as f64 / total as f64
+                );
+            }
+        }
+        Command::SetTableMiss { table, miss } => {
+            let r = FlowServiceClient::new(channel)
+                .set_table_miss(pb::SetTableMissRequest { table: table as u32, miss, wait: true })
+                .await
+                .map_err(status_text)?
+                .into_inner();
+            print_tx(&r, json)?;
+        }
+        Command::Trace { packet } => {
+            let key = dataplane::flow::parse_packet(&packet).map_err(|e| syntax_error("packet", &packet, &e))?;
+            let fields = control::convert::match_from_model(&dataplane::flow::Match::of_key(&key));
+            let fields = pb::Match { in_port: Some(key.in_port() as u32), ..fields };
+            let r = FlowServiceClient::new(channel)
+                .trace(pb::TraceRequest { packet: Some(pb::trace_request::Packet::Fields(fields)), in_port: 0 })
+                .await
+                .map_err(status_text)?
+                .into_inner();
+            if json {
+                return print_json(&r);
+            }
+            println!("Packet: {packet}");
+            for s in &r.steps {
+                if s.flow.is_empty() {
+                    println!("\nTable {}: no match (miss: {})", s.table, s.miss);
+                } else {
+                    println!("\nTable {}: {}", s.table, s.flow);
+                }
+                for e in &s.effects {
+                    println!("    {e}");
+                }
+            }
+            println!("\nFinal packet: {}", r.final_packet);
+            if r.drop_reason.is_empty() {
+                println!("Result: output to port(s) {:?}", r.outputs);
+            } else if r.outputs.is_empty() {
+                println!("Result: dropped ({})", r.drop_reason);
+            } else {
+                println!("Result: output to port(s) {:?}, then dropped ({})", r.outputs, r.drop_reason);
+            }
+        }
+        Command::DumpCounters => {
+            let r = FlowServiceClient::new(channel)
+                .list_counters(pb::ListCountersRequest {})
+                .await
+                .map_err(status_text)?
+                .into_inner();
+            if json {
+                return print_json(&r);
+            }
+            let rows: Vec<Vec<String>> =
+                r.counters.iter().map(|c| vec![c.name.clone(), c.packets.to_string()]).collect();
+            print_table(&["COUNTER", "PACKETS"], &rows);
+        }
         Command::AddMac { mac, port, vlan } => {
             let r = MacTableServiceClient::new(channel)
                 .add_static_mac(pb::AddStaticMacRequest { mac, vlan, port: Some(port_ref(&port)) })
@@ -359,6 +650,13 @@ async fn run(args: Args) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A flow client that accepts large dumps and sends large batches.
+fn flow_client(channel: Channel) -> FlowServiceClient<Channel> {
+    FlowServiceClient::new(channel)
+        .max_decoding_message_size(control::server::MAX_MESSAGE)
+        .max_encoding_message_size(control::server::MAX_MESSAGE)
 }
 
 fn main() -> ExitCode {

@@ -302,6 +302,37 @@ impl Match {
         self.set(lo, v as u64, m as u64)
     }
 
+    /// The exact match of a packet key's non-zero fields: how a key is shown and sent as a
+    /// packet description.
+    pub fn of_key(key: &FlowKey) -> Match {
+        let mut m = Match::ANY;
+        for &f in Field::ALL {
+            match f {
+                Field::VlanVid | Field::VlanPcp | Field::IpDscp | Field::IpEcn | Field::IcmpType | Field::IcmpCode => {}
+                Field::ArpSpa | Field::ArpTpa => {}
+                Field::Ipv6Src | Field::Ipv6Dst => {
+                    let (hi, lo) = if f == Field::Ipv6Src {
+                        (slot::IPV6_SRC_HI, slot::IPV6_SRC_LO)
+                    } else {
+                        (slot::IPV6_DST_HI, slot::IPV6_DST_LO)
+                    };
+                    if hi.get(key) != 0 || lo.get(key) != 0 {
+                        let _ = m.set(hi, hi.get(key), u64::MAX);
+                        let _ = m.set(lo, lo.get(key), u64::MAX);
+                    }
+                }
+                _ => {
+                    let (s, _) = f.slot_and_max();
+                    let v = s.get(key);
+                    if v != 0 {
+                        let _ = m.set(s, v, s.full());
+                    }
+                }
+            }
+        }
+        m
+    }
+
     /// True if every packet this match selects is also selected by `self`: the rule OpenFlow
     /// uses for non-strict modify and delete ("at least as specific as the filter").
     pub fn covers(&self, narrower: &Match) -> bool {

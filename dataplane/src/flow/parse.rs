@@ -273,6 +273,12 @@ fn set_field(m: &mut Match, field: Field, w: &Word<'_>, exact_only: bool) -> Res
     m.set(s, value, mask_value).map_err(conflict)
 }
 
+/// Adds `field=text` (text as in the flow syntax: `10.0.0.0/24`, `0x50/0xfff0`, ...) to a
+/// match: how typed API requests get the same meaning as text flows.
+pub fn set_field_text(m: &mut Match, field: Field, text: &str) -> Result<(), String> {
+    set_field(m, field, &Word { text, start: 0 }, false).map_err(|e| e.message)
+}
+
 /// A protocol shorthand: the dl_type (and nw_proto) it stands for.
 fn shorthand(word: &str) -> Option<(u16, Option<u8>)> {
     Some(match word {

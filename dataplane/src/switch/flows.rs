@@ -502,20 +502,9 @@ fn describe_change(op: &Op) -> String {
     }
 }
 
-/// A key as match text (every field it has set, exactly).
+/// A key as match text (its non-zero fields).
 fn key_text(key: &FlowKey) -> String {
-    let mut m = crate::flow::Match::ANY;
-    m.value = *key;
-    // Show the fields that are non-zero: a packet key has no mask of its own.
-    for w in 0..crate::flow::KEY_WORDS {
-        m.mask.0[w] = if key.0[w] != 0 { u64::MAX } else { 0 };
-    }
-    // Keep dl_type (and nw_proto) exact so shorthands print.
-    if slot::ETH_TYPE.get(key) != 0 {
-        let _ = m.set(slot::ETH_TYPE, slot::ETH_TYPE.get(key), 0xffff);
-    }
-    m.value = key.masked(&m.mask);
-    m.to_string()
+    crate::flow::Match::of_key(key).to_string()
 }
 
 fn counter_slot(fs: &mut FlowState, name: &str) -> u16 {
