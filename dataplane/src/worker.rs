@@ -44,6 +44,9 @@ impl CoarseClock {
 pub struct Shared {
     pub pipeline: PipelineCell,
     pub clock: CoarseClock,
+    /// Set once the start-up pipeline (config flows included) is published: workers wait
+    /// for it, so no packet meets a half-configured switch.
+    pub go: AtomicBool,
     pub stop: AtomicBool,
 }
 
@@ -163,6 +166,12 @@ pub fn spawn(
         };
         let _ = ready.send(Ok(lcore.lcore_id()));
         drop(ready);
+        while !shared.go.load(Ordering::Acquire) {
+            if shared.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         poll_loop(plan, &shared, &stats);
         drop(lcore);
     })

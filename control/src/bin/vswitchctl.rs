@@ -660,6 +660,16 @@ fn flow_client(channel: Channel) -> FlowServiceClient<Channel> {
 }
 
 fn main() -> ExitCode {
+    // `vswitchctl dump-flows | head` must end quietly when the reader goes away, as other
+    // Unix tools do: print! panics on a closed pipe, so exit at once instead.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info.payload().downcast_ref::<String>().map(String::as_str).unwrap_or("");
+        if msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default_hook(info);
+    }));
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(args)) {

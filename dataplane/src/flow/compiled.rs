@@ -241,9 +241,25 @@ impl FlowTables {
                 union.0[i] |= u.0[i];
             }
         }
+        // Actions that edit L3/L4 headers need their offsets (and checksum positions).
+        let mut depth = Depth::for_mask(&union);
+        for r in tables.iter().flatten().flat_map(|t| t.rules.iter()) {
+            for op in r.ops.iter() {
+                let need = match op {
+                    Op::SetIpv4Src(_)
+                    | Op::SetIpv4Dst(_)
+                    | Op::SetIpDscp(_)
+                    | Op::DecTtl
+                    | Op::SetTpSrc(_)
+                    | Op::SetTpDst(_) => Depth::L4,
+                    _ => Depth::Meta,
+                };
+                depth = depth.max(need);
+            }
+        }
         let t0 = tables[0].as_ref();
         let l2_only = t0.is_some_and(|t| t.rules.is_empty() && t.miss == MissAction::Normal);
-        FlowTables { tables, depth: Depth::for_mask(&union), l2_only }
+        FlowTables { tables, depth, l2_only }
     }
 
     pub fn table(&self, id: u8) -> Option<&Arc<CompiledTable>> {

@@ -215,6 +215,7 @@ impl Switch {
         let shared = Arc::new(Shared {
             pipeline: PipelineCell::new(Pipeline::new(1, &port_ids, mac_table, l2, n_workers)),
             clock: CoarseClock::default(),
+            go: Default::default(),
             stop: Default::default(),
         });
 
@@ -280,6 +281,7 @@ impl Switch {
             switch.shutdown();
             return Err(StartError::Flows(e));
         }
+        switch.shared.go.store(true, Ordering::Release);
         Ok(switch)
     }
 
