@@ -20,10 +20,10 @@ use arc_swap::ArcSwap;
 
 use crate::dpdk::{Mbuf, MbufBurst, BURST};
 use crate::flow::classifier::BATCH;
-use crate::flow::compiled::{FlowTables, MissAction, Op, Path};
+use crate::flow::compiled::{FlowTables, MissAction, Op, Path, SIMPLE};
 use crate::flow::edit;
 use crate::flow::emc::ExactMatchCache;
-use crate::flow::key::{extract, ExtractError, FlowKey, Layout};
+use crate::flow::key::{extract_key, ExtractError, FlowKey, Layout};
 use crate::l2::{self, L2Decision, L2Settings};
 use crate::mac_table::{MacTable, PortIdx};
 use crate::stats::{bump, DropReason, FlowCounterBanks, WorkerStats};
@@ -85,16 +85,63 @@ pub struct Pipeline {
     pub counters: FlowCounterBanks,
 }
 
+/// Turns the exact-match cache off while it does not pay: with more active flows than
+/// entries (64k flows cycling through 4k entries) it misses every time and its lookups and
+/// inserts only add cost. While off it still runs on one burst in 16, so a return to few
+/// flows is seen and it turns back on. Hysteresis: off below 25% hits, on above 50%.
+#[derive(Debug, Default)]
+struct EmcGate {
+    off: bool,
+    bursts: u32,
+    lookups: u32,
+    hits: u32,
+}
+
+impl EmcGate {
+    const WINDOW: u32 = 8192;
+
+    #[inline(always)]
+    fn use_now(&mut self) -> bool {
+        if !self.off {
+            return true;
+        }
+        // Sample pseudo-randomly (xorshift): a fixed stride could alias with periodic
+        // traffic and see the same few bursts every time.
+        let mut x = self.bursts | 1;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.bursts = x;
+        x.is_multiple_of(16)
+    }
+
+    #[inline(always)]
+    fn record(&mut self, lookups: u32, hits: u32) {
+        self.lookups += lookups;
+        self.hits += hits;
+        if self.lookups >= Self::WINDOW {
+            let pct = self.hits * 100 / self.lookups;
+            self.off = if self.off { pct < 50 } else { pct < 25 };
+            self.lookups = 0;
+            self.hits = 0;
+        }
+    }
+}
+
 /// A worker's private state for the flow path: its index (for its counter bank), the
 /// exact-match cache, and scratch arrays reused by every burst.
 pub struct FlowScratch {
     pub worker: usize,
     emc: Option<ExactMatchCache>,
+    emc_gate: EmcGate,
     keys: [FlowKey; BATCH],
     work: [FlowKey; BATCH],
     hashes: [u32; BATCH],
     layouts: [Layout; BATCH],
     paths: [Path; BATCH],
+    /// For each packet, the packet whose path it takes (itself, or an earlier one of the
+    /// burst with the same key).
+    path_of: [u8; BATCH],
     reasons: [DropReason; BATCH],
 }
 
@@ -104,11 +151,13 @@ impl FlowScratch {
         Box::new(FlowScratch {
             worker,
             emc: (emc_entries > 0).then(|| ExactMatchCache::new(emc_entries)),
+            emc_gate: EmcGate::default(),
             keys: [FlowKey::ZERO; BATCH],
             work: [FlowKey::ZERO; BATCH],
             hashes: [0; BATCH],
             layouts: [Layout::default(); BATCH],
             paths: [Path::default(); BATCH],
+            path_of: [0; BATCH],
             reasons: [DropReason::FrameTooShort; BATCH],
         })
     }
@@ -123,6 +172,15 @@ fn extract_drop_reason(e: ExtractError) -> DropReason {
 }
 
 const _: () = assert!(BATCH == BURST, "a burst is classified as one batch");
+
+/// Positions (op counts along a path) of its last output and last packet change.
+#[derive(Debug, Clone, Copy, Default)]
+struct PathPlan {
+    last_out: Option<usize>,
+    last_mod: Option<usize>,
+    /// The path is one rule that only outputs to this port.
+    simple_output: Option<PortIdx>,
+}
 
 impl Pipeline {
     /// The default pipeline: the L2 learning switch over `ports`, no flows.
@@ -162,14 +220,16 @@ impl Pipeline {
         l2::decide(&self.mac_table, &self.l2, in_port, frame, now, stats)
     }
 
-    /// Runs a burst that arrived on `in_port` through the pipeline, handing every packet to
-    /// `out` (sent or dropped). Leaves the burst empty.
+    /// Runs a burst that arrived on `in_port` (`bytes` long in all) through the pipeline,
+    /// handing every packet to `out` (sent or dropped). Leaves the burst empty.
+    #[allow(clippy::too_many_arguments)]
     #[inline]
     pub fn process_burst<E: Egress>(
         &self,
         scratch: &mut FlowScratch,
         in_port: PortIdx,
         burst: &mut MbufBurst,
+        bytes: u64,
         now: u32,
         stats: &WorkerStats,
         out: &mut E,
@@ -177,7 +237,7 @@ impl Pipeline {
         if self.flows.l2_only {
             self.process_l2(in_port, burst, now, stats, out);
         } else {
-            self.process_flows(scratch, in_port, burst, now, stats, out);
+            self.process_flows(scratch, in_port, burst, bytes, now, stats, out);
         }
     }
 
@@ -231,29 +291,45 @@ impl Pipeline {
     }
 
     /// The flow tables: extract keys, find paths (cache, then classifier), run them.
+    #[allow(clippy::too_many_arguments)]
     #[inline]
     fn process_flows<E: Egress>(
         &self,
         s: &mut FlowScratch,
         in_port: PortIdx,
         burst: &mut MbufBurst,
+        burst_bytes: u64,
         now: u32,
         stats: &WorkerStats,
         out: &mut E,
     ) {
         let depth = self.flows.depth;
         let in_no = self.ports.number(in_port);
+        let emc = if self.flows.use_emc && s.emc.is_some() && s.emc_gate.use_now() { s.emc.as_mut() } else { None };
         let mut bad = 0u32;
         let mut todo = 0u32;
+        // A packet with the key of the packet before it takes that packet's path: bursts are
+        // mostly runs of one flow, and a key compare is cheaper than any lookup.
+        let mut last: Option<usize> = None;
+        let mut last_key = FlowKey::ZERO;
         for (i, m) in burst.as_slice().iter().enumerate() {
-            match extract(m.data(), in_no, depth, &mut s.keys[i]) {
-                Ok(l) => {
+            match extract_key(m.data(), in_no, depth) {
+                Ok((key, l)) => {
                     s.layouts[i] = l;
-                    if let Some(emc) = &s.emc {
-                        s.hashes[i] = ExactMatchCache::hash(&s.keys[i]);
-                        emc.prefetch(s.hashes[i]);
+                    match last {
+                        Some(j) if last_key == key => s.path_of[i] = s.path_of[j],
+                        _ => {
+                            s.path_of[i] = i as u8;
+                            last = Some(i);
+                            last_key = key;
+                            s.keys[i] = key;
+                            if let Some(emc) = &emc {
+                                s.hashes[i] = ExactMatchCache::hash(&key);
+                                emc.prefetch(s.hashes[i]);
+                            }
+                            todo |= 1 << i;
+                        }
                     }
-                    todo |= 1 << i;
                 }
                 Err(e) => {
                     s.reasons[i] = extract_drop_reason(e);
@@ -261,7 +337,7 @@ impl Pipeline {
                 }
             }
         }
-        if let Some(emc) = &s.emc {
+        if let Some(emc) = &emc {
             let mut live = todo;
             let mut hits = 0;
             while live != 0 {
@@ -275,11 +351,24 @@ impl Pipeline {
             }
             bump(&stats.emc_hits, hits);
             bump(&stats.emc_misses, todo.count_ones() as u64);
+            s.emc_gate.record(hits as u32 + todo.count_ones(), hits as u32);
         }
         if todo != 0 {
-            s.work = s.keys;
-            self.flows.classify_batch(&mut s.work, todo, &mut s.paths);
-            if let Some(emc) = &mut s.emc {
+            // Classifying changes keys as actions change packets; the cache needs the keys
+            // as they arrived, so it gets copies.
+            let keys = if emc.is_some() {
+                let mut live = todo;
+                while live != 0 {
+                    let i = live.trailing_zeros() as usize;
+                    live &= live - 1;
+                    s.work[i] = s.keys[i];
+                }
+                &mut s.work
+            } else {
+                &mut s.keys
+            };
+            self.flows.classify_batch(keys, todo, &mut s.paths);
+            if let Some(emc) = emc {
                 let mut live = todo;
                 while live != 0 {
                     let i = live.trailing_zeros() as usize;
@@ -288,24 +377,116 @@ impl Pipeline {
                 }
             }
         }
+        // The whole burst is one flow (one key): plan once, count once, and send a rule's
+        // single output without the per-packet machinery.
+        if bad == 0 && todo.count_ones() == 1 {
+            let first = todo.trailing_zeros() as usize;
+            let plan = self.plan(&s.paths[first]);
+            self.count_path(s.worker, &s.paths[first], burst.len() as u64, burst_bytes, stats);
+            match plan.simple_output {
+                Some(port) if port != in_port => {
+                    for m in burst.drain() {
+                        out.output(port, m);
+                    }
+                }
+                _ => {
+                    let path = s.paths[first];
+                    for (i, m) in burst.drain().enumerate() {
+                        self.run_path(&plan, in_port, m, &mut s.layouts[i], &path, now, stats, out);
+                    }
+                }
+            }
+            return;
+        }
+        // Consecutive packets of one path (the usual case: a burst of one flow) share their
+        // plan and are counted once, as a group.
+        let mut group: Option<usize> = None;
+        let (mut packets, mut bytes) = (0u64, 0u64);
+        let mut plan = PathPlan::default();
+        let (paths, layouts) = (&s.paths, &mut s.layouts);
         for (i, m) in burst.drain().enumerate() {
             if bad & (1 << i) != 0 {
                 out.drop(m, in_port, s.reasons[i]);
-            } else {
-                let path = s.paths[i];
-                self.run_path(s.worker, in_port, m, &mut s.layouts[i], &path, now, stats, out);
+                continue;
+            }
+            let path = &paths[s.path_of[i] as usize];
+            if group.is_none_or(|g| !path.same_as(&paths[g])) {
+                if let Some(g) = group {
+                    self.count_path(s.worker, &paths[g], packets, bytes, stats);
+                }
+                group = Some(s.path_of[i] as usize);
+                (packets, bytes) = (0, 0);
+                plan = self.plan(path);
+            }
+            packets += 1;
+            bytes += m.pkt_len() as u64;
+            match plan.simple_output {
+                Some(port) if port != in_port => out.output(port, m),
+                _ => self.run_path(&plan, in_port, m, &mut layouts[i], path, now, stats, out),
+            }
+        }
+        if let Some(g) = group {
+            self.count_path(s.worker, &paths[g], packets, bytes, stats);
+        }
+    }
+
+    /// Where in a path the last output and the last packet change are.
+    fn plan(&self, path: &Path) -> PathPlan {
+        let flows = &*self.flows;
+        let mut plan = PathPlan::default();
+        if let [step] = path.steps() {
+            plan.simple_output = flows.hot(*step).filter(|h| h.flags & SIMPLE != 0).map(|h| h.port);
+            if plan.simple_output.is_some() {
+                return plan;
+            }
+        }
+        let mut pos = 0;
+        for step in path.steps() {
+            match flows.rule(*step) {
+                Some(rule) => {
+                    for op in rule.ops.iter() {
+                        if op.outputs() {
+                            plan.last_out = Some(pos);
+                        } else if op.modifies_packet() {
+                            plan.last_mod = Some(pos);
+                        }
+                        pos += 1;
+                    }
+                }
+                None => {
+                    if flows.miss(step.table()) == MissAction::Normal {
+                        plan.last_out = Some(pos);
+                        pos += 1;
+                    }
+                }
+            }
+        }
+        plan
+    }
+
+    /// Table and flow counters for `packets` packets that took `path`.
+    #[inline]
+    fn count_path(&self, worker: usize, path: &Path, packets: u64, bytes: u64, stats: &WorkerStats) {
+        for step in path.steps() {
+            let tc = &stats.tables[step.table() as usize];
+            match self.flows.hot(*step) {
+                Some(hot) => {
+                    bump(&tc.matched, packets);
+                    self.counters.bump(worker, hot.id, packets, bytes);
+                }
+                None => bump(&tc.missed, packets),
             }
         }
     }
 
-    /// Runs a packet's path: each matched rule's actions in order, miss actions, counters.
-    /// An output shares the buffer (or copies it when a later action changes the packet);
-    /// the last output takes the buffer itself.
+    /// Runs a packet's path: each matched rule's actions in order, then miss actions. An
+    /// output shares the buffer (or copies it when a later action changes the packet); the
+    /// last output takes the buffer itself.
     #[allow(clippy::too_many_arguments)]
     #[inline]
     fn run_path<E: Egress>(
         &self,
-        worker: usize,
+        plan: &PathPlan,
         in_port: PortIdx,
         m: Mbuf,
         layout: &mut Layout,
@@ -315,40 +496,12 @@ impl Pipeline {
         out: &mut E,
     ) {
         let flows = &*self.flows;
-        // Op positions along the whole path of the last output and the last change.
-        let (mut last_out, mut last_mod) = (usize::MAX, None::<usize>);
-        let mut pos = 0;
-        for step in path.steps() {
-            match flows.rule(*step) {
-                Some(rule) => {
-                    for op in rule.ops.iter() {
-                        if op.outputs() {
-                            last_out = pos;
-                        } else if op.modifies_packet() {
-                            last_mod = Some(pos);
-                        }
-                        pos += 1;
-                    }
-                }
-                None => {
-                    if flows.miss(step.table()) == MissAction::Normal {
-                        last_out = pos;
-                        pos += 1;
-                    }
-                }
-            }
-        }
-
-        let len = m.pkt_len() as u64;
         let mut pkt = Some(m);
         let mut sent = false;
         let mut pos = 0;
         for step in path.steps() {
-            let tc = &stats.tables[step.table() as usize];
             match flows.rule(*step) {
                 Some(rule) => {
-                    bump(&tc.matched, 1);
-                    self.counters.bump(worker, rule.id, len);
                     for op in rule.ops.iter() {
                         let here = pos;
                         pos += 1;
@@ -356,9 +509,9 @@ impl Pipeline {
                             bump(&stats.named[*c as usize], 1);
                         } else if op.outputs() {
                             let Some(p) = pkt.as_ref() else { continue };
-                            let copy = if here == last_out {
+                            let copy = if plan.last_out == Some(here) {
                                 pkt.take()
-                            } else if last_mod.is_some_and(|lm| lm > here) {
+                            } else if plan.last_mod.is_some_and(|lm| lm > here) {
                                 let c = p.deep_copy();
                                 if c.is_none() {
                                     stats.ports[in_port as usize].drop(DropReason::MbufExhausted, 1);
@@ -379,25 +532,22 @@ impl Pipeline {
                         }
                     }
                 }
-                None => {
-                    bump(&tc.missed, 1);
-                    match flows.miss(step.table()) {
-                        MissAction::Goto(_) => {}
-                        MissAction::Normal => {
-                            pos += 1;
-                            if let Some(p) = pkt.take() {
-                                self.emit(&Op::Normal, in_port, p, now, stats, out);
-                                sent = true;
-                            }
-                        }
-                        MissAction::Drop => {
-                            if let Some(p) = pkt.take() {
-                                out.drop(p, in_port, DropReason::TableMiss);
-                            }
-                            return;
+                None => match flows.miss(step.table()) {
+                    MissAction::Goto(_) => {}
+                    MissAction::Normal => {
+                        pos += 1;
+                        if let Some(p) = pkt.take() {
+                            self.emit(&Op::Normal, in_port, p, now, stats, out);
+                            sent = true;
                         }
                     }
-                }
+                    MissAction::Drop => {
+                        if let Some(p) = pkt.take() {
+                            out.drop(p, in_port, DropReason::TableMiss);
+                        }
+                        return;
+                    }
+                },
             }
         }
         if let Some(p) = pkt.take() {

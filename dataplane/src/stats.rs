@@ -254,14 +254,14 @@ impl FlowCounterBanks {
         b
     }
 
-    /// Counts a packet of `bytes` for flow `id` on `worker`. Ids beyond the capacity are not
-    /// counted (cannot happen: a snapshot's banks cover its flows).
+    /// Counts `packets` packets of `bytes` bytes in all for flow `id` on `worker`. Ids beyond
+    /// the capacity are not counted (cannot happen: a snapshot's banks cover its flows).
     #[inline(always)]
-    pub fn bump(&self, worker: usize, id: u32, bytes: u64) {
+    pub fn bump(&self, worker: usize, id: u32, packets: u64, bytes: u64) {
         let id = id as usize;
         if let Some(chunk) = self.per_worker.get(worker).and_then(|b| b.get(id / FLOW_CHUNK)) {
             let slot = &chunk[id % FLOW_CHUNK];
-            bump(&slot.0, 1);
+            bump(&slot.0, packets);
             bump(&slot.1, bytes);
         }
     }
@@ -301,13 +301,13 @@ mod tests {
     fn flow_banks_grow_without_losing_counts() {
         let b = FlowCounterBanks::new(2).with_capacity(10);
         assert_eq!(b.capacity(), FLOW_CHUNK);
-        b.bump(0, 7, 100);
-        b.bump(1, 7, 50);
+        b.bump(0, 7, 1, 100);
+        b.bump(1, 7, 1, 50);
         let grown = b.with_capacity(FLOW_CHUNK + 1);
         assert_eq!(grown.capacity(), 2 * FLOW_CHUNK);
         // The old snapshot's banks and the new share the first chunk.
-        b.bump(0, 7, 10);
-        grown.bump(1, FLOW_CHUNK as u32 + 3, 60);
+        b.bump(0, 7, 1, 10);
+        grown.bump(1, FLOW_CHUNK as u32 + 3, 1, 60);
         assert_eq!(grown.read(7), (3, 160));
         assert_eq!(grown.read(FLOW_CHUNK as u32 + 3), (1, 60));
         assert_eq!(b.read(FLOW_CHUNK as u32 + 3), (0, 0));

@@ -203,7 +203,7 @@ fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
             let bytes: u64 = burst.as_slice().iter().map(|m| m.pkt_len() as u64).sum();
             bump(&counters.rx_packets, n as u64);
             bump(&counters.rx_bytes, bytes);
-            pipeline.get().process_burst(&mut scratch, *port, &mut burst, now, stats, &mut tx);
+            pipeline.get().process_burst(&mut scratch, *port, &mut burst, bytes, now, stats, &mut tx);
         }
         tx.flush();
         let cycles = dpdk::tsc().wrapping_sub(start);

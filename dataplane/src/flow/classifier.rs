@@ -99,6 +99,47 @@ impl Subtable {
         crate::dpdk::prefetch(&self.buckets[hash as usize & self.bucket_mask]);
     }
 
+    /// The first bucket from the home of `hash` on whose hash matches: (its position, its
+    /// rule). `None` at an empty bucket.
+    #[inline(always)]
+    fn candidate(&self, hash: u32) -> Option<(usize, u32)> {
+        let mut i = hash as usize & self.bucket_mask;
+        loop {
+            let b = self.buckets[i];
+            if b.rule == EMPTY {
+                return None;
+            }
+            if b.hash == hash {
+                return Some((i, b.rule));
+            }
+            i = (i + 1) & self.bucket_mask;
+        }
+    }
+
+    #[inline(always)]
+    fn equal(&self, key: &FlowKey, value: &FlowKey) -> bool {
+        self.words.iter().all(|&w| key.0[w as usize] & self.mask.0[w as usize] == value.0[w as usize])
+    }
+
+    /// Checks a candidate; after a hash collision, goes on probing behind it.
+    #[inline(always)]
+    fn confirm(&self, key: &FlowKey, hash: u32, at: usize, rule: u32, values: &[FlowKey]) -> Option<u32> {
+        if self.equal(key, &values[rule as usize]) {
+            return Some(rule);
+        }
+        let mut i = (at + 1) & self.bucket_mask;
+        loop {
+            let b = self.buckets[i];
+            if b.rule == EMPTY {
+                return None;
+            }
+            if b.hash == hash && self.equal(key, &values[b.rule as usize]) {
+                return Some(b.rule);
+            }
+            i = (i + 1) & self.bucket_mask;
+        }
+    }
+
     /// The rule whose masked value equals the masked key, if any.
     #[inline(always)]
     fn find(&self, key: &FlowKey, hash: u32, values: &[FlowKey]) -> Option<u32> {
@@ -124,7 +165,10 @@ pub struct Classifier {
     subtables: Box<[Subtable]>,
     /// Per rule: masked match value (what buckets compare against) and priority.
     values: Box<[FlowKey]>,
-    refs: Box<[RuleRef]>,
+    /// Per rule, in compact arrays (a lookup reads a priority per candidate; the 2-byte
+    /// array stays in cache where whole rule records would not).
+    priorities: Box<[u16]>,
+    ids: Box<[u32]>,
 }
 
 /// Lookups of one burst: up to 32 packets.
@@ -177,15 +221,17 @@ impl Classifier {
             })
             .collect();
         subtables.sort_by(|a, b| b.max_priority.cmp(&a.max_priority).then(a.mask.cmp(&b.mask)));
-        Classifier { subtables: subtables.into_boxed_slice(), values, refs }
+        let priorities = refs.iter().map(|r| r.priority).collect();
+        let ids = refs.iter().map(|r| r.id).collect();
+        Classifier { subtables: subtables.into_boxed_slice(), values, priorities, ids }
     }
 
     pub fn len(&self) -> usize {
-        self.refs.len()
+        self.ids.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.refs.is_empty()
+        self.ids.is_empty()
     }
 
     pub fn subtables(&self) -> &[Subtable] {
@@ -208,8 +254,8 @@ impl Classifier {
         match best {
             None => true,
             Some(b) => {
-                let (c, b) = (self.refs[cand as usize], self.refs[b as usize]);
-                c.priority > b.priority || (c.priority == b.priority && c.id < b.id)
+                let (cp, bp) = (self.priorities[cand as usize], self.priorities[b as usize]);
+                cp > bp || (cp == bp && self.ids[cand as usize] < self.ids[b as usize])
             }
         }
     }
@@ -220,7 +266,7 @@ impl Classifier {
         let mut best: Option<u32> = None;
         for st in self.subtables.iter() {
             if let Some(b) = best {
-                if st.max_priority <= self.refs[b as usize].priority {
+                if st.max_priority <= self.priorities[b as usize] {
                     break;
                 }
             }
@@ -244,20 +290,24 @@ impl Classifier {
             }
         }
         let mut hashes = [0u32; BATCH];
-        for st in self.subtables.iter() {
-            // Drop packets whose best rule already beats everything left.
-            let mut live = pending;
-            while live != 0 {
-                let i = live.trailing_zeros() as usize;
-                live &= live - 1;
-                if let Some(b) = out[i] {
-                    if st.max_priority <= self.refs[b as usize].priority {
+        let mut found = [(0usize, 0u32); BATCH];
+        // Priority of each packet's best rule so far (0 and no rule: nothing beats nothing).
+        let mut best_prio = [0u16; BATCH];
+        for (n, st) in self.subtables.iter().enumerate() {
+            // Drop packets whose best rule already beats everything left (nothing to drop
+            // before the first subtable).
+            if n > 0 {
+                let mut live = pending;
+                while live != 0 {
+                    let i = live.trailing_zeros() as usize;
+                    live &= live - 1;
+                    if out[i].is_some() && st.max_priority <= best_prio[i] {
                         pending &= !(1 << i);
                     }
                 }
-            }
-            if pending == 0 {
-                break;
+                if pending == 0 {
+                    break;
+                }
             }
             let mut live = pending;
             while live != 0 {
@@ -266,13 +316,27 @@ impl Classifier {
                 hashes[i] = st.hash(&keys[i]);
                 st.prefetch(hashes[i]);
             }
+            // Buckets are in cache now: find each packet's candidate rule and start loading
+            // the rule's value, so the compares below overlap their misses too.
+            let mut cands = 0u32;
             let mut live = pending;
             while live != 0 {
                 let i = live.trailing_zeros() as usize;
                 live &= live - 1;
-                if let Some(r) = st.find(&keys[i], hashes[i], &self.values) {
+                if let Some((at, r)) = st.candidate(hashes[i]) {
+                    crate::dpdk::prefetch(&self.values[r as usize]);
+                    found[i] = (at, r);
+                    cands |= 1 << i;
+                }
+            }
+            while cands != 0 {
+                let i = cands.trailing_zeros() as usize;
+                cands &= cands - 1;
+                let (at, r) = found[i];
+                if let Some(r) = st.confirm(&keys[i], hashes[i], at, r, &self.values) {
                     if self.better(r, out[i]) {
                         out[i] = Some(r);
+                        best_prio[i] = self.priorities[r as usize];
                     }
                 }
             }

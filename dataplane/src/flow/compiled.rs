@@ -139,11 +139,52 @@ pub struct CompiledRule {
     pub modifies: bool,
 }
 
+impl CompiledRule {
+    /// Whether classification must apply this rule's changes to the key: only when a later
+    /// table will look at it.
+    #[inline(always)]
+    fn changes_key_for_later(&self) -> bool {
+        self.goto.is_some() && self.modifies
+    }
+}
+
+impl CompiledRule {
+    /// The port of a rule that does nothing but send to one port (the most common flow):
+    /// the datapath sends such packets without running the general action loop.
+    #[inline(always)]
+    pub fn simple_output(&self) -> Option<PortIdx> {
+        match (&*self.ops, self.goto) {
+            ([Op::Output(p)], None) => Some(*p),
+            _ => None,
+        }
+    }
+}
+
+/// What the datapath reads of a rule on every packet, 8 bytes, apart from the full rule
+/// records (whose actions live elsewhere on the heap): 64k rules take 512 KiB here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleHot {
+    /// Counter slot (the flow id).
+    pub id: u32,
+    /// Table to continue in, or NO_GOTO.
+    pub goto: u8,
+    pub flags: u8,
+    /// With SIMPLE: the one port the rule sends to.
+    pub port: PortIdx,
+}
+
+pub const NO_GOTO: u8 = u8::MAX;
+/// Classification must apply the rule's changes to the key (a later table looks at it).
+pub const CHANGES_KEY: u8 = 1;
+/// The rule only sends to one port.
+pub const SIMPLE: u8 = 2;
+
 /// One compiled table.
 pub struct CompiledTable {
     pub id: u8,
     pub classifier: Classifier,
     pub rules: Box<[CompiledRule]>,
+    pub hot: Box<[RuleHot]>,
     pub miss: MissAction,
 }
 
@@ -151,7 +192,20 @@ impl CompiledTable {
     pub fn build(id: u8, rules: Vec<CompiledRule>, miss: MissAction) -> CompiledTable {
         let refs: Vec<(Match, RuleRef)> =
             rules.iter().map(|r| (r.matching, RuleRef { priority: r.priority, id: r.id })).collect();
-        CompiledTable { id, classifier: Classifier::build(&refs), rules: rules.into_boxed_slice(), miss }
+        let hot = rules
+            .iter()
+            .map(|r| {
+                let simple = r.simple_output();
+                RuleHot {
+                    id: r.id,
+                    goto: r.goto.unwrap_or(NO_GOTO),
+                    flags: if r.changes_key_for_later() { CHANGES_KEY } else { 0 }
+                        | if simple.is_some() { SIMPLE } else { 0 },
+                    port: simple.unwrap_or(0),
+                }
+            })
+            .collect();
+        CompiledTable { id, classifier: Classifier::build(&refs), rules: rules.into_boxed_slice(), hot, miss }
     }
 }
 
@@ -182,7 +236,7 @@ impl Step {
 }
 
 /// The tables a packet visits, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct Path {
     steps: [Step; MAX_PATH],
     len: u8,
@@ -196,9 +250,37 @@ impl Default for Path {
     }
 }
 
+impl PartialEq for Path {
+    fn eq(&self, other: &Path) -> bool {
+        self.same_as(other)
+    }
+}
+
+impl Eq for Path {}
+
 impl Path {
     pub fn steps(&self) -> &[Step] {
         &self.steps[..self.len as usize]
+    }
+
+    /// Same steps (cheaper than comparing the whole struct, and no memcmp call).
+    #[inline(always)]
+    pub fn same_as(&self, other: &Path) -> bool {
+        if self.len != other.len || self.too_deep != other.too_deep {
+            return false;
+        }
+        let mut diff = 0u32;
+        for i in 0..self.len as usize {
+            diff |= self.steps[i].0 ^ other.steps[i].0;
+        }
+        diff == 0
+    }
+
+    /// Empties the path for reuse (cheaper than writing a whole default).
+    #[inline(always)]
+    pub fn clear(&mut self) {
+        self.len = 0;
+        self.too_deep = false;
     }
 
     fn push(&mut self, s: Step) -> bool {
@@ -219,6 +301,9 @@ pub struct FlowTables {
     pub depth: Depth,
     /// No flows and table 0 misses to normal: the pipeline is the plain L2 switch.
     pub l2_only: bool,
+    /// The exact-match cache pays off: classifying costs several subtable probes. With one
+    /// or two subtables in all, a classifier lookup costs what a cache lookup does.
+    pub use_emc: bool,
 }
 
 impl Default for FlowTables {
@@ -259,7 +344,8 @@ impl FlowTables {
         }
         let t0 = tables[0].as_ref();
         let l2_only = t0.is_some_and(|t| t.rules.is_empty() && t.miss == MissAction::Normal);
-        FlowTables { tables, depth, l2_only }
+        let subtables: usize = tables.iter().flatten().map(|t| t.classifier.subtables().len()).sum();
+        FlowTables { tables, depth, l2_only, use_emc: subtables > 2 }
     }
 
     pub fn table(&self, id: u8) -> Option<&Arc<CompiledTable>> {
@@ -280,6 +366,13 @@ impl FlowTables {
     pub fn rule(&self, step: Step) -> Option<&CompiledRule> {
         let i = step.rule_index()?;
         self.table(step.table()).map(|t| &t.rules[i as usize])
+    }
+
+    /// The hot part of the rule a step refers to.
+    #[inline(always)]
+    pub fn hot(&self, step: Step) -> Option<&RuleHot> {
+        let i = step.rule_index()?;
+        self.table(step.table()).map(|t| &t.hot[i as usize])
     }
 
     /// The miss action of a table (tables never configured drop).
@@ -328,28 +421,36 @@ impl FlowTables {
         let mut active = todo;
         for (i, p) in paths.iter_mut().enumerate() {
             if todo & (1 << i) != 0 {
-                *p = Path::default();
+                p.clear();
             }
         }
         let mut found = [None; BATCH];
+        let mut first = true;
         while active != 0 {
-            // Tables only go forward: serve the lowest table any packet waits at.
-            let mut table = u8::MAX;
-            let mut live = active;
-            while live != 0 {
-                let i = live.trailing_zeros() as usize;
-                live &= live - 1;
-                table = table.min(at[i]);
-            }
-            let mut here = 0u32;
-            let mut live = active;
-            while live != 0 {
-                let i = live.trailing_zeros() as usize;
-                live &= live - 1;
-                if at[i] == table {
-                    here |= 1 << i;
+            // Tables only go forward: serve the lowest table any packet waits at (table 0
+            // for everyone in the first round).
+            let (table, here) = if first {
+                first = false;
+                (0, active)
+            } else {
+                let mut table = u8::MAX;
+                let mut live = active;
+                while live != 0 {
+                    let i = live.trailing_zeros() as usize;
+                    live &= live - 1;
+                    table = table.min(at[i]);
                 }
-            }
+                let mut here = 0u32;
+                let mut live = active;
+                while live != 0 {
+                    let i = live.trailing_zeros() as usize;
+                    live &= live - 1;
+                    if at[i] == table {
+                        here |= 1 << i;
+                    }
+                }
+                (table, here)
+            };
             let t = self.table(table);
             match t {
                 Some(t) => t.classifier.lookup_batch(keys, here, &mut found),
@@ -361,18 +462,30 @@ impl FlowTables {
                     }
                 }
             }
+            if let Some(t) = t {
+                let mut live = here;
+                while live != 0 {
+                    let i = live.trailing_zeros() as usize;
+                    live &= live - 1;
+                    if let Some(r) = found[i] {
+                        crate::dpdk::prefetch(&t.hot[r as usize]);
+                    }
+                }
+            }
             let mut live = here;
             while live != 0 {
                 let i = live.trailing_zeros() as usize;
                 live &= live - 1;
                 let next = match (t, found[i]) {
                     (Some(t), Some(r)) => {
-                        let rule = &t.rules[r as usize];
+                        let hot = &t.hot[r as usize];
                         if paths[i].push(Step::rule(table, r)) {
-                            for op in rule.ops.iter() {
-                                op.apply_to_key(&mut keys[i]);
+                            if hot.flags & CHANGES_KEY != 0 {
+                                for op in t.rules[r as usize].ops.iter() {
+                                    op.apply_to_key(&mut keys[i]);
+                                }
                             }
-                            rule.goto
+                            (hot.goto != NO_GOTO).then_some(hot.goto)
                         } else {
                             None
                         }
@@ -429,7 +542,7 @@ mod tests {
                 actions: f.actions.clone().into(),
                 ops,
                 goto,
-                modifies: false,
+                modifies: f.actions.iter().any(|a| a.modifies_packet()),
             });
         }
         let mut ids: std::collections::BTreeSet<u8> = by_table.keys().copied().collect();

@@ -24,9 +24,28 @@ use std::fmt;
 pub const KEY_WORDS: usize = 11;
 
 /// A packet's flow key, or a mask over one.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+#[derive(Clone, Copy, Eq, Default, PartialOrd, Ord)]
 #[repr(C, align(8))]
 pub struct FlowKey(pub [u64; KEY_WORDS]);
+
+impl std::hash::Hash for FlowKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state)
+    }
+}
+
+impl PartialEq for FlowKey {
+    /// Branch-free word compare: the derived one calls memcmp, which costs more than the
+    /// eleven words themselves on the per-packet path.
+    #[inline(always)]
+    fn eq(&self, other: &FlowKey) -> bool {
+        let mut diff = 0u64;
+        for i in 0..KEY_WORDS {
+            diff |= self.0[i] ^ other.0[i];
+        }
+        diff == 0
+    }
+}
 
 impl fmt::Debug for FlowKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -232,7 +251,23 @@ pub struct Layout {
 /// truncated datagram) simply has no L4 fields.
 #[inline]
 pub fn extract(frame: &[u8], in_port: u16, depth: Depth, key: &mut FlowKey) -> Result<Layout, ExtractError> {
-    *key = FlowKey::ZERO;
+    let (k, layout) = extract_key(frame, in_port, depth)?;
+    *key = k;
+    Ok(layout)
+}
+
+/// [`extract`] returning the key by value. The datapath uses this one: the key is built in
+/// registers and can be compared before it is stored (a load of a key just stored word by
+/// word with wider loads would stall on store forwarding).
+#[inline(always)]
+pub fn extract_key(frame: &[u8], in_port: u16, depth: Depth) -> Result<(FlowKey, Layout), ExtractError> {
+    let mut k = FlowKey::ZERO;
+    let layout = extract_into(frame, in_port, depth, &mut k)?;
+    Ok((k, layout))
+}
+
+#[inline(always)]
+fn extract_into(frame: &[u8], in_port: u16, depth: Depth, key: &mut FlowKey) -> Result<Layout, ExtractError> {
     slot::IN_PORT.set(key, in_port as u64);
     let mut layout = Layout::default();
     if depth == Depth::Meta {
