@@ -72,6 +72,10 @@ TOML
   for _ in $(seq 100); do [[ -S $WORK/vswitchd.sock ]] && break; sleep 0.1; done
 }
 stop_switch() { kill -INT "$VS_PID"; wait "$VS_PID" || true; VS_PID=""; }
+# Drops of every reason but flow_drop (the no-traffic runs drop everything by a flow).
+total_drops() {
+  "${CTL[@]}" --json show-drops | python3 -c 'import json,sys; print(sum(int(d.get("packets", 0)) for d in json.load(sys.stdin)["drops"] if d["reason"] != "flow_drop"))'
+}
 sink_tx() { "${CTL[@]}" --json get-port sink | python3 -c 'import json,sys; print(json.load(sys.stdin)["counters"]["tx_packets"])'; }
 median() { python3 -c 'import statistics,sys; xs=[float(x) for x in sys.argv[1:]]; print(f"{statistics.median(xs):.2f} ({min(xs):.2f}-{max(xs):.2f})")' "$@"; }
 measure() {  # $1 label
@@ -113,11 +117,12 @@ if has install; then
         if [[ $traffic == none ]]; then start_switch "$WORK/flows1.pcap" drop; "${CTL[@]}" add-flow "priority=60000,in_port=1,actions=drop" > /dev/null
         else start_switch "$WORK/$traffic" drop; "${CTL[@]}" add-flows "$WORK/nw_dst_64k.txt" > /dev/null; fi
         sleep 1
+        before=$(total_drops)
         t0=$(date +%s.%N)
         "${CTL[@]}" add-flows "$WORK/unused_$n.txt" > /dev/null
         t1=$(date +%s.%N)
         d=$(python3 -c "print(f'{$t1 - $t0:.3f}')")
-        drops=$("${CTL[@]}" --json show-drops | python3 -c 'import json,sys; print(sum(int(d.get("packets", 0)) for d in json.load(sys.stdin)["drops"] if d["reason"] != "flow_drop"))')
+        drops=$(( $(total_drops) - before ))
         echo "  $n rules, traffic ${traffic%.pcap}: live after $d s (drops meanwhile: $drops)"
         INSTALL+=("$n ${traffic%.pcap} $d")
         stop_switch

@@ -292,6 +292,11 @@ pub fn op_to_model(op: &pb::FlowOp, i: usize) -> Result<(FlowOp, &'static str), 
             let filter = filter_to_model(d.filter.as_ref()).map_err(|e| e.under(&prefix("delete")))?;
             Ok((FlowOp::Delete { filter, strict: d.strict }, "delete"))
         }
+        Op::AddText(t) => {
+            let spec =
+                dataplane::flow::parse_flow(t).map_err(|e| FieldError::new(prefix("add_text"), e.to_string()))?;
+            Ok((FlowOp::Add(spec), "add_text"))
+        }
         Op::SetMiss(s) => {
             let table = small("table", s.table, MAX_TABLES as u32 - 1).map_err(|e| e.under(&prefix("set_miss")))?;
             let miss = miss_to_model("miss", &s.miss).map_err(|e| e.under(&prefix("set_miss")))?;

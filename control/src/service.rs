@@ -344,6 +344,7 @@ impl pb::flow_service_server::FlowService for Api {
     }
 
     async fn add_flows(&self, req: Request<pb::AddFlowsRequest>) -> Result<Response<pb::TransactResponse>, Status> {
+        let t0 = std::time::Instant::now();
         let req = req.into_inner();
         let ops = req
             .flows
@@ -355,7 +356,17 @@ impl pb::flow_service_server::FlowService for Api {
                     .map_err(|e| field_error(e.under(&format!("flows[{i}]"))))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        self.run_transaction(ops, |i| format!("flows[{i}]"), req.wait).await
+        let typed = ops.len();
+        let mut ops = ops;
+        ops.reserve(req.texts.len());
+        for (i, text) in req.texts.iter().enumerate() {
+            let spec =
+                dataplane::flow::parse_flow(text).map_err(|e| Status::invalid_argument(format!("texts[{i}]: {e}")))?;
+            ops.push(dataplane::flow::store::FlowOp::Add(spec));
+        }
+        tracing::debug!(flows = ops.len(), convert_ms = t0.elapsed().as_secs_f64() * 1e3, "AddFlows decoded");
+        let name = move |i: usize| if i < typed { format!("flows[{i}]") } else { format!("texts[{}]", i - typed) };
+        self.run_transaction(ops, name, req.wait).await
     }
 
     async fn modify_flows(

@@ -312,13 +312,14 @@ fn transactions_are_atomic_and_errors_name_the_entry() {
         // OpenFlow prerequisites.
         let mut m = pb::Match { tp_dst: Some(80), ..Default::default() };
         let f = pb::Flow { r#match: Some(m.clone()), ..Default::default() };
-        let e = c.add_flows(pb::AddFlowsRequest { flows: vec![f], wait: false }).await.unwrap_err();
+        let e =
+            c.add_flows(pb::AddFlowsRequest { flows: vec![f], wait: false, ..Default::default() }).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
         assert!(e.message().starts_with("flows[0].match.tp_dst: needs tcp, udp or sctp"), "{}", e.message());
         m.eth_type = Some(0x0800);
         m.ip_proto = Some(6);
         let f = pb::Flow { r#match: Some(m), ..Default::default() };
-        assert!(c.add_flows(pb::AddFlowsRequest { flows: vec![f], wait: true }).await.is_ok());
+        assert!(c.add_flows(pb::AddFlowsRequest { flows: vec![f], wait: true, ..Default::default() }).await.is_ok());
 
         // goto goes forward only.
         let e = c
@@ -329,6 +330,7 @@ fn transactions_are_atomic_and_errors_name_the_entry() {
                     ..Default::default()
                 }],
                 wait: false,
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -550,4 +552,47 @@ fn hard_and_idle_timeouts_remove_flows() {
     std::thread::sleep(Duration::from_millis(1800));
     let left: Vec<String> = dump(&sw).into_iter().map(|f| f.text).collect();
     assert_eq!(left, vec!["table=0,priority=3,in_port=2,actions=drop".to_string()]);
+}
+
+#[test]
+fn flow_files_load_replace_and_point_at_errors() {
+    let _g = serial();
+    let sw = null_switch();
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.txt");
+    std::fs::write(
+        &good,
+        "# two flows\npriority=10,in_port=1,actions=output:2\n\npriority=10,in_port=2,actions=output:1\n",
+    )
+    .unwrap();
+    let out = sw.ctl(&["add-flows", good.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 added"), "{}", String::from_utf8_lossy(&out.stderr));
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(&bad, "priority=1,in_port=1,actions=output:2\n# x\npriority=2,ip,nw_dstt=1.2.3.4,actions=drop\n")
+        .unwrap();
+    let out = sw.ctl(&["add-flows", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:3: unknown field 'nw_dstt'", bad.display())), "{err}");
+    assert!(err.contains("priority=2,ip,nw_dstt=1.2.3.4,actions=drop\n  ") && err.trim_end().ends_with('^'), "{err}");
+    assert_eq!(dump(&sw).len(), 2, "a bad file adds nothing");
+    // Replace: everything goes, the file's flows come, in one transaction.
+    let repl = dir.path().join("repl.txt");
+    std::fs::write(&repl, "priority=5,in_port=1,actions=drop\n").unwrap();
+    let out = sw.ctl(&["replace-flows", repl.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("1 added, 2 deleted"), "{text}");
+    let flows: Vec<String> = dump(&sw).into_iter().map(|f| f.text).collect();
+    assert_eq!(flows, vec!["table=0,priority=5,in_port=1,actions=drop".to_string()]);
+    // Texts through the API name their index.
+    let e = rt().block_on(async {
+        pb::flow_service_client::FlowServiceClient::new(sw.channel().await)
+            .add_flows(pb::AddFlowsRequest {
+                texts: vec!["in_port=1,actions=drop".into(), "in_port=1,actions=output:77".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap_err()
+    });
+    assert_eq!(e.message(), "texts[1].actions[0]: output:77: no port number 77");
 }

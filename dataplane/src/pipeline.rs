@@ -648,3 +648,24 @@ impl PipelineReader {
         &self.cached
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emc_gate_turns_off_on_misses_and_back_on_hits() {
+        let mut g = EmcGate::default();
+        assert!(g.use_now(), "on at start");
+        g.record(EmcGate::WINDOW, EmcGate::WINDOW / 10);
+        assert!(g.off, "10% hits: off");
+        let sampled = (0..1600).filter(|_| g.use_now()).count();
+        assert!((50..200).contains(&sampled), "about one burst in 16 still looks: {sampled}");
+        g.record(EmcGate::WINDOW, EmcGate::WINDOW * 2 / 5);
+        assert!(g.off, "40% hits is not enough to come back");
+        g.record(EmcGate::WINDOW, EmcGate::WINDOW * 3 / 5);
+        assert!(!g.off, "60% hits: on again");
+        g.record(EmcGate::WINDOW, EmcGate::WINDOW * 3 / 10);
+        assert!(!g.off, "30% hits keeps it on (hysteresis)");
+    }
+}

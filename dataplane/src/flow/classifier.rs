@@ -178,7 +178,7 @@ impl Classifier {
     /// Builds the classifier of `rules` (index i of the result refers to `rules[i]`).
     pub fn build(rules: &[(Match, RuleRef)]) -> Classifier {
         // Group by mask.
-        let mut by_mask: std::collections::HashMap<FlowKey, Vec<u32>> = std::collections::HashMap::new();
+        let mut by_mask: rustc_hash::FxHashMap<FlowKey, Vec<u32>> = Default::default();
         for (i, (m, _)) in rules.iter().enumerate() {
             by_mask.entry(m.mask).or_default().push(i as u32);
         }

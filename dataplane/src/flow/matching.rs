@@ -344,7 +344,26 @@ impl Match {
 
     /// The first field whose prerequisite the match does not meet.
     pub fn unmet_prerequisite(&self) -> Option<(Field, Prerequisite)> {
-        self.fields().into_iter().map(|(f, _)| (f, Prerequisite::of(f))).find(|(_, p)| !p.met_by(self))
+        // Checked on the mask bits directly (no text): this runs for every flow added.
+        let set = |s: Slot| s.get(&self.mask) != 0;
+        let ip6 = [slot::IPV6_SRC_HI, slot::IPV6_SRC_LO, slot::IPV6_DST_HI, slot::IPV6_DST_LO];
+        let checks: [(bool, Field, &[Prerequisite]); 11] = [
+            (set(slot::IP_PROTO), Field::IpProto, &[Prerequisite::Ip]),
+            (set(slot::IP_TOS), Field::IpTos, &[Prerequisite::Ip]),
+            (set(slot::IP_TTL), Field::IpTtl, &[Prerequisite::Ip]),
+            (set(slot::IP_FRAG), Field::IpFrag, &[Prerequisite::Ip]),
+            (set(slot::NW_SRC), Field::Ipv4Src, &[Prerequisite::Ipv4, Prerequisite::Arp]),
+            (set(slot::NW_DST), Field::Ipv4Dst, &[Prerequisite::Ipv4, Prerequisite::Arp]),
+            (set(ip6[0]) || set(ip6[1]), Field::Ipv6Src, &[Prerequisite::Ipv6]),
+            (set(ip6[2]) || set(ip6[3]), Field::Ipv6Dst, &[Prerequisite::Ipv6]),
+            (set(slot::ARP_OP), Field::ArpOp, &[Prerequisite::Arp]),
+            (set(slot::TP_SRC), Field::TpSrc, &[Prerequisite::TcpUdpSctp, Prerequisite::Icmp]),
+            (set(slot::TP_DST), Field::TpDst, &[Prerequisite::TcpUdpSctp, Prerequisite::Icmp]),
+        ];
+        checks
+            .into_iter()
+            .find(|(constrained, _, any_of)| *constrained && !any_of.iter().any(|p| p.met_by(self)))
+            .map(|(_, f, any_of)| (f, any_of[0]))
     }
 
     /// The fields this match constrains, with their text form, in a stable order. Shorthands

@@ -8,7 +8,9 @@
 //! Thread-safety: owned by the switch behind a mutex; the datapath never sees it (it sees the
 //! compiled snapshot).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use rustc_hash::FxHashMap;
 use std::time::{Instant, SystemTime};
 
 use super::action::{validate_actions, Action, MAX_TABLES};
@@ -78,7 +80,7 @@ type FlowKeyInTable = (u16, Match);
 
 #[derive(Default, Clone)]
 struct TableState {
-    flows: HashMap<FlowKeyInTable, StoredFlow>,
+    flows: FxHashMap<FlowKeyInTable, StoredFlow>,
     miss: Option<MissAction>,
 }
 
@@ -162,6 +164,11 @@ impl FlowStore {
             .collect()
     }
 
+    /// The flows of one table, in no particular order (for compiling).
+    pub fn flows_unordered(&self, table: u8) -> impl Iterator<Item = &StoredFlow> {
+        self.tables[table as usize].flows.values()
+    }
+
     /// The flows of one table, best priority first.
     pub fn flows(&self, table: u8) -> Vec<&StoredFlow> {
         let mut v: Vec<&StoredFlow> = self.tables[table as usize].flows.values().collect();
@@ -202,10 +209,26 @@ impl FlowStore {
         port_exists: &dyn Fn(u32) -> bool,
         baseline: &dyn Fn(u32) -> (u64, u64),
     ) -> Result<TxSummary, TxError> {
-        let mut undo = Vec::new();
+        let mut undo = Vec::with_capacity(ops.len());
         let mut sum = TxSummary::default();
+        // Grow each table once for its adds, not step by step (100k adds would rehash a
+        // few hundred MB as the table doubles).
+        let mut adds = [0usize; MAX_TABLES];
+        for op in ops {
+            if let FlowOp::Add(spec) = op {
+                if let Some(n) = adds.get_mut(spec.table as usize) {
+                    *n += 1;
+                }
+            }
+        }
+        for (t, n) in adds.into_iter().enumerate() {
+            if n > 0 {
+                self.tables[t].flows.reserve(n);
+            }
+        }
+        let now = (SystemTime::now(), Instant::now());
         for (i, op) in ops.iter().enumerate() {
-            if let Err((field, message)) = self.apply_one(op, port_exists, baseline, &mut undo, &mut sum) {
+            if let Err((field, message)) = self.apply_one(op, port_exists, baseline, now, &mut undo, &mut sum) {
                 self.rollback(undo);
                 return Err(TxError { op: i, field, message });
             }
@@ -227,9 +250,12 @@ impl FlowStore {
         }
         sum.freed_ids.sort_unstable();
         sum.freed_ids.dedup();
-        let live: BTreeSet<u32> =
-            sum.tables.iter().flat_map(|t| self.tables[*t as usize].flows.values().map(|f| f.id)).collect();
-        sum.freed_ids.retain(|id| !live.contains(id));
+        if !sum.freed_ids.is_empty() {
+            // Modified flows were saved in the undo log too, but keep their ids.
+            let live: BTreeSet<u32> =
+                sum.tables.iter().flat_map(|t| self.tables[*t as usize].flows.values().map(|f| f.id)).collect();
+            sum.freed_ids.retain(|id| !live.contains(id));
+        }
         Ok(sum)
     }
 
@@ -238,6 +264,7 @@ impl FlowStore {
         op: &FlowOp,
         port_exists: &dyn Fn(u32) -> bool,
         baseline: &dyn Fn(u32) -> (u64, u64),
+        (now, now_mono): (SystemTime, Instant),
         undo: &mut Vec<Undo>,
         sum: &mut TxSummary,
     ) -> Result<(), (String, String)> {
@@ -255,14 +282,8 @@ impl FlowStore {
                 validate_actions(spec.table, &spec.matching, &spec.actions, port_exists)
                     .map_err(|e| (format!("actions[{}]", e.index), e.message))?;
                 let id = self.alloc_id(undo);
-                let now = SystemTime::now();
-                let flow = StoredFlow {
-                    id,
-                    spec: spec.clone(),
-                    created: now,
-                    created_mono: Instant::now(),
-                    baseline: baseline(id),
-                };
+                let flow =
+                    StoredFlow { id, spec: spec.clone(), created: now, created_mono: now_mono, baseline: baseline(id) };
                 let key = (spec.priority, spec.matching);
                 match self.tables[spec.table as usize].flows.insert(key, flow) {
                     Some(old) => undo.push(Undo::Restore(spec.table, old)),

@@ -114,7 +114,7 @@ pub struct TraceResult {
 }
 
 impl Switch {
-    fn translate(&self, fs: &mut FlowState, ports: &PortMap, spec: &FlowSpec) -> CompiledRule {
+    fn translate(counter_names: &mut Vec<String>, ports: &PortMap, id: u32, spec: &FlowSpec) -> CompiledRule {
         let mut goto = None;
         let ops: Vec<Op> = spec
             .actions
@@ -142,12 +142,12 @@ impl Switch {
                         goto = Some(*t);
                         return None;
                     }
-                    Action::Counter(name) => Op::Counter(counter_slot(fs, name)),
+                    Action::Counter(name) => Op::Counter(counter_slot(counter_names, name)),
                 })
             })
             .collect();
         CompiledRule {
-            id: 0,
+            id,
             table: spec.table,
             priority: spec.priority,
             cookie: spec.cookie,
@@ -160,9 +160,8 @@ impl Switch {
     }
 
     fn compile_table(&self, fs: &mut FlowState, ports: &PortMap, t: u8) -> CompiledTable {
-        let specs: Vec<(u32, FlowSpec)> = fs.store.flows(t).into_iter().map(|f| (f.id, f.spec.clone())).collect();
-        let rules =
-            specs.into_iter().map(|(id, spec)| CompiledRule { id, ..self.translate(fs, ports, &spec) }).collect();
+        let FlowState { store, counter_names, .. } = fs;
+        let rules = store.flows_unordered(t).map(|f| Self::translate(counter_names, ports, f.id, &f.spec)).collect();
         CompiledTable::build(t, rules, fs.store.miss(t))
     }
 
@@ -174,6 +173,7 @@ impl Switch {
     }
 
     fn transact_locked(&self, fs: &mut FlowState, ops: &[FlowOp]) -> Result<TxOutcome, TxError> {
+        let t0 = Instant::now();
         check_counter_room(fs, ops)?;
         let current = self.shared.pipeline.load();
         let ports = current.ports.clone();
@@ -187,6 +187,7 @@ impl Switch {
         if summary.tables.is_empty() {
             return Ok(outcome(current.generation));
         }
+        let t1 = Instant::now();
         let mut tables: Vec<Option<Arc<CompiledTable>>> =
             (0..MAX_TABLES).map(|t| current.flows.table_arc(t as u8)).collect();
         for &t in &summary.tables {
@@ -195,8 +196,16 @@ impl Switch {
         let flows = Arc::new(FlowTables::new(tables));
         let counters = current.counters.with_capacity(fs.store.id_capacity() as usize);
         drop(current);
+        let t2 = Instant::now();
         let generation = self.publish(|p, g| Pipeline { generation: g, flows, counters, ..p.clone() });
         fs.store.retire(summary.freed_ids.clone(), generation);
+        tracing::debug!(
+            ops = ops.len(),
+            generation,
+            apply_ms = (t1 - t0).as_secs_f64() * 1e3,
+            compile_ms = (t2 - t1).as_secs_f64() * 1e3,
+            "transaction published"
+        );
         Ok(outcome(generation))
     }
 
@@ -507,12 +516,12 @@ fn key_text(key: &FlowKey) -> String {
     crate::flow::Match::of_key(key).to_string()
 }
 
-fn counter_slot(fs: &mut FlowState, name: &str) -> u16 {
-    match fs.counter_names.iter().position(|n| n == name) {
+fn counter_slot(counter_names: &mut Vec<String>, name: &str) -> u16 {
+    match counter_names.iter().position(|n| n == name) {
         Some(i) => i as u16,
         None => {
-            fs.counter_names.push(name.to_string());
-            (fs.counter_names.len() - 1) as u16
+            counter_names.push(name.to_string());
+            (counter_names.len() - 1) as u16
         }
     }
 }
