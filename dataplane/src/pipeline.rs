@@ -20,7 +20,7 @@ use arc_swap::ArcSwap;
 
 use crate::dpdk::{Mbuf, MbufBurst, BURST};
 use crate::flow::classifier::BATCH;
-use crate::flow::compiled::{FlowTables, MissAction, Op, Path, SIMPLE};
+use crate::flow::compiled::{FlowTables, MissAction, Op, Path, NO_PORT, SIMPLE};
 use crate::flow::edit;
 use crate::flow::emc::ExactMatchCache;
 use crate::flow::key::{extract_key, ExtractError, FlowKey, Layout};
@@ -404,12 +404,20 @@ impl Pipeline {
         let (mut packets, mut bytes) = (0u64, 0u64);
         let mut plan = PathPlan::default();
         let (paths, layouts) = (&s.paths, &mut s.layouts);
+        let mut simple_hits = 0u64;
         for (i, m) in burst.drain().enumerate() {
             if bad & (1 << i) != 0 {
                 out.drop(m, in_port, s.reasons[i]);
                 continue;
             }
             let path = &paths[s.path_of[i] as usize];
+            // One rule, one output: count and send, nothing else to work out.
+            if path.simple_port != NO_PORT && path.simple_port != in_port {
+                self.counters.bump(s.worker, path.simple_id, 1, m.pkt_len() as u64);
+                simple_hits += 1;
+                out.output(path.simple_port, m);
+                continue;
+            }
             if group.is_none_or(|g| !path.same_as(&paths[g])) {
                 if let Some(g) = group {
                     self.count_path(s.worker, &paths[g], packets, bytes, stats);
@@ -428,6 +436,7 @@ impl Pipeline {
         if let Some(g) = group {
             self.count_path(s.worker, &paths[g], packets, bytes, stats);
         }
+        bump(&stats.tables[0].matched, simple_hits);
     }
 
     /// Where in a path the last output and the last packet change are.

@@ -242,11 +242,18 @@ pub struct Path {
     len: u8,
     /// The path needed more than MAX_PATH steps.
     pub too_deep: bool,
+    /// When the path is one table-0 rule that only sends to one port: that port (else
+    /// NO_PORT) and the rule's flow id. The datapath sends such packets straight away.
+    pub simple_port: PortIdx,
+    pub simple_id: u32,
 }
+
+/// `Path::simple_port` of a path that is not a single simple rule.
+pub const NO_PORT: PortIdx = PortIdx::MAX;
 
 impl Default for Path {
     fn default() -> Self {
-        Path { steps: [Step(0); MAX_PATH], len: 0, too_deep: false }
+        Path { steps: [Step(0); MAX_PATH], len: 0, too_deep: false, simple_port: NO_PORT, simple_id: 0 }
     }
 }
 
@@ -281,6 +288,7 @@ impl Path {
     pub fn clear(&mut self) {
         self.len = 0;
         self.too_deep = false;
+        self.simple_port = NO_PORT;
     }
 
     fn push(&mut self, s: Step) -> bool {
@@ -479,6 +487,10 @@ impl FlowTables {
                 let next = match (t, found[i]) {
                     (Some(t), Some(r)) => {
                         let hot = &t.hot[r as usize];
+                        if table == 0 && hot.flags & SIMPLE != 0 {
+                            paths[i].simple_port = hot.port;
+                            paths[i].simple_id = hot.id;
+                        }
                         if paths[i].push(Step::rule(table, r)) {
                             if hot.flags & CHANGES_KEY != 0 {
                                 for op in t.rules[r as usize].ops.iter() {
