@@ -5,7 +5,7 @@
 //! behind (no hugepage files, no sockets).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -48,6 +48,12 @@ pub struct Config {
     /// Flows loaded at start, in ovs-ofctl syntax.
     #[serde(default, rename = "flow")]
     pub flows: Vec<FlowConfig>,
+    /// VXLAN and Geneve tunnel ports.
+    #[serde(default, rename = "tunnel")]
+    pub tunnels: Vec<crate::tunnel::TunnelConfig>,
+    /// Static underlay neighbors (IPv4 → MAC), never replaced by ARP.
+    #[serde(default, rename = "neighbor")]
+    pub neighbors: Vec<crate::tunnel::NeighborConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -189,6 +195,13 @@ pub struct PortConfig {
     pub tx_descriptors: u16,
     #[serde(default = "default_mtu")]
     pub mtu: u16,
+    /// Underlay address (`192.168.50.1/24`): makes the port an uplink for tunnels. An
+    /// uplink carries tunnel traffic and ARP only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// Next hop for remote VTEPs off the uplink's subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
 }
 
 fn default_rx_queues() -> u16 {
@@ -246,6 +259,11 @@ fn is_pci_address(s: &str) -> bool {
 }
 
 impl PortConfig {
+    /// The uplink address, if the port has a valid one.
+    pub fn net(&self) -> Option<crate::tunnel::Ipv4Net> {
+        self.ip.as_deref().and_then(|ip| ip.parse().ok())
+    }
+
     /// The device named by `devargs`, or why it is not one the switch supports.
     pub fn device(&self) -> Result<DeviceKind, String> {
         let first = self.devargs.split(',').next().unwrap_or("").trim();
@@ -396,6 +414,45 @@ impl Config {
             if !(68..=9600).contains(&port.mtu) {
                 p.push(format!("port '{n}': mtu {} must be 68 to 9600", port.mtu));
             }
+            match (&port.ip, port.ip.as_deref().map(str::parse::<crate::tunnel::Ipv4Net>)) {
+                (_, Some(Err(e))) => p.push(format!("port '{n}': ip {e}")),
+                (_, Some(Ok(net))) => {
+                    if let Some(gw) = port.gateway {
+                        if !net.contains(gw) || gw == net.addr {
+                            p.push(format!("port '{n}': gateway {gw} must be another address on {net}"));
+                        }
+                    }
+                }
+                (None, None) if port.gateway.is_some() => p.push(format!("port '{n}': gateway needs an ip")),
+                _ => {}
+            }
+        }
+        let uplinks = self.uplinks([0; 6]);
+        let port_taken = |name: &str, number: u32| {
+            (self.ports.iter().any(|p| p.name == name), self.ports.iter().any(|p| p.number == number))
+        };
+        for (i, t) in self.tunnels.iter().enumerate() {
+            for problem in crate::tunnel::check_tunnel(t, &uplinks, &self.tunnels[..i], &port_taken) {
+                p.push(format!("tunnel {}: {}", i + 1, problem.message));
+            }
+        }
+        if self.tunnels.len() > crate::tunnel::MAX_TUNNELS {
+            p.push(format!("{} tunnels: at most {}", self.tunnels.len(), crate::tunnel::MAX_TUNNELS));
+        }
+        if self.ports.len() + self.tunnels.len() > crate::stats::MAX_PORTS {
+            p.push(format!("ports and tunnels together: at most {}", crate::stats::MAX_PORTS));
+        }
+        for nb in &self.neighbors {
+            match nb.mac.parse::<crate::wire::MacAddr>() {
+                Ok(mac) if !mac.is_valid_source() => {
+                    p.push(format!("neighbor {}: mac {} must be unicast and non-zero", nb.ip, nb.mac))
+                }
+                Ok(_) => {}
+                Err(e) => p.push(format!("neighbor {}: {e}", nb.ip)),
+            }
+            if nb.ip.is_unspecified() || nb.ip.is_multicast() || nb.ip.is_broadcast() {
+                p.push(format!("neighbor {}: must be a unicast address", nb.ip));
+            }
         }
 
         if self.workers.is_empty() {
@@ -437,7 +494,8 @@ impl Config {
         if self.switch.emc_entries > 1 << 20 {
             p.push(format!("switch.emc_entries {} must be at most {}", self.switch.emc_entries, 1 << 20));
         }
-        let numbers: BTreeSet<u32> = self.ports.iter().map(|p| p.number).collect();
+        let numbers: BTreeSet<u32> =
+            self.ports.iter().map(|p| p.number).chain(self.tunnels.iter().map(|t| t.number)).collect();
         for (i, f) in self.flows.iter().enumerate() {
             match crate::flow::parse_flow(&f.rule) {
                 Err(e) => p.push(format!("flow {} ('{}'): {e}", i + 1, f.rule)),
@@ -472,6 +530,25 @@ impl Config {
             ));
         }
         p
+    }
+
+    /// The ports with an `ip` (port index = position in the file), with `mac` as their MAC
+    /// until the device says.
+    pub fn uplinks(&self, mac: [u8; 6]) -> Vec<crate::tunnel::UplinkInfo> {
+        self.ports
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                Some(crate::tunnel::UplinkInfo {
+                    name: p.name.clone(),
+                    port: i as crate::PortIdx,
+                    net: p.net()?,
+                    gateway: p.gateway,
+                    mac,
+                    mtu: p.mtu,
+                })
+            })
+            .collect()
     }
 
     /// Validates against the cores this process may run on.
@@ -729,5 +806,46 @@ mod tests {
         assert!(e.contains("queue 5 does not exist"), "{e}");
         assert!(e.contains("names no port"), "{e}");
         assert!(e.contains("must be PORT:QUEUE"), "{e}");
+    }
+
+    #[test]
+    fn tunnels_uplinks_and_neighbors_are_checked() {
+        let with = |extra: &str| {
+            let c = Config::from_toml(&format!("{GOOD}\n{extra}")).unwrap();
+            c.problems(&[0, 1]).join("\n")
+        };
+        let ok = r#"
+            [[tunnel]]
+            name = "vx0"
+            number = 10
+            kind = "vxlan"
+            uplink = "h1"
+            remote_ip = "192.168.50.2"
+            vni = 100
+            [[neighbor]]
+            ip = "192.168.50.2"
+            mac = "02:00:00:00:00:02"
+        "#;
+        let mut c = Config::from_toml(&format!("{GOOD}\n{ok}")).unwrap();
+        assert!(c.problems(&[0, 1]).iter().any(|p| p.contains("uplink 'h1' is not a port with an ip")));
+        c.ports[0].ip = Some("192.168.50.1/24".into());
+        assert!(c.problems(&[0, 1]).is_empty(), "{:?}", c.problems(&[0, 1]));
+        assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c, "round trip");
+        c.ports[0].gateway = Some("10.0.0.1".parse().unwrap());
+        c.tunnels[0].number = 2;
+        c.neighbors[0].mac = "ff:ff:ff:ff:ff:ff".into();
+        let p = c.problems(&[0, 1]).join("\n");
+        assert!(p.contains("gateway 10.0.0.1 must be another address on 192.168.50.1/24"), "{p}");
+        assert!(p.contains("number 2 is taken"), "{p}");
+        assert!(p.contains("must be unicast"), "{p}");
+        let bad_ip = with("[[tunnel]]\nname = \"g\"\nnumber = 9\nkind = \"geneve\"\nuplink = \"h2\"\n");
+        assert!(bad_ip.contains("uplink 'h2' is not a port with an ip (uplinks: none)"), "{bad_ip}");
+        assert!(Config::from_toml(&format!(
+            "{GOOD}\n[[tunnel]]\nname = \"g\"\nnumber = 9\nkind = \"gre\"\nuplink = \"h2\"\n"
+        ))
+        .is_err());
+        let mut c = good();
+        c.ports[1].ip = Some("192.168.1.1".into());
+        assert!(c.problems(&[0, 1]).join("\n").contains("port 'h2': ip '192.168.1.1' is not ADDRESS/PREFIX"));
     }
 }

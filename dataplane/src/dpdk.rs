@@ -445,23 +445,39 @@ impl Mbuf {
 
     /// Grows the frame by `len` bytes at the front (into the headroom). False, changing
     /// nothing, without headroom or when the buffer is shared.
+    #[inline]
     pub fn push_front(&mut self, len: u16) -> bool {
         if self.data_mut().is_none() {
             return false;
         }
-        // SAFETY: exclusively owned (checked above); prepend only moves data_off within the
-        // buffer and returns NULL when the headroom is short.
-        !unsafe { sys::rte_pktmbuf_prepend(self.0.as_ptr(), len) }.is_null()
+        // SAFETY: exclusively owned (checked above), so no other handle reads these fields.
+        // This is rte_pktmbuf_prepend, inlined: that one is an out-of-line call from Rust.
+        let m = unsafe { self.0.as_mut() };
+        if m.data_off < len {
+            return false;
+        }
+        m.data_off -= len;
+        m.data_len += len;
+        m.pkt_len += len as u32;
+        true
     }
 
     /// Removes `len` bytes from the front of the frame. False, changing nothing, if the first
     /// segment is shorter or the buffer is shared.
+    #[inline]
     pub fn pull_front(&mut self, len: u16) -> bool {
         if self.data_mut().is_none() {
             return false;
         }
-        // SAFETY: exclusively owned; adj checks the length and returns NULL when too short.
-        !unsafe { sys::rte_pktmbuf_adj(self.0.as_ptr(), len) }.is_null()
+        // SAFETY: exclusively owned (checked above). This is rte_pktmbuf_adj, inlined.
+        let m = unsafe { self.0.as_mut() };
+        if m.data_len < len {
+            return false;
+        }
+        m.data_off += len;
+        m.data_len -= len;
+        m.pkt_len -= len as u32;
+        true
     }
 
     /// A new mbuf, from the same pool, holding a copy of the frame: for a packet that goes

@@ -17,6 +17,7 @@ pub mod memory;
 pub mod pipeline;
 pub mod stats;
 pub mod switch;
+pub mod tunnel;
 pub mod wire;
 pub mod worker;
 

@@ -27,6 +27,8 @@ use crate::flow::key::{extract_key, ExtractError, FlowKey, Layout};
 use crate::l2::{self, L2Decision, L2Settings};
 use crate::mac_table::{MacTable, PortIdx};
 use crate::stats::{bump, DropReason, FlowCounterBanks, WorkerStats};
+use crate::tunnel::neighbor::NeighborTable;
+use crate::tunnel::{TunMeta, TunnelMap};
 use crate::wire::MacAddr;
 
 /// Where the pipeline sends packets: the worker's tx buffers, or a test double.
@@ -35,6 +37,18 @@ pub trait Egress {
     fn output(&mut self, port: PortIdx, m: Mbuf);
     /// Drops `m`, counting it under `reason` on `port`.
     fn drop(&mut self, m: Mbuf, port: PortIdx, reason: DropReason);
+    /// An empty mbuf for a packet the switch makes itself (an ARP request).
+    fn alloc(&mut self) -> Option<Mbuf>;
+}
+
+/// A port as the pipeline's port map sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct PortEntry {
+    pub idx: PortIdx,
+    pub number: u32,
+    /// Floods go to it (not to uplinks, nor to tunnels without a fixed remote).
+    pub floods: bool,
+    pub tunnel: bool,
 }
 
 /// The ports as the pipeline knows them.
@@ -47,13 +61,24 @@ pub struct PortMap {
 }
 
 impl PortMap {
-    /// Ports given as (index, number), all of them up for forwarding.
-    pub fn new(ports: &[(PortIdx, u32)]) -> PortMap {
-        let max = ports.iter().map(|p| p.0 as usize + 1).max().unwrap_or(0);
-        let flood = (0..max).map(|i| ports.iter().map(|p| p.0).filter(|&p| p as usize != i).collect()).collect();
+    /// The map of `ports`. A flood goes to every flooding port but the ingress port, and,
+    /// from a tunnel, to no other tunnel (split horizon: the remote VTEPs flood their own).
+    pub fn new(ports: &[PortEntry]) -> PortMap {
+        let max = ports.iter().map(|p| p.idx as usize + 1).max().unwrap_or(0);
+        let ingress_is_tunnel = |i: usize| ports.iter().any(|p| p.idx as usize == i && p.tunnel);
+        let flood = (0..max)
+            .map(|i| {
+                let from_tunnel = ingress_is_tunnel(i);
+                ports
+                    .iter()
+                    .filter(|p| p.floods && p.idx as usize != i && !(from_tunnel && p.tunnel))
+                    .map(|p| p.idx)
+                    .collect()
+            })
+            .collect();
         let mut numbers = vec![0u16; max];
-        for &(i, n) in ports {
-            numbers[i as usize] = n as u16;
+        for p in ports {
+            numbers[p.idx as usize] = p.number as u16;
         }
         PortMap { flood, numbers: numbers.into_boxed_slice() }
     }
@@ -83,6 +108,10 @@ pub struct Pipeline {
     pub flows: Arc<FlowTables>,
     /// Per-worker flow counter banks (chunks shared with earlier snapshots).
     pub counters: FlowCounterBanks,
+    /// Uplinks and tunnel ports.
+    pub tunnels: Arc<TunnelMap>,
+    /// Underlay next hops (shared by every snapshot, like the MAC table).
+    pub neighbors: Arc<NeighborTable>,
 }
 
 /// Turns the exact-match cache off while it does not pay: with more active flows than
@@ -143,6 +172,10 @@ pub struct FlowScratch {
     /// burst with the same key).
     path_of: [u8; BATCH],
     reasons: [DropReason; BATCH],
+    /// Tunnel metadata of the packets of a decapsulated burst; all zero otherwise.
+    pub(crate) tun_in: [TunMeta; BATCH],
+    /// The decapsulated packets of an uplink burst.
+    pub(crate) decapped: MbufBurst,
 }
 
 impl FlowScratch {
@@ -159,6 +192,8 @@ impl FlowScratch {
             paths: [Path::default(); BATCH],
             path_of: [0; BATCH],
             reasons: [DropReason::FrameTooShort; BATCH],
+            tun_in: [TunMeta::NONE; BATCH],
+            decapped: MbufBurst::new(),
         })
     }
 }
@@ -186,18 +221,22 @@ impl Pipeline {
     /// The default pipeline: the L2 learning switch over `ports`, no flows.
     pub fn new(
         generation: u64,
-        ports: &[(PortIdx, u32)],
+        ports: PortMap,
         mac_table: Arc<MacTable>,
         l2: L2Settings,
         workers: usize,
+        tunnels: TunnelMap,
+        neighbors: Arc<NeighborTable>,
     ) -> Pipeline {
         Pipeline {
             generation,
             mac_table,
             l2,
-            ports: Arc::new(PortMap::new(ports)),
+            ports: Arc::new(ports),
             flows: Arc::new(FlowTables::default()),
             counters: FlowCounterBanks::new(workers),
+            tunnels: Arc::new(tunnels),
+            neighbors,
         }
     }
 
@@ -234,8 +273,28 @@ impl Pipeline {
         stats: &WorkerStats,
         out: &mut E,
     ) {
+        if let Some(up) = self.tunnels.uplink(in_port) {
+            self.process_underlay(up, scratch, in_port, burst, now, stats, out);
+        } else {
+            self.process_overlay(scratch, in_port, burst, bytes, now, stats, out);
+        }
+    }
+
+    /// A burst of frames from a switch port (physical, or a tunnel after decap).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub(crate) fn process_overlay<E: Egress>(
+        &self,
+        scratch: &mut FlowScratch,
+        in_port: PortIdx,
+        burst: &mut MbufBurst,
+        bytes: u64,
+        now: u32,
+        stats: &WorkerStats,
+        out: &mut E,
+    ) {
         if self.flows.l2_only {
-            self.process_l2(in_port, burst, now, stats, out);
+            self.process_l2(in_port, burst, &scratch.tun_in, now, stats, out);
         } else {
             self.process_flows(scratch, in_port, burst, bytes, now, stats, out);
         }
@@ -249,6 +308,7 @@ impl Pipeline {
         &self,
         in_port: PortIdx,
         burst: &mut MbufBurst,
+        tun: &[TunMeta; BATCH],
         now: u32,
         stats: &WorkerStats,
         out: &mut E,
@@ -268,7 +328,7 @@ impl Pipeline {
         }
         // A burst usually carries many frames of one sender: learn it once.
         let mut last_learned: Option<(u16, u64)> = None;
-        for (m, hdr) in burst.drain().zip(&parsed) {
+        for ((m, hdr), tun) in burst.drain().zip(&parsed).zip(tun) {
             let decision = match *hdr {
                 Ok(h) => {
                     let learn = last_learned != Some((h.vlan, h.src));
@@ -277,15 +337,25 @@ impl Pipeline {
                 }
                 Err(reason) => L2Decision::Drop(reason),
             };
-            self.apply_l2(decision, in_port, m, out);
+            self.apply_l2(decision, in_port, m, tun, now, stats, out);
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn apply_l2<E: Egress>(&self, decision: L2Decision, in_port: PortIdx, m: Mbuf, out: &mut E) {
+    fn apply_l2<E: Egress>(
+        &self,
+        decision: L2Decision,
+        in_port: PortIdx,
+        m: Mbuf,
+        tun: &TunMeta,
+        now: u32,
+        stats: &WorkerStats,
+        out: &mut E,
+    ) {
         match decision {
-            L2Decision::Unicast(port) => out.output(port, m),
-            L2Decision::Flood => self.flood(in_port, m, out),
+            L2Decision::Unicast(port) => self.send(port, m, tun, now, stats, out),
+            L2Decision::Flood => self.flood(in_port, m, tun, now, stats, out),
             L2Decision::Drop(reason) => out.drop(m, in_port, reason),
         }
     }
@@ -314,7 +384,10 @@ impl Pipeline {
         let mut last_key = FlowKey::ZERO;
         for (i, m) in burst.as_slice().iter().enumerate() {
             match extract_key(m.data(), in_no, depth) {
-                Ok((key, l)) => {
+                Ok((mut key, l)) => {
+                    // Tunnel metadata (zero unless decapsulated) is part of the key.
+                    key.0[9] = s.tun_in[i].id;
+                    key.0[10] = s.tun_in[i].addrs;
                     s.layouts[i] = l;
                     match last {
                         Some(j) if last_key == key => s.path_of[i] = s.path_of[j],
@@ -384,6 +457,10 @@ impl Pipeline {
             let plan = self.plan(&s.paths[first]);
             self.count_path(s.worker, &s.paths[first], burst.len() as u64, burst_bytes, stats);
             match plan.simple_output {
+                // One key: one set of tunnel metadata for the whole burst.
+                Some(port) if port != in_port && self.tunnels.is_tunnel(port) => {
+                    self.encap_burst(port, burst, &s.tun_in[first], now, stats, out);
+                }
                 Some(port) if port != in_port => {
                     for m in burst.drain() {
                         out.output(port, m);
@@ -392,7 +469,8 @@ impl Pipeline {
                 _ => {
                     let path = s.paths[first];
                     for (i, m) in burst.drain().enumerate() {
-                        self.run_path(&plan, in_port, m, &mut s.layouts[i], &path, now, stats, out);
+                        let tun = s.tun_in[i];
+                        self.run_path(&plan, in_port, m, &mut s.layouts[i], &path, tun, now, stats, out);
                     }
                 }
             }
@@ -403,7 +481,7 @@ impl Pipeline {
         let mut group: Option<usize> = None;
         let (mut packets, mut bytes) = (0u64, 0u64);
         let mut plan = PathPlan::default();
-        let (paths, layouts) = (&s.paths, &mut s.layouts);
+        let (paths, layouts, tun_in) = (&s.paths, &mut s.layouts, &s.tun_in);
         let mut simple_hits = 0u64;
         for (i, m) in burst.drain().enumerate() {
             if bad & (1 << i) != 0 {
@@ -415,7 +493,7 @@ impl Pipeline {
             if path.simple_port != NO_PORT && path.simple_port != in_port {
                 self.counters.bump(s.worker, path.simple_id, 1, m.pkt_len() as u64);
                 simple_hits += 1;
-                out.output(path.simple_port, m);
+                self.send(path.simple_port, m, &tun_in[i], now, stats, out);
                 continue;
             }
             if group.is_none_or(|g| !path.same_as(&paths[g])) {
@@ -429,8 +507,8 @@ impl Pipeline {
             packets += 1;
             bytes += m.pkt_len() as u64;
             match plan.simple_output {
-                Some(port) if port != in_port => out.output(port, m),
-                _ => self.run_path(&plan, in_port, m, &mut layouts[i], path, now, stats, out),
+                Some(port) if port != in_port => self.send(port, m, &tun_in[i], now, stats, out),
+                _ => self.run_path(&plan, in_port, m, &mut layouts[i], path, tun_in[i], now, stats, out),
             }
         }
         if let Some(g) = group {
@@ -500,6 +578,7 @@ impl Pipeline {
         m: Mbuf,
         layout: &mut Layout,
         path: &Path,
+        mut tun: TunMeta,
         now: u32,
         stats: &WorkerStats,
         out: &mut E,
@@ -516,6 +595,10 @@ impl Pipeline {
                         pos += 1;
                         if let Op::Counter(c) = op {
                             bump(&stats.named[*c as usize], 1);
+                        } else if let Op::SetTunnelId(v) = op {
+                            tun.id = *v;
+                        } else if let Op::SetTunDst(a) = op {
+                            tun.set_dst(*a);
                         } else if op.outputs() {
                             let Some(p) = pkt.as_ref() else { continue };
                             let copy = if plan.last_out == Some(here) {
@@ -530,7 +613,7 @@ impl Pipeline {
                                 Some(p.share())
                             };
                             if let Some(c) = copy {
-                                self.emit(op, in_port, c, now, stats, out);
+                                self.emit(op, in_port, c, &tun, now, stats, out);
                                 sent = true;
                             }
                         } else if let Some(p) = pkt.as_mut() {
@@ -546,7 +629,7 @@ impl Pipeline {
                     MissAction::Normal => {
                         pos += 1;
                         if let Some(p) = pkt.take() {
-                            self.emit(&Op::Normal, in_port, p, now, stats, out);
+                            self.emit(&Op::Normal, in_port, p, &tun, now, stats, out);
                             sent = true;
                         }
                     }
@@ -570,30 +653,40 @@ impl Pipeline {
     }
 
     /// Sends `m` as an output-type op says.
+    #[allow(clippy::too_many_arguments)]
     #[inline]
-    fn emit<E: Egress>(&self, op: &Op, in_port: PortIdx, m: Mbuf, now: u32, stats: &WorkerStats, out: &mut E) {
+    fn emit<E: Egress>(
+        &self,
+        op: &Op,
+        in_port: PortIdx,
+        m: Mbuf,
+        tun: &TunMeta,
+        now: u32,
+        stats: &WorkerStats,
+        out: &mut E,
+    ) {
         match *op {
             Op::Output(p) if p == in_port => out.drop(m, in_port, DropReason::DestinationOnIngressPort),
-            Op::Output(p) => out.output(p, m),
-            Op::InPort => out.output(in_port, m),
-            Op::Flood => self.flood(in_port, m, out),
+            Op::Output(p) => self.send(p, m, tun, now, stats, out),
+            Op::InPort => self.send(in_port, m, tun, now, stats, out),
+            Op::Flood => self.flood(in_port, m, tun, now, stats, out),
             Op::Normal => {
                 let d = self.decide(in_port, m.data(), now, stats);
-                self.apply_l2(d, in_port, m, out);
+                self.apply_l2(d, in_port, m, tun, now, stats, out);
             }
             _ => out.drop(m, in_port, DropReason::FlowDrop),
         }
     }
 
     #[inline]
-    fn flood<E: Egress>(&self, in_port: PortIdx, m: Mbuf, out: &mut E) {
+    fn flood<E: Egress>(&self, in_port: PortIdx, m: Mbuf, tun: &TunMeta, now: u32, stats: &WorkerStats, out: &mut E) {
         match self.flood_ports(in_port) {
             [] => out.drop(m, in_port, DropReason::NoEgressPort),
             [rest @ .., last] => {
                 for &p in rest {
-                    out.output(p, m.share());
+                    self.send(p, m.share(), tun, now, stats, out);
                 }
-                out.output(*last, m);
+                self.send(*last, m, tun, now, stats, out);
             }
         }
     }

@@ -66,6 +66,15 @@ drop_reasons! {
     MbufExhausted => ("action", "mbuf_exhausted", "no mbuf for a copy of a packet sent out before being changed"),
     BufferShared => ("action", "buffer_shared", "a shared packet buffer could not be changed (internal error)"),
     TxQueueFull => ("tx", "tx_queue_full", "the egress port's transmit queue did not take the packet"),
+    TunnelTruncated => ("tunnel", "tunnel_truncated", "tunnel packet with outer IPv4/UDP or tunnel header cut short, fragmented, or lengths that do not add up"),
+    VxlanBadFlags => ("tunnel", "vxlan_bad_flags", "VXLAN header without the I flag (RFC 7348: no valid VNI)"),
+    GeneveBadHeader => ("tunnel", "geneve_bad_header", "Geneve version not 0, options longer than the packet, or a payload that is not Ethernet"),
+    TunnelUnknownVni => ("tunnel", "tunnel_unknown_vni", "no tunnel receives this VNI from this remote VTEP on this UDP port"),
+    NotForVtep => ("tunnel", "not_for_vtep", "a frame on an uplink that is neither a tunnel packet nor ARP for a local VTEP address"),
+    TunnelMtuExceeded => ("tunnel", "tunnel_mtu_exceeded", "encapsulated, the packet would exceed the uplink MTU (inner IP MTU = uplink MTU - 50)"),
+    TunnelNoRemote => ("tunnel", "tunnel_no_remote", "output to a tunnel without remote_ip, and no flow set tun_dst"),
+    TunnelNoRoute => ("tunnel", "tunnel_no_route", "the remote VTEP is off the uplink's subnet and the uplink has no gateway"),
+    NeighborUnresolved => ("tunnel", "neighbor_unresolved", "the MAC of the next hop to the remote VTEP is not known yet (an ARP request went out)"),
 }
 
 /// Counters of one port as seen by one worker. Drops are counted on the port where the
@@ -163,6 +172,17 @@ impl PortTotals {
         self.tx_bytes += c.tx_bytes.load(Relaxed);
         for (t, d) in self.drops.iter_mut().zip(&c.drops) {
             *t += d.load(Relaxed);
+        }
+    }
+
+    /// Takes away what `baseline` had counted (a port slot used before).
+    pub fn subtract(&mut self, baseline: &PortTotals) {
+        self.rx_packets = self.rx_packets.saturating_sub(baseline.rx_packets);
+        self.rx_bytes = self.rx_bytes.saturating_sub(baseline.rx_bytes);
+        self.tx_packets = self.tx_packets.saturating_sub(baseline.tx_packets);
+        self.tx_bytes = self.tx_bytes.saturating_sub(baseline.tx_bytes);
+        for (t, b) in self.drops.iter_mut().zip(&baseline.drops) {
+            *t = t.saturating_sub(*b);
         }
     }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crate::dpdk::{self, Eal, LcoreRegistration, Mbuf, MbufBurst, RxQueue, TxQueue};
+use crate::dpdk::{self, Eal, LcoreRegistration, Mbuf, MbufBurst, Mempool, RxQueue, TxQueue};
 use crate::mac_table::PortIdx;
 use crate::pipeline::{Egress, FlowScratch, PipelineCell, PipelineReader};
 use crate::stats::{bump, DropReason, WorkerStats};
@@ -58,6 +58,8 @@ pub struct WorkerPlan {
     pub emc_entries: usize,
     pub rx: Vec<(PortIdx, RxQueue)>,
     pub tx: Vec<(PortIdx, TxQueue)>,
+    /// The packet pool, for packets the switch makes (ARP requests).
+    pub pool: Arc<Mempool>,
 }
 
 struct TxPort {
@@ -71,10 +73,11 @@ pub struct TxBuffers<'a> {
     ports: Vec<Option<TxPort>>,
     dropped: MbufBurst,
     stats: &'a WorkerStats,
+    pool: Arc<Mempool>,
 }
 
 impl<'a> TxBuffers<'a> {
-    fn new(tx: Vec<(PortIdx, TxQueue)>, stats: &'a WorkerStats) -> Self {
+    fn new(tx: Vec<(PortIdx, TxQueue)>, stats: &'a WorkerStats, pool: Arc<Mempool>) -> Self {
         let mut ports: Vec<Option<TxPort>> = Vec::new();
         for (idx, queue) in tx {
             let i = idx as usize;
@@ -83,7 +86,7 @@ impl<'a> TxBuffers<'a> {
             }
             ports[i] = Some(TxPort { queue, pending: MbufBurst::new() });
         }
-        TxBuffers { ports, dropped: MbufBurst::new(), stats }
+        TxBuffers { ports, dropped: MbufBurst::new(), stats, pool }
     }
 
     #[inline]
@@ -140,6 +143,10 @@ impl Egress for TxBuffers<'_> {
             let _ = self.dropped.push(m);
         }
     }
+
+    fn alloc(&mut self) -> Option<Mbuf> {
+        self.pool.alloc()
+    }
 }
 
 /// Starts a worker thread: pins it, registers it with DPDK, and polls until `shared.stop`.
@@ -178,8 +185,9 @@ pub fn spawn(
 }
 
 fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
-    let WorkerPlan { mut rx, tx, index, emc_entries, .. } = plan;
-    let mut tx = TxBuffers::new(tx, stats);
+    let WorkerPlan { mut rx, tx, index, emc_entries, pool, .. } = plan;
+    let mut tx = TxBuffers::new(tx, stats, pool);
+    let mut last_resolve = u32::MAX;
     let mut scratch = FlowScratch::new(index, emc_entries);
     let mut burst = MbufBurst::new();
     let mut pipeline = PipelineReader::new(&shared.pipeline);
@@ -191,6 +199,12 @@ fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
             stats.generation.store(pipeline.get().generation(), Ordering::Release);
         }
         let now = shared.clock.now();
+        // Worker 0 looks after underlay next hops once a second, so the first encapsulated
+        // packets find their neighbor resolved.
+        if index == 0 && now != last_resolve {
+            last_resolve = now;
+            pipeline.get().resolve_underlay(now, &mut tx);
+        }
         let start = dpdk::tsc();
         let mut received = 0;
         for (port, queue) in rx.iter_mut() {

@@ -43,6 +43,11 @@ pub enum Action {
     GotoTable(u8),
     /// Count the packet in a named counter.
     Counter(String),
+    /// Set the tunnel ID (VNI) an output to a tunnel port uses, and `tun_id` for later
+    /// tables.
+    SetTunnelId(u64),
+    /// Set the remote VTEP an output to a tunnel port without a fixed `remote_ip` uses.
+    SetTunDst(Ipv4Addr),
 }
 
 impl Action {
@@ -64,6 +69,12 @@ impl Action {
                 | Action::SetTpSrc(_)
                 | Action::SetTpDst(_)
         )
+    }
+
+    /// Whether the action changes the flow key a later table sees (packet bytes or
+    /// metadata).
+    pub fn changes_key(&self) -> bool {
+        self.modifies_packet() || matches!(self, Action::SetTunnelId(_) | Action::SetTunDst(_))
     }
 
     /// Whether the action sends the packet somewhere.
@@ -103,6 +114,8 @@ impl fmt::Display for Action {
             Action::SetTpDst(p) => write!(f, "mod_tp_dst:{p}"),
             Action::GotoTable(t) => write!(f, "goto_table:{t}"),
             Action::Counter(n) => write!(f, "counter:{n}"),
+            Action::SetTunnelId(v) => write!(f, "set_tunnel:{v:#x}"),
+            Action::SetTunDst(a) => write!(f, "set_field:{a}->tun_dst"),
         }
     }
 }
@@ -163,6 +176,12 @@ pub fn validate_actions(
                 if m.exact(crate::flow::key::slot::IP_PROTO) == Some(crate::flow::key::ipproto::SCTP as u64) =>
             {
                 return err(i, format!("{a}: rewriting SCTP ports is not supported (its CRC32c is not incremental)"))
+            }
+            Action::SetTunnelId(v) if *v > 0x00ff_ffff => {
+                return err(i, format!("set_tunnel:{v:#x}: VXLAN and Geneve VNIs are 24 bits (at most 0xffffff)"))
+            }
+            Action::SetTunDst(a) if a.is_unspecified() || a.is_multicast() || a.is_broadcast() => {
+                return err(i, format!("{a}: tun_dst must be a unicast address"))
             }
             Action::Counter(name) if !valid_counter_name(name) => {
                 return err(i, format!("counter:{name}: names are 1 to 64 letters, digits, '_', '-' or '.'"))

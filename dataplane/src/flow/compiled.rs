@@ -74,11 +74,28 @@ pub enum Op {
     SetTpSrc(u16),
     SetTpDst(u16),
     Counter(u16),
+    /// Tunnel metadata for a later output to a tunnel port.
+    SetTunnelId(u64),
+    SetTunDst(u32),
 }
 
 impl Op {
     pub fn modifies_packet(&self) -> bool {
-        !matches!(self, Op::Output(_) | Op::Normal | Op::Flood | Op::InPort | Op::Counter(_))
+        !matches!(
+            self,
+            Op::Output(_)
+                | Op::Normal
+                | Op::Flood
+                | Op::InPort
+                | Op::Counter(_)
+                | Op::SetTunnelId(_)
+                | Op::SetTunDst(_)
+        )
+    }
+
+    /// Whether the op changes what a later table's match sees.
+    pub fn changes_key(&self) -> bool {
+        self.modifies_packet() || matches!(self, Op::SetTunnelId(_) | Op::SetTunDst(_))
     }
 
     pub fn outputs(&self) -> bool {
@@ -117,6 +134,8 @@ impl Op {
             }
             Op::SetTpSrc(p) => slot::TP_SRC.set(key, p as u64),
             Op::SetTpDst(p) => slot::TP_DST.set(key, p as u64),
+            Op::SetTunnelId(v) => slot::TUN_ID.set(key, v),
+            Op::SetTunDst(a) => slot::TUN_DST.set(key, a as u64),
             Op::Output(_) | Op::Normal | Op::Flood | Op::InPort | Op::Counter(_) => {}
         }
     }
@@ -554,7 +573,7 @@ mod tests {
                 actions: f.actions.clone().into(),
                 ops,
                 goto,
-                modifies: f.actions.iter().any(|a| a.modifies_packet()),
+                modifies: f.actions.iter().any(|a| a.changes_key()),
             });
         }
         let mut ids: std::collections::BTreeSet<u8> = by_table.keys().copied().collect();

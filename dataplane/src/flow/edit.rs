@@ -185,7 +185,15 @@ pub fn apply<F: FrameBuf>(f: &mut F, layout: &mut Layout, op: &Op) -> Result<(),
             let l4c = l4_checksum_at(b, layout);
             fix_l4(b, l4c, old as u32, p as u32, false);
         }
-        Op::Output(_) | Op::Normal | Op::Flood | Op::InPort | Op::Counter(_) | Op::PushVlan(_) | Op::PopVlan => {}
+        Op::Output(_)
+        | Op::Normal
+        | Op::Flood
+        | Op::InPort
+        | Op::Counter(_)
+        | Op::PushVlan(_)
+        | Op::PopVlan
+        | Op::SetTunnelId(_)
+        | Op::SetTunDst(_) => {}
     }
     Ok(())
 }

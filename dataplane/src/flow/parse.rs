@@ -456,6 +456,8 @@ fn set_field_action(value: Word<'_>, field: Word<'_>) -> Result<Action, ParseErr
         "vlan_pcp" | "dl_vlan_pcp" => Action::SetVlanPcp(parse_max(&value, f, 7)? as u8),
         "tcp_src" | "udp_src" | "sctp_src" | "tp_src" => Action::SetTpSrc(parse_max(&value, f, 65535)? as u16),
         "tcp_dst" | "udp_dst" | "sctp_dst" | "tp_dst" => Action::SetTpDst(parse_max(&value, f, 65535)? as u16),
+        "tun_id" | "tunnel_id" => Action::SetTunnelId(parse_max(&value, f, u64::MAX)?),
+        "tun_dst" => Action::SetTunDst(parse_ipv4(&value, f)?),
         _ => return Err(ParseError::at(&field, format!("set_field cannot set '{f}'"))),
     })
 }
@@ -509,6 +511,7 @@ pub fn parse_actions(text: &str, offset: usize) -> Result<Vec<Action>, ParseErro
             "mod_tp_dst" => Action::SetTpDst(parse_max(&arg_or(name)?, name, 65535)? as u16),
             "goto_table" => Action::GotoTable(parse_max(&arg_or(name)?, name, MAX_TABLES as u64 - 1)? as u8),
             "counter" => Action::Counter(arg_or(name)?.text.to_string()),
+            "set_tunnel" | "set_tunnel64" => Action::SetTunnelId(parse_max(&arg_or(name)?, name, u64::MAX)?),
             "set_field" | "load" => {
                 let a = arg_or("set_field")?;
                 let Some(i) = a.text.find("->") else {

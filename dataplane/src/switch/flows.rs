@@ -51,6 +51,25 @@ impl FlowState {
     }
 }
 
+impl FlowState {
+    /// Flows that match on `in_port=number` or output to it (the first few, as text).
+    pub(super) fn flows_using_port(&self, number: u32) -> Vec<String> {
+        let mut users = Vec::new();
+        for t in self.store.used_tables() {
+            for f in self.store.flows_unordered(t) {
+                let matches_it = f.spec.matching.exact(slot::IN_PORT) == Some(number as u64);
+                if matches_it || f.spec.actions.contains(&Action::Output(number)) {
+                    users.push(f.spec.to_string());
+                    if users.len() == 5 {
+                        return users;
+                    }
+                }
+            }
+        }
+        users
+    }
+}
+
 /// A committed transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxOutcome {
@@ -143,6 +162,8 @@ impl Switch {
                         return None;
                     }
                     Action::Counter(name) => Op::Counter(counter_slot(counter_names, name)),
+                    Action::SetTunnelId(v) => Op::SetTunnelId(*v),
+                    Action::SetTunDst(a) => Op::SetTunDst(u32::from(*a)),
                 })
             })
             .collect();
@@ -153,7 +174,7 @@ impl Switch {
             cookie: spec.cookie,
             matching: spec.matching,
             actions: spec.actions.clone().into(),
-            modifies: ops.iter().any(|o| o.modifies_packet()),
+            modifies: ops.iter().any(|o| o.changes_key()),
             ops: ops.into_boxed_slice(),
             goto,
         }
@@ -507,6 +528,8 @@ fn describe_change(op: &Op) -> String {
         Op::DecTtl => "decrement TTL".into(),
         Op::SetTpSrc(p) => format!("set L4 src port {p}"),
         Op::SetTpDst(p) => format!("set L4 dst port {p}"),
+        Op::SetTunnelId(v) => format!("set tunnel id {v:#x}"),
+        Op::SetTunDst(a) => format!("set tunnel destination {}", std::net::Ipv4Addr::from(a)),
         _ => format!("{op:?}"),
     }
 }

@@ -10,8 +10,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 mod flows;
+mod tunnels;
 
 pub use flows::{FlowView, NamedCounter, TableView, TraceResult, TraceStep, TxOutcome};
+pub use tunnels::{TunnelChangeError, TunnelView};
 
 use crate::config::{Config, ConfigError, DeviceKind, PortConfig};
 use crate::dpdk::{DevInfo, DpdkError, Eal, EthPort, EthStats, LinkStatus, Mempool, PortLayout, PortSetup};
@@ -20,6 +22,7 @@ use crate::mac_table::{FlushFilter, MacEntry, MacTable, PortIdx};
 use crate::memory::{check_hugepages, default_hugepage_size, hugepage_state, HugepageShortage, MemoryPlan};
 use crate::pipeline::{Pipeline, PipelineCell};
 use crate::stats::{PortTotals, WorkerStats, MAX_PORTS};
+use crate::tunnel::neighbor::NeighborTable;
 use crate::wire::MacAddr;
 use crate::worker::{self, CoarseClock, Shared, WorkerPlan};
 
@@ -40,6 +43,8 @@ pub enum StartError {
     StaticMac(String),
     #[error("flows in the config: {0}")]
     Flows(String),
+    #[error("tunnels in the config: {0}")]
+    Tunnels(String),
     #[error("worker on core {core}: {reason}")]
     Worker { core: usize, reason: String },
 }
@@ -169,6 +174,8 @@ pub struct Switch {
     tsc_hz: u64,
     /// Desired flows and their bookkeeping; changes are serialised here.
     flows: Mutex<flows::FlowState>,
+    /// Tunnel ports (taken after `flows`).
+    tunnels: Mutex<tunnels::TunnelState>,
 }
 
 #[derive(Default)]
@@ -211,9 +218,19 @@ impl Switch {
             }
         }
         let l2 = L2Settings { forward_link_local: config.switch.forward_link_local };
-        let port_ids: Vec<(PortIdx, u32)> = ports.iter().map(|p| (p.idx, p.config.number)).collect();
+        let mut uplinks = config.uplinks([0; 6]);
+        for u in &mut uplinks {
+            u.mac = ports[u.port as usize].eth.mac();
+        }
+        let tunnel_state = tunnels::TunnelState::new(
+            ports.iter().map(|p| (p.idx, p.config.name.clone(), p.config.number, p.config.ip.is_some())).collect(),
+            uplinks,
+        );
+        let (port_map, tunnel_map) = tunnel_state.maps();
+        let neighbors = Arc::new(NeighborTable::new(4096));
+        let pipeline = Pipeline::new(1, port_map, mac_table, l2, n_workers, tunnel_map, neighbors);
         let shared = Arc::new(Shared {
-            pipeline: PipelineCell::new(Pipeline::new(1, &port_ids, mac_table, l2, n_workers)),
+            pipeline: PipelineCell::new(pipeline),
             clock: CoarseClock::default(),
             go: Default::default(),
             stop: Default::default(),
@@ -231,8 +248,14 @@ impl Switch {
                 ports.iter().map(|p| (p.idx, p.eth.tx_queue(w as u16).expect("one tx queue per worker"))).collect();
             let stats = Arc::new(WorkerStats::default());
             let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-            let plan_w =
-                WorkerPlan { index: w, core: wc.core, emc_entries: config.switch.emc_entries as usize, rx, tx };
+            let plan_w = WorkerPlan {
+                index: w,
+                core: wc.core,
+                emc_entries: config.switch.emc_entries as usize,
+                rx,
+                tx,
+                pool: pool.clone(),
+            };
             let spawned = worker::spawn(plan_w, shared.clone(), stats.clone(), eal.clone(), ready_tx);
             let started = match spawned {
                 Ok(handle) => {
@@ -276,7 +299,12 @@ impl Switch {
             eal: Mutex::new(Some(eal)),
             tsc_hz,
             flows: Mutex::new(flow_state),
+            tunnels: Mutex::new(tunnel_state),
         });
+        if let Err(e) = switch.load_config_tunnels() {
+            switch.shutdown();
+            return Err(StartError::Tunnels(e));
+        }
         if let Err(e) = switch.load_config_flows() {
             switch.shutdown();
             return Err(StartError::Flows(e));
