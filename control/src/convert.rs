@@ -180,6 +180,8 @@ pub fn action_to_model(a: &pb::Action, field: &str) -> Result<Action, FieldError
         A::SetTpDst(p) => Action::SetTpDst(small(&f("set_tp_dst"), *p, 65535)?),
         A::GotoTable(t) => Action::GotoTable(small(&f("goto_table"), *t, MAX_TABLES as u32 - 1)?),
         A::Counter(n) => Action::Counter(n.clone()),
+        A::SetTunnelId(v) => Action::SetTunnelId(*v),
+        A::SetTunDst(s) => Action::SetTunDst(ipv4(&f("set_tun_dst"), s)?),
         A::Normal(false) | A::Flood(false) | A::InPort(false) | A::PopVlan(false) | A::DecTtl(false) => {
             return Err(FieldError::new(field, "a flag action must be true"))
         }
@@ -207,6 +209,8 @@ pub fn action_from_model(a: &Action) -> pb::Action {
         Action::SetTpDst(p) => A::SetTpDst(*p as u32),
         Action::GotoTable(t) => A::GotoTable(*t as u32),
         Action::Counter(n) => A::Counter(n.clone()),
+        Action::SetTunnelId(v) => A::SetTunnelId(*v),
+        Action::SetTunDst(ip) => A::SetTunDst(ip.to_string()),
     };
     pb::Action { action: Some(action) }
 }

@@ -5,4 +5,5 @@ pub mod client;
 pub mod convert;
 pub mod server;
 pub mod service;
+pub mod tunnels;
 pub mod uds_authority;

@@ -12,6 +12,7 @@ use vswitch_proto::v1::flow_service_server::FlowServiceServer;
 use vswitch_proto::v1::mac_table_service_server::MacTableServiceServer;
 use vswitch_proto::v1::port_service_server::PortServiceServer;
 use vswitch_proto::v1::switch_service_server::SwitchServiceServer;
+use vswitch_proto::v1::tunnel_service_server::TunnelServiceServer;
 
 use crate::service::Api;
 use crate::uds_authority;
@@ -77,6 +78,7 @@ async fn router(api: Api) -> tonic::transport::server::Router {
     health_reporter.set_serving::<PortServiceServer<Api>>().await;
     health_reporter.set_serving::<MacTableServiceServer<Api>>().await;
     health_reporter.set_serving::<FlowServiceServer<Api>>().await;
+    health_reporter.set_serving::<TunnelServiceServer<Api>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(vswitch_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -94,6 +96,7 @@ async fn router(api: Api) -> tonic::transport::server::Router {
         .add_service(SwitchServiceServer::new(api.clone()))
         .add_service(PortServiceServer::new(api.clone()))
         .add_service(MacTableServiceServer::new(api.clone()))
+        .add_service(TunnelServiceServer::new(api.clone()))
         // Flow batches of 100,000 rules are several MB.
         .add_service(
             FlowServiceServer::new(api).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE),

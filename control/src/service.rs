@@ -28,6 +28,10 @@ impl Api {
         Api { switch }
     }
 
+    pub fn switch(&self) -> &Arc<Switch> {
+        &self.switch
+    }
+
     /// The port a PortRef names. `Ok(None)` when the ref is absent or empty and
     /// `required` is false.
     fn resolve_port(&self, field: &str, r: Option<&pb::PortRef>, required: bool) -> Result<Option<PortView>, Status> {
@@ -182,8 +186,9 @@ impl pb::switch_service_server::SwitchService for Api {
         match port {
             Some(p) => counts = p.counters.drops,
             None => {
-                for p in self.switch.ports() {
-                    for (c, d) in counts.iter_mut().zip(p.counters.drops) {
+                let ports = self.switch.ports().into_iter().map(|p| p.counters);
+                for totals in ports.chain(self.switch.tunnels().into_iter().map(|t| t.counters)) {
+                    for (c, d) in counts.iter_mut().zip(totals.drops) {
                         *c += d;
                     }
                 }

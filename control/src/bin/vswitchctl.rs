@@ -11,6 +11,7 @@ use pb::flow_service_client::FlowServiceClient;
 use pb::mac_table_service_client::MacTableServiceClient;
 use pb::port_service_client::PortServiceClient;
 use pb::switch_service_client::SwitchServiceClient;
+use pb::tunnel_service_client::TunnelServiceClient;
 
 #[derive(Parser)]
 #[command(name = "vswitchctl", version, about = "Control and inspect a running vswitchd")]
@@ -127,6 +128,44 @@ enum Command {
     Trace { packet: String },
     /// Print named counters (counter:NAME actions).
     DumpCounters,
+    /// Add a VXLAN or Geneve tunnel port, e.g.
+    /// "add-tunnel vx0 10 vxlan --uplink up0 --remote-ip 192.168.50.2 --vni 100".
+    AddTunnel {
+        name: String,
+        /// Port number flows use.
+        number: u32,
+        /// vxlan or geneve.
+        kind: String,
+        /// Uplink port (a port with an ip).
+        #[arg(long)]
+        uplink: String,
+        /// Remote VTEP; without it, flows set tun_dst per packet.
+        #[arg(long)]
+        remote_ip: Option<String>,
+        /// VNI; without it, flows set tun_id per packet (set_tunnel:VNI).
+        #[arg(long)]
+        vni: Option<u32>,
+        /// Local VTEP (default: the uplink's address).
+        #[arg(long)]
+        local_ip: Option<String>,
+        /// UDP destination port (default: 4789 vxlan, 6081 geneve).
+        #[arg(long)]
+        dst_port: Option<u32>,
+    },
+    /// Remove a tunnel port (refused while flows use it).
+    #[command(visible_alias = "del-tunnel")]
+    RemoveTunnel { name: String },
+    /// Tunnel ports with their counters, and the uplinks.
+    #[command(visible_alias = "tunnels")]
+    ListTunnels,
+    /// The underlay neighbor table (ARP).
+    #[command(visible_alias = "neighbors")]
+    ListNeighbors,
+    /// Add a static underlay neighbor.
+    AddNeighbor { ip: String, mac: String },
+    /// Remove an underlay neighbor (ARP resolves it again when needed).
+    #[command(visible_alias = "del-neighbor")]
+    RemoveNeighbor { ip: String },
 }
 
 /// A flow text error with the caret under the word.
@@ -250,6 +289,15 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
 
 fn print_json<T: Serialize>(v: &T) -> Result<(), String> {
     println!("{}", serde_json::to_string_pretty(v).map_err(|e| e.to_string())?);
+    Ok(())
+}
+
+/// Prints a reply that carries no figures: as JSON, or as one word.
+fn acknowledge<T: Serialize>(json: bool, reply: &T, word: &str) -> Result<(), String> {
+    if json {
+        return print_json(reply);
+    }
+    println!("{word}");
     Ok(())
 }
 
@@ -667,16 +715,137 @@ async fn run(args: Args) -> Result<(), String> {
                 r.counters.iter().map(|c| vec![c.name.clone(), c.packets.to_string()]).collect();
             print_table(&["COUNTER", "PACKETS"], &rows);
         }
-        Command::AddMac { mac, port, vlan } => {
-            let r = MacTableServiceClient::new(channel)
-                .add_static_mac(pb::AddStaticMacRequest { mac, vlan, port: Some(port_ref(&port)) })
+        Command::AddTunnel { name, number, kind, uplink, remote_ip, vni, local_ip, dst_port } => {
+            let tunnel = pb::TunnelSpec {
+                name,
+                number,
+                kind,
+                uplink,
+                local_ip: local_ip.unwrap_or_default(),
+                remote_ip: remote_ip.unwrap_or_default(),
+                vni,
+                dst_port: dst_port.unwrap_or(0),
+            };
+            let t = TunnelServiceClient::new(channel)
+                .add_tunnel(pb::AddTunnelRequest { tunnel: Some(tunnel) })
+                .await
+                .map_err(status_text)?
+                .into_inner();
+            if json {
+                return print_json(&t);
+            }
+            let spec = t.spec.unwrap_or_default();
+            println!("added tunnel {} (port {}), {} {}:{}", spec.name, spec.number, spec.kind, t.local_ip, t.dst_port);
+        }
+        Command::RemoveTunnel { name } => {
+            let r = TunnelServiceClient::new(channel)
+                .remove_tunnel(pb::RemoveTunnelRequest { name })
+                .await
+                .map_err(status_text)?
+                .into_inner();
+            return acknowledge(json, &r, "removed");
+        }
+        Command::ListTunnels => {
+            let r = TunnelServiceClient::new(channel)
+                .list_tunnels(pb::ListTunnelsRequest {})
                 .await
                 .map_err(status_text)?
                 .into_inner();
             if json {
                 return print_json(&r);
             }
-            println!("added");
+            let per_flow = |s: &str| if s.is_empty() { "flow".to_string() } else { s.to_string() };
+            let rows: Vec<Vec<String>> = r
+                .tunnels
+                .iter()
+                .map(|t| {
+                    let s = t.spec.clone().unwrap_or_default();
+                    let c = t.counters.unwrap_or_default();
+                    let drops: u64 = t.drops.iter().map(|d| d.packets).sum();
+                    vec![
+                        s.number.to_string(),
+                        s.name,
+                        s.kind,
+                        s.uplink,
+                        format!("{}:{}", t.local_ip, t.dst_port),
+                        per_flow(&s.remote_ip),
+                        s.vni.map_or("flow".into(), |v| v.to_string()),
+                        c.rx_packets.to_string(),
+                        c.tx_packets.to_string(),
+                        drops.to_string(),
+                    ]
+                })
+                .collect();
+            print_table(
+                &["NO", "NAME", "KIND", "UPLINK", "LOCAL", "REMOTE", "VNI", "DECAP_PKTS", "ENCAP_PKTS", "DROPS"],
+                &rows,
+            );
+            for t in &r.tunnels {
+                for d in &t.drops {
+                    let name = t.spec.as_ref().map_or("", |s| s.name.as_str());
+                    println!("  {name}: {} {} dropped", d.packets, d.reason);
+                }
+            }
+            for u in &r.uplinks {
+                println!(
+                    "uplink {}: {} gateway {} mac {} mtu {} (inner IP mtu {})",
+                    u.port,
+                    u.ip,
+                    if u.gateway.is_empty() { "none" } else { &u.gateway },
+                    u.mac,
+                    u.mtu,
+                    u.inner_mtu
+                );
+            }
+        }
+        Command::ListNeighbors => {
+            let r = TunnelServiceClient::new(channel)
+                .list_neighbors(pb::ListNeighborsRequest {})
+                .await
+                .map_err(status_text)?
+                .into_inner();
+            if json {
+                return print_json(&r);
+            }
+            let rows: Vec<Vec<String>> = r
+                .neighbors
+                .iter()
+                .map(|n| {
+                    let state = if n.r#static {
+                        "static"
+                    } else if n.mac.is_empty() {
+                        "resolving"
+                    } else {
+                        "learned"
+                    };
+                    vec![n.ip.clone(), if n.mac.is_empty() { "-".into() } else { n.mac.clone() }, state.into()]
+                })
+                .collect();
+            print_table(&["IP", "MAC", "STATE"], &rows);
+        }
+        Command::AddNeighbor { ip, mac } => {
+            let r = TunnelServiceClient::new(channel)
+                .add_neighbor(pb::AddNeighborRequest { ip, mac })
+                .await
+                .map_err(status_text)?
+                .into_inner();
+            return acknowledge(json, &r, "added");
+        }
+        Command::RemoveNeighbor { ip } => {
+            let r = TunnelServiceClient::new(channel)
+                .remove_neighbor(pb::RemoveNeighborRequest { ip })
+                .await
+                .map_err(status_text)?
+                .into_inner();
+            return acknowledge(json, &r, "removed");
+        }
+        Command::AddMac { mac, port, vlan } => {
+            let r = MacTableServiceClient::new(channel)
+                .add_static_mac(pb::AddStaticMacRequest { mac, vlan, port: Some(port_ref(&port)) })
+                .await
+                .map_err(status_text)?
+                .into_inner();
+            return acknowledge(json, &r, "added");
         }
     }
     Ok(())
