@@ -15,8 +15,11 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 1
 fi
 
+# openvswitch-switch: its userspace Geneve VTEP is the tests' Geneve peer where the kernel
+# has no geneve driver. tcpdump and scapy: underlay captures and crafted tunnel packets.
 PACKAGES=(dpdk dpdk-dev libdpdk-dev libclang-dev clang pkg-config protobuf-compiler
-          iproute2 ethtool iputils-ping procps python3 python3-pip)
+          iproute2 ethtool iputils-ping procps python3 python3-pip python3-scapy tcpdump
+          openvswitch-switch)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -24,6 +27,13 @@ done
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
   apt-get update -qq
+  # Packages with daemons (openvswitch-switch) must not start them: the tests run their own,
+  # in their own namespaces. policy-rc.d tells Debian's maintainer scripts so.
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 pkg-config --modversion libdpdk | grep -q '^22\.11' || echo "setup: warning: DPDK is $(pkg-config --modversion libdpdk), tested with 22.11" >&2

@@ -421,3 +421,47 @@ pub fn in_netns<T: Send + 'static>(
 pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
 }
+
+/// Sends `size` bytes of reproducible pseudo-random data over TCP from a client in namespace
+/// `client_ns` to a server in `server_ns` listening on `server`. Returns whether every byte
+/// arrived intact (length and SHA-256) and the number of bytes received.
+pub fn tcp_transfer(
+    client_ns: PathBuf,
+    server_ns: PathBuf,
+    server: std::net::SocketAddrV4,
+    size: usize,
+) -> (bool, usize) {
+    use sha2::{Digest, Sha256};
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+    // Random-looking but reproducible data (xorshift), so a reordering or corruption shows.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let data: Vec<u8> = (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let sent_digest = Sha256::digest(&data);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let server_thread = in_netns(server_ns, move || {
+        let listener = TcpListener::bind(server).expect("bind");
+        ready_tx.send(()).unwrap();
+        let (mut conn, _) = listener.accept().expect("accept");
+        conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut got = Vec::new();
+        let _ = conn.read_to_end(&mut got);
+        got
+    });
+    ready_rx.recv().unwrap();
+    let client = in_netns(client_ns, move || {
+        let mut s = TcpStream::connect_timeout(&server.into(), Duration::from_secs(10)).expect("connect");
+        s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(&data).expect("write");
+    });
+    client.join().expect("client");
+    let received = server_thread.join().expect("server");
+    (received.len() == size && Sha256::digest(&received) == sent_digest, received.len())
+}
