@@ -20,6 +20,8 @@ WORK=${WORK:-/tmp/vswitch-bench-flows}
 BIN=$ROOT/target/release
 SCENARIOS=${SCENARIOS:-"s1 s2 s3 s4 s5 install testpmd"}
 mkdir -p "$WORK"
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 [[ ${SKIP_BUILD:-0} == 1 ]] || cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
@@ -77,14 +79,10 @@ total_drops() {
   "${CTL[@]}" --json show-drops | python3 -c 'import json,sys; print(sum(int(d.get("packets", 0)) for d in json.load(sys.stdin)["drops"] if d["reason"] != "flow_drop"))'
 }
 sink_tx() { "${CTL[@]}" --json get-port sink | python3 -c 'import json,sys; print(json.load(sys.stdin)["counters"]["tx_packets"])'; }
-median() { python3 -c 'import statistics,sys; xs=[float(x) for x in sys.argv[1:]]; print(f"{statistics.median(xs):.2f} ({min(xs):.2f}-{max(xs):.2f})")' "$@"; }
 measure() {  # $1 label
   sleep 2
-  local rates=() a b t0 t1
-  for _ in $(seq "$SAMPLES"); do
-    a=$(sink_tx); t0=$(date +%s.%N); sleep "$SECS"; b=$(sink_tx); t1=$(date +%s.%N)
-    rates+=("$(python3 -c "print(f'{($b - $a) / ($t1 - $t0) / 1e6:.2f}')")")
-  done
+  local rates
+  mapfile -t rates < <(sample_rates "$SECS" "$SAMPLES" sink_tx)
   local emc
   emc=$("${CTL[@]}" dump-tables | grep -o 'exact-match cache.*' || echo "exact-match cache: off")
   echo "  $1: ${rates[*]} Mpps; $emc"

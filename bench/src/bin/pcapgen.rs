@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -22,13 +23,34 @@ struct Args {
     static_macs_port: Option<String>,
     #[arg(long)]
     static_macs_out: Option<PathBuf>,
+    /// Wrap every frame in VXLAN with this VNI (decap traffic): outer 02:00:00:bb:00:02 ->
+    /// 02:00:00:aa:00:01, 172.31.0.2 -> 172.31.0.1, UDP to 4789 with the source port from the
+    /// inner flow, as a remote VTEP would send it.
+    #[arg(long)]
+    vxlan: Option<u32>,
+}
+
+/// The encapsulated frame of flow `i`, as a remote VTEP would send it.
+fn vxlan_frame(vni: u32, i: u16) -> Vec<u8> {
+    use dataplane::tunnel::wire::{entropy_port, Template, TunnelKind, ENCAP_LEN};
+    let inner = flow_frame(i);
+    let remote = [0x02, 0x00, 0x00, 0xbb, 0x00, 0x02];
+    let template = Template::new(TunnelKind::Vxlan, remote, Ipv4Addr::new(172, 31, 0, 2), 4789);
+    let mut f = vec![0u8; ENCAP_LEN + inner.len()];
+    let local = [0x02, 0x00, 0x00, 0xaa, 0x00, 0x01];
+    template.write(&mut f, local, Ipv4Addr::new(172, 31, 0, 1), vni, entropy_port(&inner), inner.len());
+    f[ENCAP_LEN..].copy_from_slice(&inner);
+    f
 }
 
 fn main() -> std::io::Result<()> {
     let args = Args::parse();
     assert!((1..=65536).contains(&args.flows), "--flows must be 1 to 65536");
     let flows = (0..args.flows).map(|i| i as u16);
-    write_pcap(BufWriter::new(File::create(&args.out)?), flows.clone().map(flow_frame))?;
+    match args.vxlan {
+        Some(vni) => write_pcap(BufWriter::new(File::create(&args.out)?), flows.clone().map(|i| vxlan_frame(vni, i)))?,
+        None => write_pcap(BufWriter::new(File::create(&args.out)?), flows.clone().map(flow_frame))?,
+    }
     if let (Some(port), Some(path)) = (args.static_macs_port, args.static_macs_out) {
         let mut out = BufWriter::new(File::create(path)?);
         for i in flows {
