@@ -132,6 +132,12 @@ pub struct SwitchConfig {
     pub emc_entries: u32,
     /// Most flows over all tables.
     pub max_flows: u32,
+    /// Idle workers sleep between polls once their queues stayed empty for `idle_poll_us`,
+    /// in sleeps that double from 1 µs up to `idle_sleep_max_us`. Off: poll without pause
+    /// (lowest latency, a whole core burnt when idle).
+    pub idle_backoff: bool,
+    pub idle_poll_us: u32,
+    pub idle_sleep_max_us: u32,
 }
 
 impl Default for SwitchConfig {
@@ -144,6 +150,9 @@ impl Default for SwitchConfig {
             mbuf_cache: 256,
             emc_entries: 4096,
             max_flows: 1_000_000,
+            idle_backoff: true,
+            idle_poll_us: 200,
+            idle_sleep_max_us: 32,
         }
     }
 }
@@ -166,6 +175,34 @@ pub struct ControlConfig {
     /// the API has no authentication yet, so only expose it on a trusted network.
     pub listen: Option<SocketAddr>,
     pub log_format: LogFormat,
+    /// Prometheus `/metrics` over HTTP: an address, or "off". Absent: 127.0.0.1:9464 when
+    /// that port is free (a busy default port is logged, not fatal; a configured one is).
+    pub metrics: Option<String>,
+}
+
+/// Where `/metrics` is served when the config says nothing.
+pub const DEFAULT_METRICS: &str = "127.0.0.1:9464";
+
+/// Where the metrics endpoint listens, as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsListen {
+    Off,
+    /// The built-in default: a failure to bind is a warning.
+    Default(SocketAddr),
+    Configured(SocketAddr),
+}
+
+impl ControlConfig {
+    pub fn metrics_listen(&self) -> Result<MetricsListen, String> {
+        match self.metrics.as_deref().map(str::trim) {
+            None => Ok(MetricsListen::Default(DEFAULT_METRICS.parse().expect("valid default"))),
+            Some("off" | "") => Ok(MetricsListen::Off),
+            Some(a) => a
+                .parse()
+                .map(MetricsListen::Configured)
+                .map_err(|_| format!("control.metrics: '{a}' is not an address like 127.0.0.1:9464 (or \"off\")")),
+        }
+    }
 }
 
 /// Where the daemon listens and `vswitchctl` looks by default.
@@ -173,7 +210,12 @@ pub const DEFAULT_SOCKET: &str = "/run/vswitch/vswitchd.sock";
 
 impl Default for ControlConfig {
     fn default() -> Self {
-        ControlConfig { socket: PathBuf::from(DEFAULT_SOCKET), listen: None, log_format: LogFormat::Text }
+        ControlConfig {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            listen: None,
+            log_format: LogFormat::Text,
+            metrics: None,
+        }
     }
 }
 
@@ -336,6 +378,15 @@ impl Config {
         let mut p = Vec::new();
         let cores: BTreeSet<usize> = available_cores.iter().copied().collect();
         let core_list = || cores.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
+        if let Err(e) = self.control.metrics_listen() {
+            p.push(e);
+        }
+        if self.switch.idle_sleep_max_us > 10_000 {
+            p.push(format!(
+                "switch.idle_sleep_max_us: {} is over 10000 (10 ms): packets would wait that long after idle",
+                self.switch.idle_sleep_max_us
+            ));
+        }
 
         if !cores.contains(&self.eal.main_core) {
             p.push(format!(

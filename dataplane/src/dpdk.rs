@@ -243,6 +243,13 @@ pub fn prefetch<T>(r: &T) {
     }
 }
 
+/// Sets how late the kernel may wake the calling thread from a sleep (its timer slack;
+/// 50 µs by default), so an idle worker's short sleeps stay short. False if refused.
+pub fn set_timer_slack(nanos: u64) -> bool {
+    // SAFETY: PR_SET_TIMERSLACK takes one integer argument and touches no memory of ours.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, nanos as libc::c_ulong, 0, 0, 0) == 0 }
+}
+
 /// Reads the CPU time-stamp counter: cheap (no syscall), for cycle accounting on workers.
 #[inline(always)]
 pub fn tsc() -> u64 {
@@ -662,7 +669,7 @@ pub struct LinkStatus {
 
 /// Device counters (`rte_eth_stats`). What each means depends on the PMD; `imissed` is
 /// frames the device dropped because the rx ring was full.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EthStats {
     pub ipackets: u64,
     pub opackets: u64,
@@ -672,6 +679,18 @@ pub struct EthStats {
     pub ierrors: u64,
     pub oerrors: u64,
     pub rx_nombuf: u64,
+    /// Per-queue counters of the first 16 queues (DPDK keeps no more), for PMDs that fill
+    /// them: (rx packets, rx bytes, tx packets, tx bytes, rx errors) by queue.
+    pub queues: Vec<QueueStats>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_errors: u64,
 }
 
 /// How to bring a port up.
@@ -934,6 +953,15 @@ impl EthPort {
             ierrors: s.ierrors,
             oerrors: s.oerrors,
             rx_nombuf: s.rx_nombuf,
+            queues: (0..sys::RTE_ETHDEV_QUEUE_STAT_CNTRS as usize)
+                .map(|q| QueueStats {
+                    rx_packets: s.q_ipackets[q],
+                    rx_bytes: s.q_ibytes[q],
+                    tx_packets: s.q_opackets[q],
+                    tx_bytes: s.q_obytes[q],
+                    rx_errors: s.q_errors[q],
+                })
+                .collect(),
         }
     }
 }

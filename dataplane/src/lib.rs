@@ -12,6 +12,7 @@ pub mod config;
 pub mod dpdk;
 pub mod flow;
 pub mod l2;
+pub mod live_trace;
 pub mod mac_table;
 pub mod memory;
 pub mod pipeline;

@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use crate::dpdk::ZeroedPairs;
+use crate::dpdk::{ZeroedPairs, BURST};
 use crate::flow::MAX_TABLES;
 
 /// Adds to a counter that only the calling thread writes.
@@ -100,6 +100,9 @@ impl PortCounters {
 /// Debian's 22.11; the headroom is for later kinds of ports that are not ethdevs).
 pub const MAX_PORTS: usize = 256;
 
+/// Most rx queues one worker counts apart (more are polled, and counted per port only).
+pub const MAX_RX_QUEUES_PER_WORKER: usize = 64;
+
 /// Lookups of one flow table by one worker (lookups = matched + missed).
 #[derive(Default)]
 pub struct TableCounters {
@@ -129,6 +132,18 @@ pub struct WorkerStats {
     /// Exact-match cache results of packets that went through flow tables.
     pub emc_hits: AtomicU64,
     pub emc_misses: AtomicU64,
+    /// Received bursts by size: `rx_bursts[n]` counts polls of one queue that returned n
+    /// packets (n >= 1).
+    pub rx_bursts: [AtomicU64; BURST + 1],
+    /// Idle back-off: where the worker is now ([`IdleState`] as a number), the sleeps it took
+    /// and the TSC cycles it slept.
+    pub idle_state: AtomicU64,
+    pub sleeps: AtomicU64,
+    pub sleep_cycles: AtomicU64,
+    /// Packets and bytes received per rx queue, by the queue's place in the worker's list
+    /// (`WorkerRuntime::rx`).
+    pub rx_queue_packets: Box<[AtomicU64]>,
+    pub rx_queue_bytes: Box<[AtomicU64]>,
     pub ports: Box<[PortCounters]>,
     pub tables: Box<[TableCounters]>,
     pub named: Box<[AtomicU64]>,
@@ -147,9 +162,43 @@ impl Default for WorkerStats {
             generation: AtomicU64::new(0),
             emc_hits: AtomicU64::new(0),
             emc_misses: AtomicU64::new(0),
+            rx_bursts: std::array::from_fn(|_| AtomicU64::new(0)),
+            idle_state: AtomicU64::new(0),
+            sleeps: AtomicU64::new(0),
+            sleep_cycles: AtomicU64::new(0),
+            rx_queue_packets: (0..MAX_RX_QUEUES_PER_WORKER).map(|_| AtomicU64::new(0)).collect(),
+            rx_queue_bytes: (0..MAX_RX_QUEUES_PER_WORKER).map(|_| AtomicU64::new(0)).collect(),
             ports: (0..MAX_PORTS).map(|_| PortCounters::default()).collect(),
             tables: (0..MAX_TABLES).map(|_| TableCounters::default()).collect(),
             named: (0..MAX_NAMED_COUNTERS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+/// What an idle worker does between polls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum IdleState {
+    /// Packets came recently (or back-off is off): poll without pause.
+    #[default]
+    Polling = 0,
+    /// Queues stayed empty for a while: short sleeps between polls.
+    Sleeping = 1,
+}
+
+impl IdleState {
+    pub fn from_number(n: u64) -> IdleState {
+        if n == 1 {
+            IdleState::Sleeping
+        } else {
+            IdleState::Polling
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            IdleState::Polling => "polling",
+            IdleState::Sleeping => "sleeping",
         }
     }
 }
@@ -210,6 +259,11 @@ pub struct WorkerTotals {
     pub generation: u64,
     pub emc_hits: u64,
     pub emc_misses: u64,
+    /// Received bursts by size (index = packets in the burst).
+    pub rx_bursts: Vec<u64>,
+    pub idle_state: IdleState,
+    pub sleeps: u64,
+    pub sleep_cycles: u64,
     pub rx_packets: u64,
     pub rx_bytes: u64,
     pub tx_packets: u64,
@@ -234,6 +288,10 @@ impl WorkerStats {
             generation: self.generation.load(Relaxed),
             emc_hits: self.emc_hits.load(Relaxed),
             emc_misses: self.emc_misses.load(Relaxed),
+            rx_bursts: self.rx_bursts.iter().map(|b| b.load(Relaxed)).collect(),
+            idle_state: IdleState::from_number(self.idle_state.load(Relaxed)),
+            sleeps: self.sleeps.load(Relaxed),
+            sleep_cycles: self.sleep_cycles.load(Relaxed),
             rx_packets: ports.rx_packets,
             rx_bytes: ports.rx_bytes,
             tx_packets: ports.tx_packets,

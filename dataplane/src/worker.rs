@@ -10,10 +10,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crate::dpdk::{self, Eal, LcoreRegistration, Mbuf, MbufBurst, Mempool, RxQueue, TxQueue};
+use crate::dpdk::{self, Eal, LcoreRegistration, Mbuf, MbufBurst, Mempool, RxQueue, TxQueue, BURST};
+use crate::flow::FlowKey;
+use crate::live_trace::{self, LiveTrace, Recorder, TraceSession};
 use crate::mac_table::PortIdx;
-use crate::pipeline::{Egress, FlowScratch, PipelineCell, PipelineReader};
-use crate::stats::{bump, DropReason, WorkerStats};
+use crate::pipeline::{Egress, FlowScratch, Pipeline, PipelineCell, PipelineReader};
+use crate::stats::{bump, DropReason, IdleState, WorkerStats};
 
 /// Seconds since the switch started, advanced by the control plane, so workers read time
 /// without a syscall. Resolution is what MAC aging needs (seconds), no more.
@@ -48,6 +50,17 @@ pub struct Shared {
     /// for it, so no packet meets a half-configured switch.
     pub go: AtomicBool,
     pub stop: AtomicBool,
+    /// The live packet trace, when one runs.
+    pub trace: LiveTrace,
+}
+
+/// How a worker behaves when its queues are empty.
+#[derive(Debug, Clone, Copy)]
+pub struct IdleSettings {
+    pub backoff: bool,
+    /// TSC cycles of empty polls before the first sleep.
+    pub poll_cycles: u64,
+    pub sleep_max_us: u32,
 }
 
 /// A worker's queues and identity, handed over when it is spawned.
@@ -60,6 +73,7 @@ pub struct WorkerPlan {
     pub tx: Vec<(PortIdx, TxQueue)>,
     /// The packet pool, for packets the switch makes (ARP requests).
     pub pool: Arc<Mempool>,
+    pub idle: IdleSettings,
 }
 
 struct TxPort {
@@ -185,13 +199,20 @@ pub fn spawn(
 }
 
 fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
-    let WorkerPlan { mut rx, tx, index, emc_entries, pool, .. } = plan;
+    let WorkerPlan { mut rx, tx, index, emc_entries, pool, idle, .. } = plan;
     let mut tx = TxBuffers::new(tx, stats, pool);
     let mut last_resolve = u32::MAX;
     let mut scratch = FlowScratch::new(index, emc_entries);
     let mut burst = MbufBurst::new();
     let mut pipeline = PipelineReader::new(&shared.pipeline);
     stats.generation.store(pipeline.get().generation(), Ordering::Release);
+    if idle.backoff {
+        // A sleep of a few µs must not turn into the default 50 µs slack.
+        dpdk::set_timer_slack(2_000);
+    }
+    // TSC when the queues were last seen with packets, and the next sleep's length.
+    let mut last_busy = dpdk::tsc();
+    let mut sleep_us = 1u32;
 
     while !shared.stop.load(Ordering::Relaxed) {
         // Quiescent point: no reference into the previous snapshot survives this line.
@@ -205,30 +226,101 @@ fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
             last_resolve = now;
             pipeline.get().resolve_underlay(now, &mut tx);
         }
+        let trace = shared.trace.active();
         let start = dpdk::tsc();
         let mut received = 0;
-        for (port, queue) in rx.iter_mut() {
+        for (slot, (port, queue)) in rx.iter_mut().enumerate() {
             let n = queue.rx_burst(&mut burst);
             if n == 0 {
                 continue;
             }
             received += n;
             let counters = &stats.ports[*port as usize];
-            let bytes: u64 = burst.as_slice().iter().map(|m| m.pkt_len() as u64).sum();
+            let mut bytes: u64 = burst.as_slice().iter().map(|m| m.pkt_len() as u64).sum();
             bump(&counters.rx_packets, n as u64);
             bump(&counters.rx_bytes, bytes);
+            if let (Some(p), Some(b)) = (stats.rx_queue_packets.get(slot), stats.rx_queue_bytes.get(slot)) {
+                bump(p, n as u64);
+                bump(b, bytes);
+            }
+            bump(&stats.rx_bursts[n.min(BURST)], 1);
+            if let Some(session) = &trace {
+                bytes =
+                    run_traced(session, pipeline.get(), &mut scratch, index, *port, &mut burst, now, stats, &mut tx);
+            }
             pipeline.get().process_burst(&mut scratch, *port, &mut burst, bytes, now, stats, &mut tx);
         }
         tx.flush();
-        let cycles = dpdk::tsc().wrapping_sub(start);
+        let end = dpdk::tsc();
+        let cycles = end.wrapping_sub(start);
         bump(&stats.polls, 1);
         if received > 0 {
             bump(&stats.busy_polls, 1);
             bump(&stats.busy_cycles, cycles);
+            last_busy = end;
+            if sleep_us != 1 {
+                sleep_us = 1;
+                stats.idle_state.store(IdleState::Polling as u64, Ordering::Relaxed);
+            }
+        } else if idle.backoff && end.wrapping_sub(last_busy) > idle.poll_cycles {
+            // Queues stayed empty: sleep, longer each time up to the cap, so an idle worker
+            // costs little CPU and the first packet after idle waits at most one sleep.
+            if sleep_us == 1 {
+                stats.idle_state.store(IdleState::Sleeping as u64, Ordering::Relaxed);
+            }
+            std::thread::sleep(std::time::Duration::from_micros(sleep_us as u64));
+            sleep_us = (sleep_us * 2).min(idle.sleep_max_us.max(1));
+            let woke = dpdk::tsc();
+            bump(&stats.sleeps, 1);
+            bump(&stats.sleep_cycles, woke.wrapping_sub(end));
+            bump(&stats.idle_cycles, woke.wrapping_sub(start));
         } else {
             bump(&stats.idle_cycles, cycles);
             std::hint::spin_loop();
         }
     }
     tx.flush();
+}
+
+/// Takes the packets a live trace wants out of `burst` and runs each on its own through the
+/// pipeline, recording its fate. Returns the bytes left in `burst`.
+#[allow(clippy::too_many_arguments)]
+#[cold]
+#[inline(never)]
+fn run_traced(
+    session: &TraceSession,
+    pipeline: &Pipeline,
+    scratch: &mut FlowScratch,
+    worker: usize,
+    port: PortIdx,
+    burst: &mut MbufBurst,
+    now: u32,
+    stats: &WorkerStats,
+    tx: &mut TxBuffers,
+) -> u64 {
+    let in_no = pipeline.ports.number(port);
+    let mut keep = MbufBurst::new();
+    let mut traced = MbufBurst::new();
+    let mut keys: [Option<FlowKey>; BURST] = [None; BURST];
+    for m in burst.drain() {
+        match live_trace::wanted(session, &m, in_no) {
+            Some(key) => {
+                keys[traced.len()] = key;
+                let _ = traced.push(m);
+            }
+            None => {
+                let _ = keep.push(m);
+            }
+        }
+    }
+    for (i, m) in traced.drain().enumerate() {
+        let mut recorder = Recorder::new(tx, worker as u16, port, keys[i], pipeline.generation(), &m);
+        let len = m.pkt_len() as u64;
+        let mut one = MbufBurst::new();
+        let _ = one.push(m);
+        pipeline.process_burst(scratch, port, &mut one, len, now, stats, &mut recorder);
+        recorder.finish(session);
+    }
+    *burst = keep;
+    burst.as_slice().iter().map(|m| m.pkt_len() as u64).sum()
 }

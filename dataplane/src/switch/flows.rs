@@ -535,7 +535,7 @@ fn describe_change(op: &Op) -> String {
 }
 
 /// A key as match text (its non-zero fields).
-fn key_text(key: &FlowKey) -> String {
+pub(super) fn key_text(key: &FlowKey) -> String {
     crate::flow::Match::of_key(key).to_string()
 }
 

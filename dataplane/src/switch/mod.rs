@@ -10,9 +10,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 mod flows;
+mod live;
 mod tunnels;
 
 pub use flows::{FlowView, NamedCounter, TableView, TraceResult, TraceStep, TxOutcome};
+pub use live::LivePacket;
 pub use tunnels::{TunnelChangeError, TunnelView};
 
 use crate::config::{Config, ConfigError, DeviceKind, PortConfig};
@@ -24,7 +26,7 @@ use crate::pipeline::{Pipeline, PipelineCell};
 use crate::stats::{PortTotals, WorkerStats, MAX_PORTS};
 use crate::tunnel::neighbor::NeighborTable;
 use crate::wire::MacAddr;
-use crate::worker::{self, CoarseClock, Shared, WorkerPlan};
+use crate::worker::{self, CoarseClock, IdleSettings, Shared, WorkerPlan};
 
 /// Why the switch did not start.
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +174,8 @@ pub struct Switch {
     pool: Mutex<Option<Arc<Mempool>>>,
     eal: Mutex<Option<Arc<Eal>>>,
     tsc_hz: u64,
+    /// TSC at start, the zero of live-trace times.
+    started_tsc: u64,
     /// Desired flows and their bookkeeping; changes are serialised here.
     flows: Mutex<flows::FlowState>,
     /// Tunnel ports (taken after `flows`).
@@ -234,6 +238,7 @@ impl Switch {
             clock: CoarseClock::default(),
             go: Default::default(),
             stop: Default::default(),
+            trace: Default::default(),
         });
 
         let mut workers = Vec::new();
@@ -255,6 +260,11 @@ impl Switch {
                 rx,
                 tx,
                 pool: pool.clone(),
+                idle: IdleSettings {
+                    backoff: config.switch.idle_backoff,
+                    poll_cycles: eal.tsc_hz() / 1_000_000 * config.switch.idle_poll_us as u64,
+                    sleep_max_us: config.switch.idle_sleep_max_us,
+                },
             };
             let spawned = worker::spawn(plan_w, shared.clone(), stats.clone(), eal.clone(), ready_tx);
             let started = match spawned {
@@ -298,6 +308,7 @@ impl Switch {
             pool: Mutex::new(Some(pool)),
             eal: Mutex::new(Some(eal)),
             tsc_hz,
+            started_tsc: crate::dpdk::tsc(),
             flows: Mutex::new(flow_state),
             tunnels: Mutex::new(tunnel_state),
         });

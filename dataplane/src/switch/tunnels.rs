@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use super::Switch;
 use crate::mac_table::{FlushFilter, PortIdx};
 use crate::pipeline::{Pipeline, PortEntry, PortMap};
-use crate::stats::{PortTotals, MAX_PORTS};
+use crate::stats::{DropReason, PortTotals, MAX_PORTS};
 use crate::tunnel::neighbor::Neighbor;
 use crate::tunnel::{check_tunnel, TunnelConfig, TunnelMap, TunnelProblem, UplinkInfo, MAX_TUNNELS};
 use crate::wire::MacAddr;
@@ -138,6 +138,18 @@ impl Switch {
             t.add(&w.stats.ports[idx as usize]);
         }
         t
+    }
+
+    /// Drops by reason over every port and tunnel.
+    pub fn drop_totals(&self) -> [u64; DropReason::COUNT] {
+        let mut counts = [0u64; DropReason::COUNT];
+        let ports = self.ports().into_iter().map(|p| p.counters);
+        for totals in ports.chain(self.tunnels().into_iter().map(|t| t.counters)) {
+            for (c, d) in counts.iter_mut().zip(totals.drops) {
+                *c += d;
+            }
+        }
+        counts
     }
 
     /// Every tunnel with its counters, by port number.
