@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod convert;
+pub mod metrics;
 pub mod server;
 pub mod service;
 pub mod tunnels;

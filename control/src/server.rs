@@ -4,6 +4,13 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tonic::body::Body;
+use tonic::codegen::http;
 
 use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
@@ -14,6 +21,7 @@ use vswitch_proto::v1::port_service_server::PortServiceServer;
 use vswitch_proto::v1::switch_service_server::SwitchServiceServer;
 use vswitch_proto::v1::tunnel_service_server::TunnelServiceServer;
 
+use crate::metrics::RpcMetrics;
 use crate::service::Api;
 use crate::uds_authority;
 use tokio_stream::StreamExt;
@@ -71,7 +79,9 @@ impl Listeners {
     }
 }
 
-async fn router(api: Api) -> tonic::transport::server::Router {
+async fn router(
+    api: Api,
+) -> tonic::transport::server::Router<tower::layer::util::Stack<RpcMetricsLayer, tower::layer::util::Identity>> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     // Every service is up from the first request on: the switch started before the API.
     health_reporter.set_serving::<SwitchServiceServer<Api>>().await;
@@ -90,6 +100,7 @@ async fn router(api: Api) -> tonic::transport::server::Router {
         .build_v1alpha()
         .expect("reflection descriptors are valid");
     Server::builder()
+        .layer(RpcMetricsLayer::new(api.rpc_metrics().clone()))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -130,4 +141,135 @@ pub async fn serve(
     };
     let _ = std::fs::remove_file(&listeners.unix_path);
     result
+}
+
+/// Counts every gRPC request by method and status code and times it to the end of its
+/// response (status codes of successful calls come in trailers, so the body is watched).
+#[derive(Clone)]
+pub struct RpcMetricsLayer {
+    metrics: Arc<RpcMetrics>,
+}
+
+impl RpcMetricsLayer {
+    pub fn new(metrics: Arc<RpcMetrics>) -> RpcMetricsLayer {
+        RpcMetricsLayer { metrics }
+    }
+}
+
+impl<S> tower::Layer<S> for RpcMetricsLayer {
+    type Service = RpcMetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RpcMetricsService { inner, metrics: self.metrics.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct RpcMetricsService<S> {
+    inner: S,
+    metrics: Arc<RpcMetrics>,
+}
+
+type ResponseFuture<E> = Pin<Box<dyn Future<Output = Result<http::Response<Body>, E>> + Send>>;
+
+impl<S, B> tower::Service<http::Request<B>> for RpcMetricsService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let watch =
+            Watch { method: req.uri().path().to_string(), start: Instant::now(), metrics: self.metrics.clone() };
+        let response = self.inner.call(req);
+        Box::pin(async move {
+            let response = response.await?;
+            // Errors (and trailers-only replies) carry grpc-status in the headers.
+            if let Some(code) = grpc_status(response.headers()) {
+                watch.finish(code);
+                return Ok(response);
+            }
+            Ok(response.map(|inner| Body::new(WatchedBody { inner, watch: Some(watch) })))
+        })
+    }
+}
+
+fn grpc_status(headers: &http::HeaderMap) -> Option<tonic::Code> {
+    let v = headers.get("grpc-status")?.to_str().ok()?.parse::<i32>().ok()?;
+    Some(tonic::Code::from_i32(v))
+}
+
+struct Watch {
+    method: String,
+    start: Instant,
+    metrics: Arc<RpcMetrics>,
+}
+
+impl Watch {
+    fn finish(self, code: tonic::Code) {
+        self.metrics.record(&self.method, code, self.start.elapsed());
+    }
+}
+
+/// A response body that records its call when the trailers pass (or when it is dropped
+/// unfinished: the client went away).
+struct WatchedBody {
+    inner: Body,
+    watch: Option<Watch>,
+}
+
+impl Drop for WatchedBody {
+    fn drop(&mut self) {
+        if let Some(w) = self.watch.take() {
+            w.finish(tonic::Code::Cancelled);
+        }
+    }
+}
+
+impl http_body::Body for WatchedBody {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(code) = frame.trailers_ref().and_then(grpc_status) {
+                    if let Some(w) = self.watch.take() {
+                        w.finish(code);
+                    }
+                }
+            }
+            Poll::Ready(Some(Err(status))) => {
+                if let Some(w) = self.watch.take() {
+                    w.finish(status.code());
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(w) = self.watch.take() {
+                    w.finish(tonic::Code::Unknown);
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -21,11 +21,17 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[derive(Clone)]
 pub struct Api {
     switch: Arc<Switch>,
+    rpc_metrics: Arc<crate::metrics::RpcMetrics>,
 }
 
 impl Api {
     pub fn new(switch: Arc<Switch>) -> Api {
-        Api { switch }
+        Api { switch, rpc_metrics: Default::default() }
+    }
+
+    /// Requests served, by method and code (for `/metrics`).
+    pub fn rpc_metrics(&self) -> &Arc<crate::metrics::RpcMetrics> {
+        &self.rpc_metrics
     }
 
     pub fn switch(&self) -> &Arc<Switch> {
@@ -69,6 +75,45 @@ fn parse_vlan(field: &str, v: Option<u32>) -> Result<Option<u16>, Status> {
 
 fn parse_mac(field: &str, s: &str) -> Result<MacAddr, Status> {
     s.parse::<MacAddr>().map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+}
+
+fn trace_step_to_pb(s: dataplane::switch::TraceStep) -> pb::TraceStep {
+    pb::TraceStep {
+        table: s.table as u32,
+        flow: s.flow.map(|f| f.to_string()).unwrap_or_default(),
+        miss: s.miss.map(|m| m.to_string()).unwrap_or_default(),
+        effects: s.effects,
+    }
+}
+
+fn live_event(
+    switch: &Switch,
+    record: &dataplane::live_trace::TracedPacket,
+    sequence: u64,
+    lost: u64,
+) -> pb::LiveTraceEvent {
+    let p = switch.explain(record);
+    pb::LiveTraceEvent {
+        sequence,
+        worker: p.worker as u32,
+        in_port: p.in_port,
+        in_port_name: p.in_port_name,
+        generation: p.generation,
+        time_ns: p.at_ns,
+        frame_length: p.frame_len,
+        packet: p.packet,
+        stages: p.stages,
+        steps: p.steps.into_iter().map(trace_step_to_pb).collect(),
+        outputs: p.outputs,
+        drops: p
+            .drops
+            .into_iter()
+            .map(|(port, r)| pb::LiveTraceDrop { port, stage: r.stage().into(), reason: r.name().into() })
+            .collect(),
+        fate: p.fate,
+        head: p.head,
+        lost,
+    }
 }
 
 fn port_to_pb(p: PortView) -> pb::Port {
@@ -137,6 +182,7 @@ impl pb::switch_service_server::SwitchService for Api {
             mac_aging_seconds: s.plan.config.switch.mac_aging_seconds,
             mac_table_capacity: s.mac_table_capacity() as u32,
             tsc_hz: s.tsc_hz(),
+            live_trace: s.live_trace_running(),
         }))
     }
 
@@ -173,6 +219,13 @@ impl pb::switch_service_server::SwitchService for Api {
                     mac_moved: t.mac_moved,
                     mac_learn_failed: t.mac_learn_failed,
                     generation: t.generation,
+                    emc_hits: t.emc_hits,
+                    emc_misses: t.emc_misses,
+                    idle_state: t.idle_state.name().to_string(),
+                    sleeps: t.sleeps,
+                    sleep_cycles: t.sleep_cycles,
+                    rx_bursts: t.rx_bursts.clone(),
+                    tsc_hz: self.switch.tsc_hz(),
                 }
             })
             .collect();
@@ -182,18 +235,10 @@ impl pb::switch_service_server::SwitchService for Api {
     async fn list_drops(&self, req: Request<pb::ListDropsRequest>) -> Result<Response<pb::ListDropsResponse>, Status> {
         let req = req.into_inner();
         let port = self.resolve_port("port", req.port.as_ref(), false)?;
-        let mut counts = [0u64; DropReason::COUNT];
-        match port {
-            Some(p) => counts = p.counters.drops,
-            None => {
-                let ports = self.switch.ports().into_iter().map(|p| p.counters);
-                for totals in ports.chain(self.switch.tunnels().into_iter().map(|t| t.counters)) {
-                    for (c, d) in counts.iter_mut().zip(totals.drops) {
-                        *c += d;
-                    }
-                }
-            }
-        }
+        let counts = match port {
+            Some(p) => p.counters.drops,
+            None => self.switch.drop_totals(),
+        };
         let drops = DropReason::ALL
             .iter()
             .map(|&r| pb::DropCounter {
@@ -476,20 +521,67 @@ impl pb::flow_service_server::FlowService for Api {
         }
         let t = self.switch.trace(key);
         Ok(Response::new(pb::TraceResponse {
-            steps: t
-                .steps
-                .into_iter()
-                .map(|s| pb::TraceStep {
-                    table: s.table as u32,
-                    flow: s.flow.map(|f| f.to_string()).unwrap_or_default(),
-                    miss: s.miss.map(|m| m.to_string()).unwrap_or_default(),
-                    effects: s.effects,
-                })
-                .collect(),
+            steps: t.steps.into_iter().map(trace_step_to_pb).collect(),
             outputs: t.outputs,
             drop_reason: t.drop.map(|d| d.name().to_string()).unwrap_or_default(),
             final_packet: t.final_packet,
         }))
+    }
+
+    type TraceLiveStream =
+        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::LiveTraceEvent, Status>> + Send>>;
+
+    async fn trace_live(&self, req: Request<pb::TraceLiveRequest>) -> Result<Response<Self::TraceLiveStream>, Status> {
+        let req = req.into_inner();
+        let filter = dataplane::flow::parse_filter(&req.filter)
+            .map_err(|e| Status::invalid_argument(format!("filter: {}", e.message)))?;
+        if filter.table.is_some() || filter.priority.is_some() || filter.cookie.is_some() || filter.out_port.is_some() {
+            return Err(Status::invalid_argument(
+                "filter: give packet fields only (no table, priority, cookie or out_port)",
+            ));
+        }
+        let count = match req.count {
+            0 => 1,
+            n @ 1..=10_000 => n,
+            n => return Err(Status::invalid_argument(format!("count: {n} is more than 10000"))),
+        };
+        let timeout = match req.timeout_ms {
+            0 => 60_000,
+            n @ 1..=3_600_000 => n,
+            n => return Err(Status::invalid_argument(format!("timeout_ms: {n} is more than 3600000 (an hour)"))),
+        };
+        let Some(session) = self.switch.start_live_trace(filter.matching, count as u64) else {
+            return Err(Status::failed_precondition("another live trace is running; wait for it to end"));
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let switch = self.switch.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(timeout as u64);
+            let mut sent = 0u64;
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(5));
+            'outer: while sent < count as u64 && tokio::time::Instant::now() < deadline {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = tx.closed() => break,
+                }
+                let all_claimed = session.remaining() == 0;
+                while let Some(record) = session.pop() {
+                    sent += 1;
+                    let event =
+                        live_event(&switch, &record, sent, session.lost.load(std::sync::atomic::Ordering::Relaxed));
+                    if tx.send(Ok(event)).await.is_err() {
+                        break 'outer;
+                    }
+                }
+                // Every packet was claimed before this drain, and records lost to a full
+                // queue will never come.
+                if all_claimed {
+                    break;
+                }
+            }
+            switch.stop_live_trace();
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
     async fn wait_for_generation(

@@ -36,7 +36,7 @@ enum Command {
     /// One port in detail (name or number).
     GetPort { port: String },
     /// Worker threads and their counters.
-    #[command(visible_alias = "workers")]
+    #[command(visible_aliases = ["workers", "show-workers"])]
     ListWorkers,
     /// Packets dropped by the datapath, by stage and reason.
     #[command(visible_alias = "drops")]
@@ -121,11 +121,24 @@ enum Command {
         strict: bool,
     },
     /// Print tables: flows, miss action, lookups.
+    #[command(visible_alias = "show-tables")]
     DumpTables,
     /// Set what TABLE does with packets no flow matches: drop, normal or goto_table:N.
     SetTableMiss { table: u8, miss: String },
     /// Follow a packet through the tables, e.g. "in_port=1,dl_dst=02:00:00:00:00:02,tcp,nw_dst=10.0.0.2,tp_dst=80".
     Trace { packet: String },
+    /// Trace the next packets that arrive matching FILTER (e.g. "in_port=1,icmp"; "" for
+    /// any): the stages each passed, the flows that matched, and where it went or why it
+    /// was dropped.
+    TraceLive {
+        filter: String,
+        /// How many packets.
+        #[arg(long, short = 'n', default_value_t = 1)]
+        count: u32,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u32,
+    },
     /// Print named counters (counter:NAME actions).
     DumpCounters,
     /// Add a VXLAN or Geneve tunnel port, e.g.
@@ -346,6 +359,9 @@ async fn run(args: Args) -> Result<(), String> {
             );
             println!("MAC table: capacity {}, aging {} s", info.mac_table_capacity, info.mac_aging_seconds);
             println!("EAL: {}", info.eal_args.join(" "));
+            if info.live_trace {
+                println!("a live trace is running");
+            }
         }
         Command::ListPorts => {
             let ports = PortServiceClient::new(channel)
@@ -445,7 +461,15 @@ async fn run(args: Args) -> Result<(), String> {
                 .map(|w| {
                     let total = w.busy_cycles + w.idle_cycles;
                     let busy = if total > 0 { 100.0 * w.busy_cycles as f64 / total as f64 } else { 0.0 };
+                    // CPU actually used: everything but sleep.
+                    let cpu =
+                        if total > 0 { 100.0 * (total - w.sleep_cycles.min(total)) as f64 / total as f64 } else { 0.0 };
                     let cpp = w.busy_cycles.checked_div(w.rx_packets).unwrap_or(0);
+                    let bursts: u64 = w.rx_bursts.iter().sum();
+                    let per_burst = if bursts > 0 { w.rx_packets as f64 / bursts as f64 } else { 0.0 };
+                    let emc = w.emc_hits + w.emc_misses;
+                    let emc =
+                        if emc > 0 { format!("{:.1}%", 100.0 * w.emc_hits as f64 / emc as f64) } else { "-".into() };
                     vec![
                         w.index.to_string(),
                         w.core.to_string(),
@@ -454,14 +478,33 @@ async fn run(args: Args) -> Result<(), String> {
                         w.tx_packets.to_string(),
                         w.dropped.to_string(),
                         format!("{busy:.1}%"),
+                        format!("{cpu:.1}%"),
+                        w.idle_state.clone(),
                         cpp.to_string(),
+                        format!("{per_burst:.1}"),
+                        emc,
                         w.mac_learned.to_string(),
                         w.generation.to_string(),
                     ]
                 })
                 .collect();
             print_table(
-                &["WORKER", "CORE", "RX_QUEUES", "RX_PKTS", "TX_PKTS", "DROPPED", "BUSY", "CYC/PKT", "LEARNED", "GEN"],
+                &[
+                    "WORKER",
+                    "CORE",
+                    "RX_QUEUES",
+                    "RX_PKTS",
+                    "TX_PKTS",
+                    "DROPPED",
+                    "BUSY",
+                    "CPU",
+                    "IDLE",
+                    "CYC/PKT",
+                    "PKT/BURST",
+                    "EMC_HITS",
+                    "LEARNED",
+                    "GEN",
+                ],
                 &rows,
             );
         }
@@ -700,6 +743,41 @@ async fn run(args: Args) -> Result<(), String> {
                 println!("Result: dropped ({})", r.drop_reason);
             } else {
                 println!("Result: output to port(s) {:?}, then dropped ({})", r.outputs, r.drop_reason);
+            }
+        }
+        Command::TraceLive { filter, count, timeout } => {
+            let mut stream = FlowServiceClient::new(channel)
+                .trace_live(pb::TraceLiveRequest { filter, count, timeout_ms: timeout.saturating_mul(1000) })
+                .await
+                .map_err(status_text)?
+                .into_inner();
+            let mut seen = 0;
+            while let Some(e) = stream.message().await.map_err(status_text)? {
+                seen += 1;
+                if json {
+                    print_json(&e)?;
+                    continue;
+                }
+                println!(
+                    "#{} t={:.6}s worker {} port {} ({}) {} bytes, generation {}",
+                    e.sequence,
+                    e.time_ns as f64 / 1e9,
+                    e.worker,
+                    e.in_port,
+                    e.in_port_name,
+                    e.frame_length,
+                    e.generation
+                );
+                for s in &e.stages {
+                    println!("    {s}");
+                }
+                println!("    => {}", e.fate);
+                if e.lost > 0 {
+                    println!("    ({} records lost: the switch traced faster than this reader read)", e.lost);
+                }
+            }
+            if seen < count.max(1) && !json {
+                println!("traced {seen} of {} packet(s) before the timeout", count.max(1));
             }
         }
         Command::DumpCounters => {

@@ -10,9 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use control::metrics;
 use control::server::{self, Listeners};
 use control::service::Api;
-use dataplane::config::LogFormat;
+use dataplane::config::{LogFormat, MetricsListen};
+use dataplane::stats::DropReason;
 use dataplane::{Config, StartPlan, Switch};
 
 #[derive(Parser)]
@@ -49,6 +51,10 @@ fn main() -> ExitCode {
     init_logging(config.control.log_format);
     let socket = config.control.socket.clone();
     let listen = config.control.listen;
+    let metrics_listen = match config.control.metrics_listen() {
+        Ok(m) => m,
+        Err(e) => return fail(e),
+    };
     let plan = match StartPlan::new(config, &args.config) {
         Ok(p) => p,
         Err(e) => return fail(e),
@@ -107,7 +113,7 @@ fn main() -> ExitCode {
             return fail(format!("cannot start the control plane runtime: {e}"));
         }
     };
-    let result = runtime.block_on(run(switch.clone(), socket.clone(), listen));
+    let result = runtime.block_on(run(switch.clone(), socket.clone(), listen, metrics_listen));
     switch.shutdown();
     drop(runtime);
     match result {
@@ -119,19 +125,56 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(switch: Arc<Switch>, socket: PathBuf, listen: Option<std::net::SocketAddr>) -> Result<(), String> {
+async fn run(
+    switch: Arc<Switch>,
+    socket: PathBuf,
+    listen: Option<std::net::SocketAddr>,
+    metrics_listen: MetricsListen,
+) -> Result<(), String> {
     let listeners = Listeners::bind(&socket, listen).await.map_err(|e| e.to_string())?;
     println!("API on unix:{}", socket.display());
     if let Some(addr) = listeners.tcp_addr() {
         println!("API on tcp:{addr}");
     }
+    let metrics_listener = match metrics_listen {
+        MetricsListen::Off => None,
+        MetricsListen::Configured(addr) => {
+            Some(metrics::bind(addr).await.map_err(|e| format!("control.metrics: cannot listen on {addr}: {e}"))?)
+        }
+        MetricsListen::Default(addr) => match metrics::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(%addr, error = %e, "metrics endpoint not started (set control.metrics to another address, or \"off\")");
+                None
+            }
+        },
+    };
+    let api = Api::new(switch.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let metrics_server = metrics_listener.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            println!("metrics on http://{addr}/metrics");
+        }
+        let m = Arc::new(metrics::Metrics::new(switch.clone(), api.rpc_metrics().clone()));
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = metrics::serve(m, listener, stopped).await {
+                tracing::error!(error = %e, "metrics endpoint failed");
+            }
+        })
+    });
     let maintenance = {
         let switch = switch.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(100));
+            let mut drops = DropLog::new(switch.drop_totals());
             loop {
                 tick.tick().await;
                 switch.maintain();
+                drops.maybe_log(&switch);
             }
         })
     };
@@ -148,7 +191,52 @@ async fn run(switch: Arc<Switch>, socket: PathBuf, listen: Option<std::net::Sock
         println!("vswitchd: {name} received, stopping");
     };
     println!("vswitchd: running");
-    let served = server::serve(Api::new(switch), listeners, shutdown).await;
+    let served = server::serve(api, listeners, shutdown).await;
+    let _ = stop_tx.send(true);
+    if let Some(m) = metrics_server {
+        // Scrapers hold keep-alive connections: give them a moment, not a veto.
+        let _ = tokio::time::timeout(Duration::from_secs(1), m).await;
+    }
     maintenance.abort();
     served.map_err(|e| format!("API server failed: {e}"))
+}
+
+/// Logs packet drops as one line per window at most, whatever the packet rate: drops are
+/// what packets trigger, and a log line per packet would flood the log and slow the switch.
+struct DropLog {
+    last: [u64; DropReason::COUNT],
+    at: std::time::Instant,
+}
+
+impl DropLog {
+    const WINDOW: Duration = Duration::from_secs(10);
+
+    fn new(totals: [u64; DropReason::COUNT]) -> DropLog {
+        DropLog { last: totals, at: std::time::Instant::now() }
+    }
+
+    fn maybe_log(&mut self, switch: &Switch) {
+        if self.at.elapsed() < Self::WINDOW {
+            return;
+        }
+        let now = switch.drop_totals();
+        let moved: Vec<String> = DropReason::ALL
+            .iter()
+            .filter_map(|&r| {
+                let d = now[r as usize].saturating_sub(self.last[r as usize]);
+                (d > 0).then(|| format!("{}={d}", r.name()))
+            })
+            .collect();
+        if !moved.is_empty() {
+            let total: u64 = now.iter().zip(&self.last).map(|(n, l)| n.saturating_sub(*l)).sum();
+            tracing::warn!(
+                window_seconds = Self::WINDOW.as_secs(),
+                dropped = total,
+                reasons = %moved.join(" "),
+                "packets dropped (vswitchctl show-drops for totals)"
+            );
+        }
+        self.last = now;
+        self.at = std::time::Instant::now();
+    }
 }
