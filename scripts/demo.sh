@@ -110,6 +110,24 @@ step "vswitchctl list-workers"
 step "vswitchctl show-drops --all"
 "${CTL[@]}" show-drops --all
 
+step "vswitchctl trace-live: where does h1's next ping to h3 go?"
+"${CTL[@]}" trace-live "in_port=1,icmp,nw_dst=10.99.0.3" --count 1 --timeout 10 &
+TRACER=$!
+for _ in $(seq 50); do "${CTL[@]}" show | grep -q 'live trace is running' && break; sleep 0.1; done
+ip netns exec vsdemo-h1 ping -c 1 -W 2 -q 10.99.0.3 >/dev/null || true
+wait "$TRACER"
+
+step "Prometheus metrics (http://127.0.0.1:9464/metrics, excerpt)"
+python3 - <<'PY'
+import urllib.request
+text = urllib.request.urlopen("http://127.0.0.1:9464/metrics", timeout=5).read().decode()
+for line in text.splitlines():
+    if line.startswith(("vswitch_port_rx_packets_total", "vswitch_port_tx_packets_total",
+                        "vswitch_worker_busy_seconds_total", "vswitch_worker_idle_state")):
+        print(line)
+print(f"... {sum(1 for l in text.splitlines() if not l.startswith('#'))} samples in all")
+PY
+
 step "stop: SIGINT to vswitchd, namespaces removed"
 kill -INT "$VS_PID"
 wait "$VS_PID" && echo "vswitchd exited with status 0"
