@@ -461,8 +461,8 @@ async fn run(args: Args) -> Result<(), String> {
                 .map(|w| {
                     let total = w.busy_cycles + w.idle_cycles;
                     let busy = if total > 0 { 100.0 * w.busy_cycles as f64 / total as f64 } else { 0.0 };
-                    // CPU actually used: everything but sleep.
-                    let cpu =
+                    // Time outside sleep calls; the OS charges more (wake-ups cost kernel time).
+                    let awake =
                         if total > 0 { 100.0 * (total - w.sleep_cycles.min(total)) as f64 / total as f64 } else { 0.0 };
                     let cpp = w.busy_cycles.checked_div(w.rx_packets).unwrap_or(0);
                     let bursts: u64 = w.rx_bursts.iter().sum();
@@ -478,7 +478,7 @@ async fn run(args: Args) -> Result<(), String> {
                         w.tx_packets.to_string(),
                         w.dropped.to_string(),
                         format!("{busy:.1}%"),
-                        format!("{cpu:.1}%"),
+                        format!("{awake:.1}%"),
                         w.idle_state.clone(),
                         cpp.to_string(),
                         format!("{per_burst:.1}"),
@@ -497,7 +497,7 @@ async fn run(args: Args) -> Result<(), String> {
                     "TX_PKTS",
                     "DROPPED",
                     "BUSY",
-                    "CPU",
+                    "AWAKE",
                     "IDLE",
                     "CYC/PKT",
                     "PKT/BURST",
