@@ -163,6 +163,11 @@ fn mac_entries_age_out() {
     let _g = serial();
     let topo = Topology::new(2);
     let sw = Vswitchd::start(&format!("[switch]\nmac_aging_seconds = 2\n\n{}", topo.port_config()));
+    // Permanent ARP entries: no ARP probe seconds later refreshes the MACs behind our back.
+    for (from, to) in [(1, 2), (2, 1)] {
+        let (ip, mac) = (topo.host(to).ip.to_string(), topo.host(to).mac.clone());
+        topo.exec_ok(from, &["ip", "neigh", "replace", &ip, "lladdr", &mac, "dev", "eth0", "nud", "permanent"]);
+    }
     assert!(topo.ping(1, 2, 1));
     assert!(macs(&sw, Some(0)).iter().any(|e| e.mac == topo.host(1).mac), "learned after ping");
     std::thread::sleep(Duration::from_secs(5));
