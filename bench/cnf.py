@@ -63,7 +63,10 @@ class Run:
                     p.wait(10)
                 except subprocess.TimeoutExpired:
                     p.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if os.environ.get("CNF_KEEP"):
+            print(f"logs kept in {self.dir}")
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     # --- systems under test -------------------------------------------------------------
     def vswitchd_config(self, scenario, role, busy_poll=False):

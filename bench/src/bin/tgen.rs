@@ -62,6 +62,10 @@ struct Args {
     /// Seconds of sending before the measurement (not counted).
     #[arg(long, default_value_t = 0.5)]
     warmup: f64,
+    /// Rx queues of the receiving port, all polled (a peer may send on another queue than
+    /// 0: OVS-DPDK's PMD thread transmits on queue 1).
+    #[arg(long, default_value_t = 1)]
+    rx_queues: u16,
     /// Seconds to wait for the ports' links before sending (memif peers connect late).
     #[arg(long, default_value_t = 10.0)]
     link_wait: f64,
@@ -101,7 +105,7 @@ struct Results {
 
 struct Io<'a> {
     txq: &'a mut dataplane::dpdk::TxQueue,
-    rxq: &'a mut dataplane::dpdk::RxQueue,
+    rxqs: &'a mut [dataplane::dpdk::RxQueue],
     pool: &'a Mempool,
     plan: &'a Tx,
     flows: u32,
@@ -173,7 +177,14 @@ impl Io<'_> {
             } else if now > drain_until {
                 break;
             }
-            if self.rxq.rx_burst(&mut rx) > 0 {
+            let mut got = 0;
+            for q in self.rxqs.iter_mut() {
+                if rx.is_full() {
+                    break;
+                }
+                got += q.rx_burst(&mut rx);
+            }
+            if got > 0 {
                 let t = dpdk::tsc();
                 for m in rx.as_slice() {
                     r.received += 1;
@@ -253,7 +264,13 @@ fn run(args: Args) -> Result<(), String> {
     .collect();
     let eal = Eal::init(&eal_args).map_err(|e| e.to_string())?;
     let pool = Arc::new(Mempool::create(&eal, "tgen", 16383, 256, 2048 + 128).map_err(|e| e.to_string())?);
-    let setup = PortSetup { rx_queues: 1, tx_queues: 1, rx_descriptors: 1024, tx_descriptors: 1024, mtu: 1500 };
+    let setup = PortSetup {
+        rx_queues: args.rx_queues,
+        tx_queues: args.rx_queues,
+        rx_descriptors: 1024,
+        tx_descriptors: 1024,
+        mtu: 1500,
+    };
     let tx_port = EthPort::probe(&eal, &args.tx).map_err(|e| e.to_string())?;
     tx_port.setup_and_start(&setup, &pool).map_err(|e| format!("{}: {e}", args.tx))?;
     let rx_port = match &args.rx {
@@ -265,7 +282,7 @@ fn run(args: Args) -> Result<(), String> {
         _ => tx_port.clone(),
     };
     let mut txq = tx_port.tx_queue(0).ok_or("tx queue")?;
-    let mut rxq = rx_port.rx_queue(0).ok_or("rx queue")?;
+    let mut rxqs: Vec<_> = (0..args.rx_queues).filter_map(|q| rx_port.rx_queue(q)).collect();
 
     // memif links come up when the peer connects.
     let deadline = std::time::Instant::now() + Duration::from_secs_f64(args.link_wait);
@@ -278,7 +295,7 @@ fn run(args: Args) -> Result<(), String> {
     }
 
     let hz = eal.tsc_hz();
-    let mut io = Io { txq: &mut txq, rxq: &mut rxq, pool: &pool, plan: &tx_plan, flows: args.flows, hz, seq: 0 };
+    let mut io = Io { txq: &mut txq, rxqs: &mut rxqs, pool: &pool, plan: &tx_plan, flows: args.flows, hz, seq: 0 };
     if args.warmup > 0.0 && !args.first_only {
         // Learn MACs, fill caches and let the peer start forwarding; counts start after.
         io.run(args.warmup, args.rate, 100, false);
@@ -312,6 +329,6 @@ fn run(args: Args) -> Result<(), String> {
     });
     println!("{report}");
     drop(txq);
-    drop(rxq);
+    drop(rxqs);
     Ok(())
 }
