@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import select
 import shutil
 import signal
 import subprocess
@@ -157,21 +158,47 @@ devargs = "{memif(1, b, role)}"
         self.procs.remove(p)
 
     # --- generator ----------------------------------------------------------------------
-    def tgen(self, scenario, rate, seconds, extra=()):
+    def generator(self, scenario, role="client", first_only=False):
+        """A tgen session: one process, one memif connection for every trial (a memif peer
+        that disconnects while the switch polls is what the switch must never see: DPDK
+        22.11's memif PMD can crash the poller then)."""
         flows = SCENARIOS[scenario][1]
-        cmd = [os.path.join(BIN, "tgen"), "--tx", memif(0, self.path("a.sock"), "client"),
-               "--rx", memif(1, self.path("b.sock"), "client"), "--core", str(GEN_CORE),
-               "--file-prefix", f"tgcnf{os.getpid()}", "--flows", str(flows), "--rate", str(rate),
-               "--seconds", str(seconds), "--warmup", str(self.args.warmup)]
-        cmd += SCENARIOS[scenario][2] + list(extra)
-        for attempt in range(4):
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
-            if out.returncode == 0:
-                return json.loads(out.stdout)
-            # A memif server takes a moment to accept again after the last client left.
-            if "Failed to connect" not in out.stderr or attempt == 3:
-                raise RuntimeError(f"tgen failed: {out.stderr}")
-            time.sleep(1.0)
+        cmd = [os.path.join(BIN, "tgen"), "--tx", memif(0, self.path("a.sock"), role),
+               "--rx", memif(1, self.path("b.sock"), role), "--core", str(GEN_CORE),
+               "--file-prefix", f"tgcnf{os.getpid()}", "--flows", str(flows), "--serve"]
+        if first_only:
+            cmd += ["--first-only", "--rate", "0.1", "--seconds", "60"]
+        cmd += SCENARIOS[scenario][2]
+        return Generator(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          stderr=open(self.path("tgen.log"), "a"), text=True))
+
+
+class Generator:
+    def __init__(self, proc):
+        self.proc = proc
+
+    def result(self, timeout):
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:
+            raise RuntimeError(f"tgen gave no result (exit status {self.proc.poll()})")
+        return json.loads(line)
+
+    def trial(self, rate, seconds, warmup):
+        self.proc.stdin.write(f"{rate} {seconds} {warmup}\n")
+        self.proc.stdin.flush()
+        return self.result(seconds + warmup + 30)
+
+    def close(self):
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def proc_cpu_seconds(pid):
@@ -215,15 +242,16 @@ def measure(run, system, scenario):
     p = run.start_system(system, scenario)
     run.after_start(system, scenario)
     time.sleep(1.0)
-    trial = args.trial
-    top = run.tgen(scenario, 0, trial)
+    gen = run.generator(scenario)
+    trial, warm = args.trial, args.warmup
+    top = gen.trial(0, trial, warm)
     res["max_offered_mpps"] = top["offered_mpps"]
     res["max_received_mpps"] = top["received_mpps"]
     # Zero loss: binary search between 0 and what the generator could offer.
     lo, hi, best = 0.0, top["offered_mpps"] * 1.02, None
     for _ in range(args.steps):
         mid = (lo + hi) / 2
-        r = run.tgen(scenario, mid, trial)
+        r = gen.trial(mid, trial, warm)
         if r["lost"] == 0 and r["tx_failed"] == 0:
             lo, best = mid, r
         else:
@@ -234,7 +262,7 @@ def measure(run, system, scenario):
     if zl > 0:
         for pct in (10, 50, 90):
             rate = zl * pct / 100
-            cpu, r = cpu_while(p.pid, trial, lambda: run.tgen(scenario, rate, trial))
+            cpu, r = cpu_while(p.pid, trial, lambda: gen.trial(rate, trial, warm))
             res["latency_ns"][f"{pct}%"] = r["latency_ns"]
             if pct == 90:
                 res["cpu_cores_at_90pct"] = round(cpu, 3)
@@ -245,29 +273,28 @@ def measure(run, system, scenario):
         wk = json.loads(w)["workers"][0]
         pk = int(wk.get("rx_packets", 0))
         res["cycles_per_packet"] = round(int(wk.get("busy_cycles", 0)) / pk, 1) if pk else None
+    # The switch goes first: the generator's disconnect must not meet a polling switch.
     run.stop(p)
+    gen.close()
     return res
 
 
 def deployment(run, system):
     """Seconds from starting the system to the first packet it forwards, and idle figures."""
     clean(run.dir)
-    gen = subprocess.Popen([os.path.join(BIN, "tgen"), "--tx", memif(0, run.path("a.sock"), "server"),
-                            "--rx", memif(1, run.path("b.sock"), "server"), "--core", str(GEN_CORE),
-                            "--file-prefix", f"tgdep{os.getpid()}", "--rate", "0.1", "--seconds", "60",
-                            "--first-only"], stdout=subprocess.PIPE, text=True)
+    # Here the generator is the memif server, sending before the switch exists.
+    gen = run.generator("p2p", role="server", first_only=True)
     time.sleep(1.0)
     started = time.time_ns()
-    # Here the generator is the server, sending before the switch exists.
     p = run.start_system(system, "p2p", role="client")
-    out, _ = gen.communicate(timeout=90)
-    first = json.loads(out)["first_rx_unix_ns"]
+    first = gen.result(90)["first_rx_unix_ns"]
     res = {"deploy_seconds": round((first - started) / 1e9, 3) if first else None}
     time.sleep(2.0)  # the generator stopped: the switch goes idle
     cpu, _ = cpu_while(p.pid, run.args.idle_seconds)
     res["idle_cpu_cores"] = round(cpu, 3)
     res["idle_rss_mib"] = round(rss_mib(p.pid), 1)
     run.stop(p)
+    gen.close()
     return res
 
 

@@ -4,11 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-// Not in the default run yet: once in a few runs the switch under test exited while a memif
-// peer went away (seen with busy polling, cause not found yet), which would make CI flaky.
-// Run it with `cargo nextest run -p vswitch-bench --run-ignored all`.
 #[test]
-#[ignore = "a memif peer disconnect occasionally ends the switch under test; under investigation"]
 fn cnf_runner_smoke() {
     let tgen = Path::new(env!("CARGO_BIN_EXE_tgen"));
     let bin_dir = tgen.parent().expect("binary directory");

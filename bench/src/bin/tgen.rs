@@ -62,6 +62,10 @@ struct Args {
     /// Seconds of sending before the measurement (not counted).
     #[arg(long, default_value_t = 0.5)]
     warmup: f64,
+    /// After the first measurement (if --first-only) or at once, run trials read from
+    /// stdin, one per line: "RATE SECONDS [WARMUP]"; one JSON line is printed per trial.
+    #[arg(long)]
+    serve: bool,
     /// Rx queues of the receiving port, all polled (a peer may send on another queue than
     /// 0: OVS-DPDK's PMD thread transmits on queue 1).
     #[arg(long, default_value_t = 1)]
@@ -296,38 +300,62 @@ fn run(args: Args) -> Result<(), String> {
 
     let hz = eal.tsc_hz();
     let mut io = Io { txq: &mut txq, rxqs: &mut rxqs, pool: &pool, plan: &tx_plan, flows: args.flows, hz, seq: 0 };
-    if args.warmup > 0.0 && !args.first_only {
-        // Learn MACs, fill caches and let the peer start forwarding; counts start after.
-        io.run(args.warmup, args.rate, 100, false);
+    let report = |r: &Results, rate: f64| {
+        let q = |p: f64| if r.hist.is_empty() { 0 } else { r.hist.value_at_quantile(p) };
+        serde_json::json!({
+            "sent": r.sent,
+            "tx_failed": r.tx_failed,
+            "received": r.received,
+            "stamped": r.stamped,
+            "lost": r.sent.saturating_sub(r.stamped),
+            "reordered": r.reordered,
+            "skipped": r.skipped,
+            "seconds": r.seconds,
+            "offered_mpps": r.sent as f64 / r.seconds / 1e6,
+            "received_mpps": r.stamped as f64 / r.seconds / 1e6,
+            "first_rx_unix_ns": r.first_rx.map(|t| t as u64),
+            "latency_ns": {
+                "min": if r.hist.is_empty() { 0 } else { r.hist.min() },
+                "p50": q(0.5),
+                "p99": q(0.99),
+                "p999": q(0.999),
+                "max": if r.hist.is_empty() { 0 } else { r.hist.max() },
+                "mean": if r.hist.is_empty() { 0.0 } else { r.hist.mean() },
+            },
+            "flows": args.flows,
+            "sizes": wire_sizes,
+            "vxlan": args.vxlan,
+            "rate_mpps": rate,
+        })
+    };
+    if !args.serve || args.first_only {
+        if args.warmup > 0.0 && !args.first_only {
+            // Learn MACs, fill caches and let the peer start forwarding; counts start after.
+            io.run(args.warmup, args.rate, 100, false);
+        }
+        let r = io.run(args.seconds, args.rate, args.drain_ms, args.first_only);
+        println!("{}", report(&r, args.rate));
     }
-    let r = io.run(args.seconds, args.rate, args.drain_ms, args.first_only);
-    let q = |p: f64| if r.hist.is_empty() { 0 } else { r.hist.value_at_quantile(p) };
-    let report = serde_json::json!({
-        "sent": r.sent,
-        "tx_failed": r.tx_failed,
-        "received": r.received,
-        "stamped": r.stamped,
-        "lost": r.sent.saturating_sub(r.stamped),
-        "reordered": r.reordered,
-        "skipped": r.skipped,
-        "seconds": r.seconds,
-        "offered_mpps": r.sent as f64 / r.seconds / 1e6,
-        "received_mpps": r.stamped as f64 / r.seconds / 1e6,
-        "first_rx_unix_ns": r.first_rx.map(|t| t as u64),
-        "latency_ns": {
-            "min": if r.hist.is_empty() { 0 } else { r.hist.min() },
-            "p50": q(0.5),
-            "p99": q(0.99),
-            "p999": q(0.999),
-            "max": if r.hist.is_empty() { 0 } else { r.hist.max() },
-            "mean": if r.hist.is_empty() { 0.0 } else { r.hist.mean() },
-        },
-        "flows": args.flows,
-        "sizes": wire_sizes,
-        "vxlan": args.vxlan,
-        "rate_mpps": args.rate,
-    });
-    println!("{report}");
+    if args.serve {
+        // One trial per line "RATE SECONDS [WARMUP]", one JSON line back each, over one
+        // connection: a memif peer that disconnects and reconnects per trial is avoided.
+        use std::io::{BufRead, Write};
+        let stdin = std::io::stdin();
+        for line in stdin.lock().lines() {
+            let line = line.map_err(|e| e.to_string())?;
+            let v: Vec<f64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+            let (rate, seconds) = match v[..] {
+                [r, s] | [r, s, _] => (r, s),
+                _ => return Err(format!("--serve: '{line}' is not 'RATE SECONDS [WARMUP]'")),
+            };
+            if let Some(&warmup) = v.get(2) {
+                io.run(warmup, rate, 100, false);
+            }
+            let r = io.run(seconds, rate, args.drain_ms, false);
+            println!("{}", report(&r, rate));
+            std::io::stdout().flush().map_err(|e| e.to_string())?;
+        }
+    }
     drop(txq);
     drop(rxqs);
     Ok(())
