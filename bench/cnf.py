@@ -40,6 +40,9 @@ SCENARIOS = {
     "acl64k": ("64,000 exact nw_dst rules, 64,000 flows", 64000, []),
     "encap": ("VXLAN encap, 1,000 flows", 1000, []),
     "decap": ("VXLAN decap, 1,000 flows", 1000, ["--vxlan", "100"]),
+    # Not a forwarding scenario: 10,000 flows of traffic dropped by table 0 until a
+    # 10,000-rule change lets them through (policy update time).
+    "policy": ("10,000-rule policy change under traffic", 10000, []),
 }
 
 
@@ -100,6 +103,10 @@ devargs = "{memif(1, b, role)}"
                                  check=True, capture_output=True)
             del out
             body += open(self.path("macs.toml")).read()
+        elif scenario == "policy":
+            subprocess.run([os.path.join(BIN, "rulegen"), "--kind", "nw-dst", "--flows", "10000",
+                            "--out", self.path("policy.txt")], check=True, capture_output=True)
+            body += '[[table]]\nid = 0\nmiss = "drop"\n'
         elif scenario == "acl64k":
             subprocess.run([os.path.join(BIN, "rulegen"), "--kind", "nw-dst", "--flows", "64000",
                             "--out", self.path("acl.txt")], check=True, capture_output=True)
@@ -279,6 +286,32 @@ def measure(run, system, scenario):
     return res
 
 
+def policy_update(run, system):
+    """Seconds for a 10,000-rule change to be live on every worker, applied through the API
+    while 10,000 flows of traffic (1 Mpps) arrive and are dropped until the change."""
+    import threading
+    clean(run.dir)
+    p = run.start_system(system, "policy")
+    run.after_start(system, "policy")
+    time.sleep(1.0)
+    gen = run.generator("policy")
+    box = {}
+    t = threading.Thread(target=lambda: box.update(r=gen.trial(1.0, 6.0, 0.5)))
+    t.start()
+    time.sleep(2.5)
+    t0 = time.monotonic()
+    subprocess.run([os.path.join(BIN, "vswitchctl"), "--server", run.path("sw.sock"), "add-flows",
+                    run.path("policy.txt")], check=True, capture_output=True)
+    took = time.monotonic() - t0
+    t.join()
+    run.stop(p)
+    gen.close()
+    r = box["r"]
+    # About 4 of the 6 seconds come after the change: the traffic must be flowing then.
+    return {"policy_update_seconds": round(took, 3), "policy_update_rules": 10000,
+            "received_after_change_fraction": round(r["stamped"] / max(r["sent"], 1), 3)}
+
+
 def deployment(run, system):
     """Seconds from starting the system to the first packet it forwards, and idle figures."""
     clean(run.dir)
@@ -324,9 +357,11 @@ def markdown(results):
         lines.append(f"| {r['scenario']} | {r['system']} | {r['zero_loss_mpps']:.2f} | "
                      f"{r['max_offered_mpps']:.2f} / {r['max_received_mpps']:.2f} | {lat_s} | "
                      f"{r.get('cycles_per_packet') or '-'} | {r.get('cpu_cores_at_90pct', '-')} | {r['rss_mib']} |")
-    lines += ["", "| system | deployment s | idle CPU cores | idle RSS MiB |", "|---|---|---|---|"]
+    lines += ["", "| system | deployment s | 10k-rule policy update s | idle CPU cores | idle RSS MiB |",
+              "|---|---|---|---|---|"]
     for s, d in results["systems"].items():
-        lines.append(f"| {s} | {d['deploy_seconds']} | {d['idle_cpu_cores']} | {d['idle_rss_mib']} |")
+        lines.append(f"| {s} | {d['deploy_seconds']} | {d.get('policy_update_seconds', '-')} | "
+                     f"{d['idle_cpu_cores']} | {d['idle_rss_mib']} |")
     return "\n".join(lines)
 
 
@@ -361,6 +396,8 @@ def main():
     try:
         for system in args.systems.split(","):
             results["systems"][system] = deployment(run, system)
+            if system.startswith("vswitchd") and not args.smoke:
+                results["systems"][system].update(policy_update(run, system))
             print(f"{system}: {results['systems'][system]}", flush=True)
             for scenario in args.scenarios.split(","):
                 if system == "testpmd" and scenario in ("encap", "decap", "acl64k", "l2"):
