@@ -6,7 +6,7 @@ Per scenario and system: the highest rate with zero loss (binary search, as RFC 
 rate when offered as much as the generator can send, latency p50/p99/p99.9/max at 10%, 50%
 and 90% of the zero-loss rate, the switch's cycles per packet, CPU and RSS while forwarding.
 Per system: time from process start to the first forwarded packet (deployment) and CPU and
-RSS while idle. Writes JSON and a Markdown table (and prints the table).
+RSS while idle. Writes JSON, a Markdown table (also printed) and an SVG chart.
 
   sudo bench/cnf.py                      # full run (about 10 minutes)
   sudo bench/cnf.py --smoke              # port-to-port on this switch only, short trials (CI)
@@ -365,6 +365,35 @@ def markdown(results):
     return "\n".join(lines)
 
 
+def svg_chart(results):
+    """Bars of zero-loss and max received Mpps per scenario and system, as SVG text."""
+    rows = results["scenarios"]
+    top = max([r["max_received_mpps"] for r in rows] + [1.0])
+    bar, gap, left, height = 14, 10, 190, 260
+    width = left + len(rows) * (2 * bar + gap) + 40
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 120}" '
+           f'font-family="sans-serif" font-size="11">',
+           f'<text x="10" y="18" font-size="14">Mpps per scenario and system '
+           f'({results["machine"].get("cpu") or "?"}, one worker core)</text>',
+           '<rect x="10" y="30" width="10" height="10" fill="#2b6cb0"/><text x="24" y="39">zero loss</text>',
+           '<rect x="90" y="30" width="10" height="10" fill="#a0aec0"/><text x="104" y="39">max received</text>']
+    base = height + 20
+    for t in range(0, int(top) + 1, max(1, int(top) // 5)):
+        y = base - t / top * (height - 40)
+        out.append(f'<line x1="{left - 5}" y1="{y:.1f}" x2="{width - 20}" y2="{y:.1f}" stroke="#e2e8f0"/>'
+                   f'<text x="{left - 30}" y="{y + 4:.1f}">{t}</text>')
+    for i, r in enumerate(rows):
+        x = left + i * (2 * bar + gap)
+        for j, (key, color) in enumerate((("zero_loss_mpps", "#2b6cb0"), ("max_received_mpps", "#a0aec0"))):
+            h = r[key] / top * (height - 40)
+            out.append(f'<rect x="{x + j * bar}" y="{base - h:.1f}" width="{bar - 2}" height="{h:.1f}" '
+                       f'fill="{color}"><title>{r["system"]} {r["scenario"]} {key}: {r[key]:.2f}</title></rect>')
+        out.append(f'<text transform="translate({x + bar},{base + 8}) rotate(60)">'
+                   f'{r["scenario"]} · {r["system"]}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenarios", default="p2p,l2,acl64k,encap,decap")
@@ -416,6 +445,8 @@ def main():
     table = markdown(results)
     with open(os.path.join(args.out, f"{name}.md"), "w") as f:
         f.write(table + "\n")
+    with open(os.path.join(args.out, f"{name}.svg"), "w") as f:
+        f.write(svg_chart(results))
     print(table)
 
 

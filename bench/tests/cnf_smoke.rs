@@ -39,4 +39,6 @@ fn cnf_runner_smoke() {
     assert!(json["machine"]["dpdk"].as_str().unwrap().starts_with("22.11"), "{}", json["machine"]);
     let table = std::fs::read_to_string(out_dir.path().join("smoke.md")).expect("smoke.md");
     assert!(table.contains("| p2p | vswitchd |"), "{table}");
+    let svg = std::fs::read_to_string(out_dir.path().join("smoke.svg")).expect("smoke.svg");
+    assert!(svg.starts_with("<svg") && svg.contains("p2p · vswitchd") && svg.trim_end().ends_with("</svg>"));
 }
