@@ -8,6 +8,9 @@
 //! puts the padding inside the UDP datagram).
 
 use std::io::{self, Write};
+use std::net::Ipv4Addr;
+
+use dataplane::tunnel::wire::{entropy_port, Template, TunnelKind, ENCAP_LEN};
 
 /// Source MAC of every frame.
 pub const SRC_MAC: [u8; 6] = [0x02, 0x00, 0x01, 0x00, 0x00, 0x01];
@@ -31,28 +34,36 @@ fn checksum(data: &[u8], initial: u32) -> u16 {
     !(sum as u16)
 }
 
-/// The frame of flow `i`.
-pub fn flow_frame(i: u16) -> [u8; FRAME_LEN] {
-    let mut f = [0u8; FRAME_LEN];
+/// Ethernet, IPv4 and UDP headers of flow `i` in a frame of `frame_len` bytes (IPv4 id
+/// `ip_id`, header checksum set, UDP checksum left zero).
+pub fn flow_headers(i: u16, frame_len: usize, ip_id: u16) -> [u8; 42] {
+    let mut f = [0u8; 42];
     f[0..6].copy_from_slice(&flow_dst_mac(i));
     f[6..12].copy_from_slice(&SRC_MAC);
     f[12..14].copy_from_slice(&[0x08, 0x00]);
-    let udp_len = (FRAME_LEN - 34) as u16;
-    // IPv4: version 4, IHL 5, total length 20 + UDP, id 1, TTL 64, UDP.
+    let udp_len = (frame_len - 34) as u16;
+    // IPv4: version 4, IHL 5, total length 20 + UDP, TTL 64, UDP.
     let ip = &mut f[14..34];
     ip[0] = 0x45;
     ip[2..4].copy_from_slice(&(20 + udp_len).to_be_bytes());
-    ip[4..6].copy_from_slice(&1u16.to_be_bytes());
+    ip[4..6].copy_from_slice(&ip_id.to_be_bytes());
     ip[8] = 64;
     ip[9] = 17;
     ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
     ip[16..20].copy_from_slice(&[10, 1, (i >> 8) as u8, i as u8]);
     let c = checksum(ip, 0);
     ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let udp = &mut f[34..42];
-    udp[0..2].copy_from_slice(&1234u16.to_be_bytes());
-    udp[2..4].copy_from_slice(&5678u16.to_be_bytes());
-    udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
+    f[34..36].copy_from_slice(&1234u16.to_be_bytes());
+    f[36..38].copy_from_slice(&5678u16.to_be_bytes());
+    f[38..40].copy_from_slice(&udp_len.to_be_bytes());
+    f
+}
+
+/// The frame of flow `i`.
+pub fn flow_frame(i: u16) -> [u8; FRAME_LEN] {
+    let mut f = [0u8; FRAME_LEN];
+    f[..42].copy_from_slice(&flow_headers(i, FRAME_LEN, 1));
+    let udp_len = (FRAME_LEN - 34) as u16;
     // Pseudo-header: addresses, protocol, UDP length.
     let mut pseudo = 0u32;
     for w in [[10u8, 0], [0, 1], [10, 1], [(i >> 8) as u8, i as u8]] {
@@ -65,6 +76,21 @@ pub fn flow_frame(i: u16) -> [u8; FRAME_LEN] {
     };
     f[40..42].copy_from_slice(&c.to_be_bytes());
     f
+}
+
+/// The switch-side VTEP MAC that benchmark VXLAN traffic goes to unless told otherwise.
+pub const VTEP_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0xaa, 0x00, 0x01];
+/// The remote VTEP that benchmark VXLAN traffic comes from.
+const REMOTE_VTEP_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0xbb, 0x00, 0x02];
+
+/// Outer headers of benchmark VXLAN traffic, as a remote VTEP sends it: 02:00:00:bb:00:02,
+/// 172.31.0.2 -> `dst_mac`, 172.31.0.1, UDP to 4789 with the source port hashed from `inner`
+/// (the inner frame, or at least its headers), for an inner frame of `inner_len` bytes.
+pub fn vxlan_headers(vni: u32, dst_mac: [u8; 6], inner: &[u8], inner_len: usize) -> [u8; ENCAP_LEN] {
+    let template = Template::new(TunnelKind::Vxlan, REMOTE_VTEP_MAC, Ipv4Addr::new(172, 31, 0, 2), 4789);
+    let mut out = [0u8; ENCAP_LEN];
+    template.write(&mut out, dst_mac, Ipv4Addr::new(172, 31, 0, 1), vni, entropy_port(inner), inner_len);
+    out
 }
 
 /// Writes a pcap (microsecond, Ethernet link type) holding `frames`.

@@ -4,9 +4,9 @@
 //! Flow `i` uses the addresses of [`crate::pcap::flow_frame`] (so rules made by `rulegen`
 //! match it); the UDP checksum is zero (allowed for IPv4) because the stamp changes per packet.
 
-use std::net::Ipv4Addr;
+use dataplane::tunnel::wire::ENCAP_LEN;
 
-use crate::pcap::{flow_dst_mac, SRC_MAC};
+use crate::pcap::{flow_headers, vxlan_headers};
 
 /// Marks a stamped payload.
 pub const MAGIC: u16 = 0x5354;
@@ -26,48 +26,14 @@ pub struct Vxlan {
     pub dst_mac: [u8; 6],
 }
 
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum = 0u32;
-    for c in data.chunks(2) {
-        sum += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// The headers (everything before the stamp) of flow `i` in a frame of `len` bytes.
 pub fn headers(i: u16, len: usize, vxlan: Option<&Vxlan>) -> Vec<u8> {
-    let inner_len = match vxlan {
-        Some(_) => len - dataplane::tunnel::wire::ENCAP_LEN,
-        None => len,
-    };
-    let mut f = vec![0u8; PLAIN_HEADER];
-    f[0..6].copy_from_slice(&flow_dst_mac(i));
-    f[6..12].copy_from_slice(&SRC_MAC);
-    f[12..14].copy_from_slice(&[0x08, 0x00]);
-    let ip_len = (inner_len - 14) as u16;
-    let ip = &mut f[14..34];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
-    ip[16..20].copy_from_slice(&[10, 1, (i >> 8) as u8, i as u8]);
-    let c = checksum(ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    f[34..36].copy_from_slice(&1234u16.to_be_bytes());
-    f[36..38].copy_from_slice(&5678u16.to_be_bytes());
-    f[38..40].copy_from_slice(&(ip_len - 20).to_be_bytes());
-    let Some(v) = vxlan else { return f };
-    use dataplane::tunnel::wire::{entropy_port, Template, TunnelKind, ENCAP_LEN};
-    let template = Template::new(TunnelKind::Vxlan, v.dst_mac, Ipv4Addr::new(172, 31, 0, 2), 4789);
-    let mut out = vec![0u8; ENCAP_LEN + PLAIN_HEADER];
-    let remote_mac = [0x02, 0x00, 0x00, 0xbb, 0x00, 0x02];
-    template.write(&mut out, remote_mac, Ipv4Addr::new(172, 31, 0, 1), v.vni, entropy_port(&f), inner_len);
-    out[ENCAP_LEN..].copy_from_slice(&f);
-    out
+    let inner_len = if vxlan.is_some() { len - ENCAP_LEN } else { len };
+    let inner = flow_headers(i, inner_len, 0);
+    match vxlan {
+        Some(v) => [&vxlan_headers(v.vni, v.dst_mac, &inner, inner_len)[..], &inner[..]].concat(),
+        None => inner.to_vec(),
+    }
 }
 
 /// Writes the stamp at `at`.
@@ -83,7 +49,7 @@ pub fn stamp(frame: &mut [u8], at: usize, flow: u16, seq: u32, tsc: u64) {
 /// headers (the switch may have encapsulated or decapsulated it). (flow, seq, tx tsc).
 #[inline]
 pub fn find_stamp(frame: &[u8]) -> Option<(u16, u32, u64)> {
-    for at in [PLAIN_HEADER, PLAIN_HEADER + dataplane::tunnel::wire::ENCAP_LEN] {
+    for at in [PLAIN_HEADER, PLAIN_HEADER + ENCAP_LEN] {
         let Some(s) = frame.get(at..at + STAMP_LEN) else { continue };
         // The UDP ports must be the generator's too: a stray frame rarely carries both.
         if s[0..2] == MAGIC.to_be_bytes() && frame[at - 8..at - 4] == [0x04, 0xd2, 0x16, 0x2e] {
@@ -115,6 +81,11 @@ mod tests {
             f[..h.len()].copy_from_slice(&h);
             stamp(&mut f, h.len(), 7, 42, 1234);
             assert_eq!(find_stamp(&f), Some((7, 42, 1234)));
+            // VXLAN goes to the switch's VTEP MAC, from the remote VTEP's.
+            if let Some(v) = &vx {
+                assert_eq!(f[0..6], v.dst_mac);
+                assert_eq!(f[6..12], [2, 0, 0, 0xbb, 0, 2]);
+            }
             // Lengths in the headers add up to the frame.
             let ip = if vx.is_some() { 14 + 50 } else { 14 };
             assert_eq!(u16::from_be_bytes([f[ip + 2], f[ip + 3]]) as usize, len - ip);

@@ -3,11 +3,10 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use vswitch_bench::pcap::{flow_dst_mac, flow_frame, write_pcap};
+use vswitch_bench::pcap::{flow_dst_mac, flow_frame, vxlan_headers, write_pcap, VTEP_MAC};
 
 #[derive(Parser)]
 #[command(about = "Write N-flow 64-byte UDP traffic as a pcap")]
@@ -32,14 +31,9 @@ struct Args {
 
 /// The encapsulated frame of flow `i`, as a remote VTEP would send it.
 fn vxlan_frame(vni: u32, i: u16) -> Vec<u8> {
-    use dataplane::tunnel::wire::{entropy_port, Template, TunnelKind, ENCAP_LEN};
     let inner = flow_frame(i);
-    let remote = [0x02, 0x00, 0x00, 0xbb, 0x00, 0x02];
-    let template = Template::new(TunnelKind::Vxlan, remote, Ipv4Addr::new(172, 31, 0, 2), 4789);
-    let mut f = vec![0u8; ENCAP_LEN + inner.len()];
-    let local = [0x02, 0x00, 0x00, 0xaa, 0x00, 0x01];
-    template.write(&mut f, local, Ipv4Addr::new(172, 31, 0, 1), vni, entropy_port(&inner), inner.len());
-    f[ENCAP_LEN..].copy_from_slice(&inner);
+    let mut f = vxlan_headers(vni, VTEP_MAC, &inner, inner.len()).to_vec();
+    f.extend_from_slice(&inner);
     f
 }
 
