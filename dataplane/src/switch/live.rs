@@ -53,15 +53,8 @@ impl Switch {
     }
 
     fn port_label(&self, idx: PortIdx) -> (u32, String) {
-        let number = self.shared.pipeline.load().ports.number(idx) as u32;
-        let name = self
-            .port_names()
-            .into_iter()
-            .find(|p| p.0 == idx)
-            .map(|p| p.1)
-            .or_else(|| self.tunnels().into_iter().find(|t| t.idx == idx).map(|t| t.config.name))
-            .unwrap_or_else(|| format!("port {number}"));
-        (number, name)
+        let known = self.tunnels.lock().unwrap().port_label(idx);
+        known.unwrap_or_else(|| (0, format!("port index {idx}")))
     }
 
     /// Explains a traced packet: its real fate as the worker recorded it, and the tables and

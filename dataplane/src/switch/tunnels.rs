@@ -25,6 +25,15 @@ pub(super) struct TunnelState {
 }
 
 impl TunnelState {
+    /// Number and name of port `idx`, physical or tunnel.
+    pub(super) fn port_label(&self, idx: PortIdx) -> Option<(u32, String)> {
+        if let Some(p) = self.ports.iter().find(|p| p.0 == idx) {
+            return Some((p.2, p.1.clone()));
+        }
+        let (config, _) = self.slots.get(idx.checked_sub(self.first)? as usize)?.as_ref()?;
+        Some((config.number, config.name.clone()))
+    }
+
     pub(super) fn new(ports: Vec<(PortIdx, String, u32, bool)>, uplinks: Vec<UplinkInfo>) -> TunnelState {
         let first = ports.len() as PortIdx;
         TunnelState { ports, uplinks, first, slots: Vec::new() }
