@@ -69,16 +69,13 @@ devargs = "net_null0,no-rx=1"
 [[worker]]
 core = $CORE
 TOML
-  "$BIN/vswitchd" --config "$WORK/vswitchd.toml" > "$WORK/vswitchd.log" 2>&1 &
-  VS_PID=$!
-  for _ in $(seq 100); do [[ -S $WORK/vswitchd.sock ]] && break; sleep 0.1; done
+  launch_vswitchd
 }
-stop_switch() { kill -INT "$VS_PID"; wait "$VS_PID" || true; VS_PID=""; }
 # Drops of every reason but flow_drop (the no-traffic runs drop everything by a flow).
 total_drops() {
   "${CTL[@]}" --json show-drops | python3 -c 'import json,sys; print(sum(int(d.get("packets", 0)) for d in json.load(sys.stdin)["drops"] if d["reason"] != "flow_drop"))'
 }
-sink_tx() { "${CTL[@]}" --json get-port sink | python3 -c 'import json,sys; print(json.load(sys.stdin)["counters"]["tx_packets"])'; }
+sink_tx() { port_tx sink; }
 measure() {  # $1 label
   sleep 2
   local rates
@@ -97,7 +94,7 @@ scenario() {  # $1 label, $2 pcap, $3 rules file
   t1=$(date +%s.%N)
   echo "  $(wc -l < "$WORK/$3") rules live after $(python3 -c "print(f'{$t1 - $t0:.3f}')") s"
   measure "$1"
-  stop_switch
+  stop_vswitchd
 }
 
 has s1 && scenario "s1: 1 flow, 1 rule in_port (OVS a0)" flows1.pcap in_port.txt
@@ -123,7 +120,7 @@ if has install; then
         drops=$(( $(total_drops) - before ))
         echo "  $n rules, traffic ${traffic%.pcap}: live after $d s (drops meanwhile: $drops)"
         INSTALL+=("$n ${traffic%.pcap} $d")
-        stop_switch
+        stop_vswitchd
       done
     done
   done

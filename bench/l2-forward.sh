@@ -19,6 +19,8 @@ MAIN=${MAIN:-0}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=${WORK:-/tmp/vswitch-bench-l2}
 BIN=$ROOT/target/release
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 mkdir -p "$WORK"
 
 [[ ${SKIP_BUILD:-0} == 1 ]] || cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
@@ -54,15 +56,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-sink_tx() {
-  "$BIN/vswitchctl" --server "$WORK/vswitchd.sock" --json get-port sink |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["counters"]["tx_packets"])'
-}
+CTL=("$BIN/vswitchctl" --server "$WORK/vswitchd.sock")
+sink_tx() { port_tx sink; }
 
 echo "== vswitchd: L2 pipeline, $FLOWS flows, 64 B, net_pcap -> net_null, worker on core $CORE"
-"$BIN/vswitchd" --config "$WORK/vswitchd.toml" > "$WORK/vswitchd.log" 2>&1 &
-VS_PID=$!
-for _ in $(seq 100); do [[ -S $WORK/vswitchd.sock ]] && break; sleep 0.1; done
+launch_vswitchd
 sleep 2
 VS_RATES=()
 for _ in $(seq "$SAMPLES"); do
@@ -72,7 +70,7 @@ for _ in $(seq "$SAMPLES"); do
 done
 "$BIN/vswitchctl" --server "$WORK/vswitchd.sock" list-workers
 "$BIN/vswitchctl" --server "$WORK/vswitchd.sock" show-drops
-kill -INT "$VS_PID"; wait "$VS_PID" || true; VS_PID=""
+stop_vswitchd
 
 echo "== dpdk-testpmd --forward-mode=io, same vdevs, forwarding lcore $CORE"
 dpdk-testpmd -l "$MAIN,$CORE" --main-lcore "$MAIN" --no-pci --in-memory --file-prefix "tpbench$$" -m 512 \

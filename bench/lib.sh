@@ -15,3 +15,17 @@ sample_rates() {
     python3 -c "print(f'{($b - $a) / ($t1 - $t0) / 1e6:.2f}')"
   done
 }
+
+# Starts vswitchd on $WORK/vswitchd.toml (log: $WORK/vswitchd.log), sets VS_PID and waits
+# until its API socket $WORK/vswitchd.sock exists.
+launch_vswitchd() {
+  "$BIN/vswitchd" --config "$WORK/vswitchd.toml" > "$WORK/vswitchd.log" 2>&1 &
+  VS_PID=$!
+  for _ in $(seq 100); do [[ -S $WORK/vswitchd.sock ]] && break; sleep 0.1; done
+}
+
+# Stops the vswitchd of launch_vswitchd (SIGINT, as an operator would).
+stop_vswitchd() { kill -INT "$VS_PID"; wait "$VS_PID" || true; VS_PID=""; }
+
+# Packets the switch sent out of port $1 (name), from vswitchctl (needs CTL).
+port_tx() { "${CTL[@]}" --json get-port "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["counters"]["tx_packets"])'; }

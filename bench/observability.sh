@@ -34,7 +34,7 @@ cleanup() {
 }
 trap cleanup EXIT
 CTL=("$BIN/vswitchctl" --server "$WORK/vswitchd.sock")
-sink_tx() { "${CTL[@]}" --json get-port sink | python3 -c 'import json,sys; print(json.load(sys.stdin)["counters"]["tx_packets"])'; }
+sink_tx() { port_tx sink; }
 
 run() {  # $1: "off" or an address; prints SAMPLES rates
   cat > "$WORK/vswitchd.toml" <<TOML
@@ -57,9 +57,7 @@ devargs = "net_null0,no-rx=1"
 [[worker]]
 core = $CORE
 TOML
-  "$BIN/vswitchd" --config "$WORK/vswitchd.toml" > "$WORK/vswitchd.log" 2>&1 &
-  VS_PID=$!
-  for _ in $(seq 100); do [[ -S $WORK/vswitchd.sock ]] && break; sleep 0.1; done
+  launch_vswitchd
   sleep 1
   if [[ $1 != off ]]; then
     # A scraper as Prometheus would be, every second, on the control-plane core.
@@ -71,7 +69,7 @@ while True:
   fi
   sample_rates "$SECS" 1 sink_tx
   [[ -n $SCRAPER ]] && { kill "$SCRAPER"; wait "$SCRAPER" 2>/dev/null || true; SCRAPER=""; }
-  kill -INT "$VS_PID"; wait "$VS_PID" || true; VS_PID=""
+  stop_vswitchd
 }
 
 OFF=(); ON=()

@@ -67,27 +67,23 @@ ip = "172.31.0.2"
 mac = "02:00:00:bb:00:02"
 $1
 TOML
-  "$BIN/vswitchd" --config "$WORK/vswitchd.toml" > "$WORK/vswitchd.log" 2>&1 &
-  VS_PID=$!
-  for _ in $(seq 100); do [[ -S $WORK/vswitchd.sock ]] && break; sleep 0.1; done
+  launch_vswitchd
 }
-stop_switch() { kill -INT "$VS_PID"; wait "$VS_PID" || true; VS_PID=""; }
 
 ours() {  # $1 label, $2 port to count, $3 TOML
   echo "== $1"
   start_switch "$3"
   sleep 2
   local rates
-  mapfile -t rates < <(sample_rates "$SECS" "$SAMPLES" vswitch_tx "$2")
+  mapfile -t rates < <(sample_rates "$SECS" "$SAMPLES" port_tx "$2")
   echo "  ${rates[*]} Mpps"
   local drops
   drops=$("${CTL[@]}" --json show-drops | python3 -c 'import json,sys; print(sum(int(d.get("packets", 0)) for d in json.load(sys.stdin)["drops"]))')
   "${CTL[@]}" list-tunnels | sed 's/^/  /'
   echo "  drops: $drops"
   RESULTS+=("| $1 | $(median "${rates[@]}") |")
-  stop_switch
+  stop_vswitchd
 }
-vswitch_tx() { "${CTL[@]}" --json get-port "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["counters"]["tx_packets"])'; }
 
 ours "this switch: VXLAN encap, 1k flows" up "
 [[flow]]
