@@ -564,7 +564,7 @@ impl pb::flow_service_server::FlowService for Api {
                     _ = tick.tick() => {}
                     _ = tx.closed() => break,
                 }
-                let all_claimed = session.remaining() == 0;
+                let complete = session.complete();
                 while let Some(record) = session.pop() {
                     sent += 1;
                     let event =
@@ -573,9 +573,8 @@ impl pb::flow_service_server::FlowService for Api {
                         break 'outer;
                     }
                 }
-                // Every packet was claimed before this drain, and records lost to a full
-                // queue will never come.
-                if all_claimed {
+                // Every record was pushed (or lost to a full queue) before this drain.
+                if complete {
                     break;
                 }
             }

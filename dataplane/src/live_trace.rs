@@ -8,7 +8,7 @@
 //! blocks the worker). The control plane explains the path with the offline trace of the
 //! same flow key.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
@@ -65,7 +65,12 @@ pub struct TraceSession {
     filter: Match,
     /// Whether the filter looks at anything beyond in_port (then packets must be parsed).
     depth: Depth,
+    /// Packets asked for.
+    wanted: u64,
     remaining: AtomicU64,
+    /// Claimed packets whose record was pushed (or lost): a claim comes before the packet
+    /// runs, so `remaining == 0` alone does not mean every record is in the queue.
+    finished: AtomicU64,
     records: ArrayQueue<TracedPacket>,
     /// Records lost because the queue was full.
     pub lost: AtomicU64,
@@ -76,7 +81,9 @@ impl TraceSession {
         TraceSession {
             depth: Depth::for_mask(&filter.mask),
             filter,
+            wanted: count,
             remaining: AtomicU64::new(count),
+            finished: AtomicU64::new(0),
             records: ArrayQueue::new(1024),
             lost: AtomicU64::new(0),
         }
@@ -87,8 +94,10 @@ impl TraceSession {
         self.remaining.fetch_update(Relaxed, Relaxed, |r| r.checked_sub(1)).is_ok()
     }
 
-    pub fn remaining(&self) -> u64 {
-        self.remaining.load(Relaxed)
+    /// Whether every wanted packet was traced and its record handed over: records popped
+    /// after this returns true are all the session will ever get.
+    pub fn complete(&self) -> bool {
+        self.remaining.load(Relaxed) == 0 && self.finished.load(Acquire) == self.wanted
     }
 
     pub fn pop(&self) -> Option<TracedPacket> {
@@ -200,6 +209,7 @@ impl<'a, E: Egress> Recorder<'a, E> {
         if session.records.push(self.record).is_err() {
             session.lost.fetch_add(1, Relaxed);
         }
+        session.finished.fetch_add(1, Release);
     }
 }
 
@@ -216,5 +226,23 @@ impl<E: Egress> Egress for Recorder<'_, E> {
 
     fn alloc(&mut self) -> Option<Mbuf> {
         self.inner.alloc()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_is_complete_only_when_every_claimed_record_is_handed_over() {
+        let session = TraceSession::new(Match::default(), 2);
+        assert!(session.claim() && session.claim());
+        assert!(!session.claim(), "only two packets were asked for");
+        // Both claimed, neither record pushed yet: a drain now would miss them.
+        assert!(!session.complete());
+        session.finished.fetch_add(1, Release);
+        assert!(!session.complete());
+        session.finished.fetch_add(1, Release);
+        assert!(session.complete());
     }
 }
