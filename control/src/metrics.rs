@@ -290,9 +290,9 @@ impl prometheus_client::collector::Collector for SwitchCollector {
         let mut txq = [Vec::new(), Vec::new(), Vec::new()];
         for w in workers {
             let worker = w.index.to_string();
-            for (slot, (port, queue)) in w.rx.iter().enumerate() {
+            for (slot, port, queue) in w.rx_queues() {
                 let labels = l(&[
-                    ("port", name_of.get(port).copied().unwrap_or("?")),
+                    ("port", name_of.get(&port).copied().unwrap_or("?")),
                     ("queue", &queue.to_string()),
                     ("worker", &worker),
                 ]);

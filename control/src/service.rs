@@ -202,9 +202,9 @@ impl pb::switch_service_server::SwitchService for Api {
                     core: w.core as u32,
                     lcore: w.lcore,
                     rx_queues: w
-                        .rx
+                        .rx_queues()
                         .iter()
-                        .map(|(p, q)| format!("{}:{q}", names.get(p).map_or("?", |n| n.0.as_str())))
+                        .map(|(_, p, q)| format!("{}:{q}", names.get(p).map_or("?", |n| n.0.as_str())))
                         .collect(),
                     polls: t.polls,
                     busy_polls: t.busy_polls,
@@ -263,6 +263,68 @@ impl pb::port_service_server::PortService for Api {
         let req = req.into_inner();
         let port = self.resolve_port("port", req.port.as_ref(), true)?.expect("required");
         Ok(Response::new(port_to_pb(port)))
+    }
+
+    async fn add_port(&self, req: Request<pb::AddPortRequest>) -> Result<Response<pb::Port>, Status> {
+        let spec = req.into_inner().port.ok_or_else(|| Status::invalid_argument("port: required"))?;
+        let config = port_spec_to_config(&spec)?;
+        let switch = self.switch.clone();
+        let view = tokio::task::spawn_blocking(move || switch.add_port(config))
+            .await
+            .map_err(|e| Status::internal(format!("port task failed: {e}")))?
+            .map_err(port_change_status)?;
+        Ok(Response::new(port_to_pb(view)))
+    }
+
+    async fn remove_port(
+        &self,
+        req: Request<pb::RemovePortRequest>,
+    ) -> Result<Response<pb::RemovePortResponse>, Status> {
+        let name = req.into_inner().name;
+        if name.is_empty() {
+            return Err(Status::invalid_argument("name: the port's name is required"));
+        }
+        let switch = self.switch.clone();
+        tokio::task::spawn_blocking(move || switch.remove_port(&name))
+            .await
+            .map_err(|e| Status::internal(format!("port task failed: {e}")))?
+            .map_err(port_change_status)?;
+        Ok(Response::new(pb::RemovePortResponse {}))
+    }
+}
+
+/// A run-time port's config from the API; zero fields take the run-time defaults.
+fn port_spec_to_config(spec: &pb::PortSpec) -> Result<dataplane::config::PortConfig, Status> {
+    let small = |field: &str, v: u32, default: u16| -> Result<u16, Status> {
+        match v {
+            0 => Ok(default),
+            v => u16::try_from(v).map_err(|_| Status::invalid_argument(format!("port.{field}: {v} is too large"))),
+        }
+    };
+    let descriptors = dataplane::config::RUNTIME_PORT_DESCRIPTORS;
+    Ok(dataplane::config::PortConfig {
+        name: spec.name.clone(),
+        number: spec.number,
+        devargs: spec.devargs.clone(),
+        rx_queues: small("rx_queues", spec.rx_queues, 1)?,
+        rx_descriptors: small("rx_descriptors", spec.rx_descriptors, descriptors)?,
+        tx_descriptors: small("tx_descriptors", spec.tx_descriptors, descriptors)?,
+        mtu: small("mtu", spec.mtu, 1500)?,
+        ip: None,
+        gateway: None,
+    })
+}
+
+fn port_change_status(e: dataplane::switch::PortChangeError) -> Status {
+    use dataplane::switch::PortChangeError as E;
+    match e {
+        E::Invalid { field, message } => Status::invalid_argument(format!("port.{field}: {message}")),
+        E::Exists { field, message } => Status::already_exists(format!("port.{field}: {message}")),
+        E::NotFound(_) => Status::not_found(format!("name: {e}")),
+        E::InUse { .. } => Status::failed_precondition(format!("name: {e}")),
+        E::NoRoom(_) => Status::resource_exhausted(e.to_string()),
+        E::Device(_) => Status::failed_precondition(format!("port.devargs: {e}")),
+        E::Stopping => Status::unavailable(e.to_string()),
     }
 }
 

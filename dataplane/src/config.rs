@@ -138,7 +138,13 @@ pub struct SwitchConfig {
     pub idle_backoff: bool,
     pub idle_poll_us: u32,
     pub idle_sleep_max_us: u32,
+    /// Ports that can be added while the switch runs (CNI endpoints): the packet pool keeps
+    /// mbufs for this many ports of `RUNTIME_PORT_DESCRIPTORS` rx and tx descriptors.
+    pub spare_ports: u32,
 }
+
+/// Rx and tx descriptors of a port added at run time, unless the request says otherwise.
+pub const RUNTIME_PORT_DESCRIPTORS: u16 = 256;
 
 impl Default for SwitchConfig {
     fn default() -> Self {
@@ -153,6 +159,7 @@ impl Default for SwitchConfig {
             idle_backoff: true,
             idle_poll_us: 200,
             idle_sleep_max_us: 32,
+            spare_ports: 8,
         }
     }
 }
@@ -301,6 +308,62 @@ fn is_pci_address(s: &str) -> bool {
 }
 
 impl PortConfig {
+    /// What is wrong with this port on its own (not against other ports), as (field,
+    /// message) pairs.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut p = Vec::new();
+        let n = &self.name;
+        if n.is_empty() || n.len() > 32 || !n.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
+            p.push(("name", format!("port name '{n}' must be 1 to 32 letters, digits, '_', '-' or '.'")));
+        }
+        if self.number == 0 || self.number > MAX_PORT_NUMBER {
+            p.push(("number", format!("port '{n}': number {} must be 1 to {MAX_PORT_NUMBER}", self.number)));
+        }
+        match self.device() {
+            Ok(DeviceKind::Vdev { driver: "net_pcap", .. }) => {
+                if let Some(file) = self.devarg("rx_pcap") {
+                    if !Path::new(file).is_file() {
+                        p.push(("devargs", format!("port '{n}': rx_pcap file '{file}' does not exist")));
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => p.push(("devargs", e)),
+        }
+        if self.rx_queues == 0 || self.rx_queues > 64 {
+            p.push(("rx_queues", format!("port '{n}': rx_queues {} must be 1 to 64", self.rx_queues)));
+        }
+        for (what, d) in [("rx_descriptors", self.rx_descriptors), ("tx_descriptors", self.tx_descriptors)] {
+            if !(64..=16384).contains(&d) || !d.is_power_of_two() {
+                p.push((what, format!("port '{n}': {what} {d} must be a power of two from 64 to 16384")));
+            }
+        }
+        if !(68..=9600).contains(&self.mtu) {
+            p.push(("mtu", format!("port '{n}': mtu {} must be 68 to 9600", self.mtu)));
+        }
+        match (&self.ip, self.ip.as_deref().map(str::parse::<crate::tunnel::Ipv4Net>)) {
+            (_, Some(Err(e))) => p.push(("ip", format!("port '{n}': ip {e}"))),
+            (_, Some(Ok(net))) => {
+                if let Some(gw) = self.gateway {
+                    if !net.contains(gw) || gw == net.addr {
+                        p.push(("gateway", format!("port '{n}': gateway {gw} must be another address on {net}")));
+                    }
+                }
+            }
+            (None, None) if self.gateway.is_some() => p.push(("gateway", format!("port '{n}': gateway needs an ip"))),
+            _ => {}
+        }
+        p
+    }
+
+    /// What identifies the device: the PCI address or the vdev name (None: devargs invalid).
+    pub fn device_key(&self) -> Option<String> {
+        match self.device().ok()? {
+            DeviceKind::Pci(a) => Some(a),
+            DeviceKind::Vdev { name, .. } => Some(name),
+        }
+    }
+
     /// The uplink address, if the port has a valid one.
     pub fn net(&self) -> Option<crate::tunnel::Ipv4Net> {
         self.ip.as_deref().and_then(|ip| ip.parse().ok())
@@ -416,66 +479,25 @@ impl Config {
             p.push(format!("control.socket '{}' must be an absolute path", self.control.socket.display()));
         }
 
-        if self.ports.is_empty() {
-            p.push("no [[port]]: a switch needs at least one port".into());
+        if self.ports.is_empty() && self.switch.spare_ports == 0 {
+            p.push("no [[port]] and switch.spare_ports = 0: a switch needs ports".into());
         }
         let mut names = BTreeSet::new();
         let mut numbers = BTreeSet::new();
         let mut devices = BTreeSet::new();
         for port in &self.ports {
             let n = &port.name;
-            if n.is_empty() || n.len() > 32 || !n.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
-                p.push(format!("port name '{n}' must be 1 to 32 letters, digits, '_', '-' or '.'"));
-            }
+            p.extend(port.problems().into_iter().map(|(_, message)| message));
             if !names.insert(n.clone()) {
                 p.push(format!("port name '{n}' is used twice"));
             }
-            if port.number == 0 || port.number > MAX_PORT_NUMBER {
-                p.push(format!("port '{n}': number {} must be 1 to {MAX_PORT_NUMBER}", port.number));
-            } else if !numbers.insert(port.number) {
+            if (1..=MAX_PORT_NUMBER).contains(&port.number) && !numbers.insert(port.number) {
                 p.push(format!("port '{n}': number {} is used twice", port.number));
             }
-            match port.device() {
-                Ok(dev) => {
-                    let key = match &dev {
-                        DeviceKind::Pci(a) => a.clone(),
-                        DeviceKind::Vdev { name, .. } => name.clone(),
-                    };
-                    if !devices.insert(key.clone()) {
-                        p.push(format!("port '{n}': device '{key}' is used by another port"));
-                    }
-                    if let DeviceKind::Vdev { driver: "net_pcap", .. } = dev {
-                        if let Some(file) = port.devarg("rx_pcap") {
-                            if !Path::new(file).is_file() {
-                                p.push(format!("port '{n}': rx_pcap file '{file}' does not exist"));
-                            }
-                        }
-                    }
+            if let Some(key) = port.device_key() {
+                if !devices.insert(key.clone()) {
+                    p.push(format!("port '{n}': device '{key}' is used by another port"));
                 }
-                Err(e) => p.push(e),
-            }
-            if port.rx_queues == 0 || port.rx_queues > 64 {
-                p.push(format!("port '{n}': rx_queues {} must be 1 to 64", port.rx_queues));
-            }
-            for (what, d) in [("rx_descriptors", port.rx_descriptors), ("tx_descriptors", port.tx_descriptors)] {
-                if !(64..=16384).contains(&d) || !d.is_power_of_two() {
-                    p.push(format!("port '{n}': {what} {d} must be a power of two from 64 to 16384"));
-                }
-            }
-            if !(68..=9600).contains(&port.mtu) {
-                p.push(format!("port '{n}': mtu {} must be 68 to 9600", port.mtu));
-            }
-            match (&port.ip, port.ip.as_deref().map(str::parse::<crate::tunnel::Ipv4Net>)) {
-                (_, Some(Err(e))) => p.push(format!("port '{n}': ip {e}")),
-                (_, Some(Ok(net))) => {
-                    if let Some(gw) = port.gateway {
-                        if !net.contains(gw) || gw == net.addr {
-                            p.push(format!("port '{n}': gateway {gw} must be another address on {net}"));
-                        }
-                    }
-                }
-                (None, None) if port.gateway.is_some() => p.push(format!("port '{n}': gateway needs an ip")),
-                _ => {}
             }
         }
         let uplinks = self.uplinks([0; 6]);

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::Path;
 
-use crate::config::{Config, DeviceKind};
+use crate::config::{Config, DeviceKind, RUNTIME_PORT_DESCRIPTORS};
 use crate::dpdk::{BURST, MBUF_HEADROOM};
 
 /// `sizeof(struct rte_mbuf)`: two cache lines.
@@ -31,6 +31,8 @@ pub struct MemoryPlan {
     pub hugepage_size: u64,
     /// Hugepages to reserve (0 with `no_huge`).
     pub hugepages: u64,
+    /// Mbufs kept for ports added at run time.
+    pub runtime_port_mbufs: u64,
 }
 
 impl MemoryPlan {
@@ -109,6 +111,12 @@ pub fn default_hugepage_size() -> u64 {
 
 impl MemoryPlan {
     /// The plan for `config` with `hugepage_size`-byte pages.
+    /// Mbufs a port can hold: its rx rings full, its tx queue of every worker full, and a
+    /// burst waiting for it on every worker.
+    pub fn runtime_port_mbufs(rx_queues: u16, rx_descriptors: u16, tx_descriptors: u16, workers: u64) -> u64 {
+        rx_queues as u64 * rx_descriptors as u64 + workers * (tx_descriptors as u64 + BURST as u64)
+    }
+
     pub fn for_config(config: &Config, hugepage_size: u64) -> MemoryPlan {
         let workers = config.workers.len().max(1) as u64;
         let max_mtu = config.ports.iter().map(|p| p.mtu as u32).max().unwrap_or(1500);
@@ -126,6 +134,12 @@ impl MemoryPlan {
             "in flight on workers (rx burst + one tx buffer per port)".to_string(),
             workers * BURST as u64 * (1 + ports),
         ));
+        let spare = config.switch.spare_ports as u64;
+        let runtime_port_mbufs =
+            spare * Self::runtime_port_mbufs(1, RUNTIME_PORT_DESCRIPTORS, RUNTIME_PORT_DESCRIPTORS, workers);
+        if spare > 0 {
+            parts.push((format!("{spare} ports added at run time (switch.spare_ports)"), runtime_port_mbufs));
+        }
         let cache = config.switch.mbuf_cache as u64;
         // A per-lcore cache may hold up to 1.5x its size; the main lcore has one too.
         parts.push(("per-core mempool caches".to_string(), (workers + 1) * cache * 3 / 2));
@@ -152,7 +166,8 @@ impl MemoryPlan {
         let per_mbuf = MBUF_HEADER + data_room as u64 + MEMPOOL_OBJ_OVERHEAD;
         // The mempool's ring of free pointers: 8 bytes per slot, power-of-two slots.
         let pool_bytes = mbufs * per_mbuf + 8 * (mbufs + 1).next_power_of_two();
-        let queues: u64 = config.ports.iter().map(|p| p.rx_queues as u64 + workers).sum();
+        let queues: u64 =
+            config.ports.iter().map(|p| p.rx_queues as u64 + workers).sum::<u64>() + spare * (1 + workers);
         let mut overhead = EAL_BASE_BYTES + queues * PER_QUEUE_BYTES;
         if let Some(mb) = config.eal.memory_mb {
             // The user's figure is the total; whatever the pool leaves is for the EAL.
@@ -168,6 +183,7 @@ impl MemoryPlan {
             overhead_bytes: overhead,
             hugepage_size,
             hugepages,
+            runtime_port_mbufs,
         }
     }
 }
@@ -261,9 +277,11 @@ mod tests {
     #[test]
     fn mbufs_cover_rings_bursts_and_caches() {
         let plan = MemoryPlan::for_config(&config(""), 2 << 20);
-        // rx: 1024 + 2*1024, tx: 2*1024, bursts: 32*3, caches: 2*256*1.5
-        let need = 3072 + 2048 + 96 + 768;
+        // rx: 1024 + 2*1024, tx: 2*1024, bursts: 32*3, caches: 2*256*1.5, 8 spare ports of
+        // 256 rx + 1 worker x (256 tx + 32)
+        let need = 3072 + 2048 + 96 + 768 + 8 * (256 + 256 + 32);
         assert_eq!(plan.mbufs as u64, need + 2048 + need / 8);
+        assert_eq!(plan.runtime_port_mbufs, 8 * (256 + 256 + 32));
         assert_eq!(plan.data_room, 2176);
         assert_eq!(plan.hugepages, plan.total_bytes().div_ceil(2 << 20));
         assert!(plan.to_string().contains("rx descriptor rings"));

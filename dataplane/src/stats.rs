@@ -90,6 +90,13 @@ pub struct PortCounters {
 }
 
 impl PortCounters {
+    /// Zeroes every counter (by the owning worker, when a port index is reused).
+    pub fn reset(&self) {
+        for c in [&self.rx_packets, &self.rx_bytes, &self.tx_packets, &self.tx_bytes].into_iter().chain(&self.drops) {
+            c.store(0, Relaxed);
+        }
+    }
+
     #[inline(always)]
     pub fn drop(&self, reason: DropReason, n: u64) {
         bump(&self.drops[reason as usize], n);
@@ -272,6 +279,16 @@ pub struct WorkerTotals {
 }
 
 impl WorkerStats {
+    /// Zeroes the per-queue counters of rx list slot `slot` (by the owning worker, when a
+    /// slot is reused).
+    pub fn reset_rx_queue(&self, slot: usize) {
+        for v in [&self.rx_queue_packets, &self.rx_queue_bytes] {
+            if let Some(c) = v.get(slot) {
+                c.store(0, Relaxed);
+            }
+        }
+    }
+
     pub fn totals(&self) -> WorkerTotals {
         let mut ports = PortTotals::default();
         for p in self.ports.iter() {

@@ -5,7 +5,9 @@
 //! writer). It shares with the control plane only [`Shared`]: the published pipeline, a coarse
 //! clock and the stop flag, all read with single atomic loads once per poll iteration.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use crossbeam::queue::ArrayQueue;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -42,6 +44,44 @@ impl CoarseClock {
     }
 }
 
+/// A change to one worker's queues: ports added or removed while the switch runs.
+pub enum QueueChange {
+    /// Send to port `idx` through `tx`, and poll each `rx` queue at its place (slot) in the
+    /// worker's rx list (slots are what per-queue counters are kept by).
+    AddPort { idx: PortIdx, tx: TxQueue, rx: Vec<(usize, RxQueue)> },
+    /// Stop polling and sending to port `idx` (what waits for it is sent first), and give
+    /// its queue handles back, so the control plane can close the port.
+    RemovePort { idx: PortIdx },
+}
+
+/// Where the control plane posts [`QueueChange`]s to one worker and sees them applied.
+/// A worker checks it with one relaxed load per poll iteration.
+pub struct Mailbox {
+    changes: ArrayQueue<QueueChange>,
+    posted: AtomicU64,
+    applied: AtomicU64,
+}
+
+impl Default for Mailbox {
+    fn default() -> Self {
+        Mailbox { changes: ArrayQueue::new(64), posted: AtomicU64::new(0), applied: AtomicU64::new(0) }
+    }
+}
+
+impl Mailbox {
+    /// Posts a change; returns the ticket that [`Mailbox::applied`] reaches once the worker
+    /// applied it, or the change back when the mailbox is full.
+    pub fn post(&self, change: QueueChange) -> Result<u64, QueueChange> {
+        self.changes.push(change)?;
+        Ok(self.posted.fetch_add(1, Ordering::Release) + 1)
+    }
+
+    /// How many changes the worker has applied.
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+}
+
 /// What workers share with the control plane.
 pub struct Shared {
     pub pipeline: PipelineCell,
@@ -52,6 +92,8 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// The live packet trace, when one runs.
     pub trace: LiveTrace,
+    /// One per worker, by index.
+    pub mailboxes: Box<[Mailbox]>,
 }
 
 /// How a worker behaves when its queues are empty.
@@ -101,6 +143,26 @@ impl<'a> TxBuffers<'a> {
             ports[i] = Some(TxPort { queue, pending: MbufBurst::new() });
         }
         TxBuffers { ports, dropped: MbufBurst::new(), stats, pool }
+    }
+
+    fn add_port(&mut self, idx: PortIdx, queue: TxQueue) {
+        let i = idx as usize;
+        if self.ports.len() <= i {
+            self.ports.resize_with(i + 1, || None);
+        }
+        self.ports[i] = Some(TxPort { queue, pending: MbufBurst::new() });
+    }
+
+    /// Sends what waits for port `idx` and lets go of its queue.
+    fn remove_port(&mut self, idx: PortIdx) {
+        if let Some(Some(mut tp)) = self.ports.get_mut(idx as usize).map(Option::take) {
+            if !tp.pending.is_empty() {
+                Self::flush_port(&mut tp, idx as usize, self.stats);
+            }
+        }
+        while self.ports.last().is_some_and(Option::is_none) {
+            self.ports.pop();
+        }
     }
 
     #[inline]
@@ -198,8 +260,50 @@ pub fn spawn(
     })
 }
 
+/// Applies the queue changes posted to this worker (ports added or removed at run time).
+#[cold]
+#[inline(never)]
+fn apply_changes(
+    mailbox: &Mailbox,
+    rx: &mut Vec<Option<(PortIdx, RxQueue)>>,
+    tx: &mut TxBuffers,
+    stats: &WorkerStats,
+) -> u64 {
+    let mut applied = 0;
+    while let Some(change) = mailbox.changes.pop() {
+        match change {
+            QueueChange::AddPort { idx, tx: queue, rx: queues } => {
+                // The index may have belonged to a removed port: its counts start again.
+                stats.ports[idx as usize].reset();
+                tx.add_port(idx, queue);
+                for (slot, q) in queues {
+                    if rx.len() <= slot {
+                        rx.resize_with(slot + 1, || None);
+                    }
+                    rx[slot] = Some((idx, q));
+                    stats.reset_rx_queue(slot);
+                }
+            }
+            QueueChange::RemovePort { idx } => {
+                for entry in rx.iter_mut() {
+                    if entry.as_ref().is_some_and(|(p, _)| *p == idx) {
+                        *entry = None;
+                    }
+                }
+                tx.remove_port(idx);
+            }
+        }
+        applied += 1;
+    }
+    applied
+}
+
 fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
-    let WorkerPlan { mut rx, tx, index, emc_entries, pool, idle, .. } = plan;
+    let WorkerPlan { rx, tx, index, emc_entries, pool, idle, .. } = plan;
+    // Slots of removed ports stay empty (None) so the others keep their per-queue counters.
+    let mut rx: Vec<Option<(PortIdx, RxQueue)>> = rx.into_iter().map(Some).collect();
+    let mailbox = &shared.mailboxes[index];
+    let mut changes_applied = 0u64;
     let mut tx = TxBuffers::new(tx, stats, pool);
     let mut last_resolve = u32::MAX;
     let mut scratch = FlowScratch::new(index, emc_entries);
@@ -215,6 +319,10 @@ fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
     let mut sleep_us = 1u32;
 
     while !shared.stop.load(Ordering::Relaxed) {
+        if mailbox.posted.load(Ordering::Relaxed) != changes_applied {
+            changes_applied += apply_changes(mailbox, &mut rx, &mut tx, stats);
+            mailbox.applied.store(changes_applied, Ordering::Release);
+        }
         // Quiescent point: no reference into the previous snapshot survives this line.
         if pipeline.refresh(&shared.pipeline) {
             stats.generation.store(pipeline.get().generation(), Ordering::Release);
@@ -229,7 +337,8 @@ fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
         let trace = shared.trace.active();
         let start = dpdk::tsc();
         let mut received = 0;
-        for (slot, (port, queue)) in rx.iter_mut().enumerate() {
+        for (slot, entry) in rx.iter_mut().enumerate() {
+            let Some((port, queue)) = entry else { continue };
             let n = queue.rx_burst(&mut burst);
             if n == 0 {
                 continue;

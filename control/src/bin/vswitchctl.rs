@@ -35,6 +35,25 @@ enum Command {
     ListPorts,
     /// One port in detail (name or number).
     GetPort { port: String },
+    /// Add a port to the running switch, e.g.
+    /// "add-port pod1 11 net_af_packet_pod1,iface=veth-pod1".
+    AddPort {
+        name: String,
+        /// Port number flows use.
+        number: u32,
+        /// DPDK devargs: a vdev or a PCI address.
+        devargs: String,
+        #[arg(long)]
+        rx_queues: Option<u32>,
+        /// Rx and tx descriptors (default 256).
+        #[arg(long)]
+        descriptors: Option<u32>,
+        #[arg(long)]
+        mtu: Option<u32>,
+    },
+    /// Remove a port (refused while flows use it).
+    #[command(visible_alias = "del-port")]
+    RemovePort { name: String },
     /// Worker threads and their counters.
     #[command(visible_aliases = ["workers", "show-workers"])]
     ListWorkers,
@@ -792,6 +811,34 @@ async fn run(args: Args) -> Result<(), String> {
             let rows: Vec<Vec<String>> =
                 r.counters.iter().map(|c| vec![c.name.clone(), c.packets.to_string()]).collect();
             print_table(&["COUNTER", "PACKETS"], &rows);
+        }
+        Command::AddPort { name, number, devargs, rx_queues, descriptors, mtu } => {
+            let port = pb::PortSpec {
+                name,
+                number,
+                devargs,
+                rx_queues: rx_queues.unwrap_or(0),
+                rx_descriptors: descriptors.unwrap_or(0),
+                tx_descriptors: descriptors.unwrap_or(0),
+                mtu: mtu.unwrap_or(0),
+            };
+            let p = PortServiceClient::new(channel)
+                .add_port(pb::AddPortRequest { port: Some(port) })
+                .await
+                .map_err(status_text)?
+                .into_inner();
+            if json {
+                return print_json(&p);
+            }
+            println!("added port {} (number {}), {} {}", p.name, p.number, p.driver, p.mac);
+        }
+        Command::RemovePort { name } => {
+            let r = PortServiceClient::new(channel)
+                .remove_port(pb::RemovePortRequest { name })
+                .await
+                .map_err(status_text)?
+                .into_inner();
+            return acknowledge(json, &r, "removed");
         }
         Command::AddTunnel { name, number, kind, uplink, remote_ip, vni, local_ip, dst_port } => {
             let tunnel = pb::TunnelSpec {

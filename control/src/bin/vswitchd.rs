@@ -90,13 +90,14 @@ fn main() -> ExitCode {
     }
     let names = switch.port_names();
     for w in switch.workers() {
-        let queues: Vec<String> =
-            w.rx.iter()
-                .map(|(p, q)| {
-                    let name = names.iter().find(|n| n.0 == *p).map_or("?", |n| n.1.as_str());
-                    format!("{name}:{q}")
-                })
-                .collect();
+        let queues: Vec<String> = w
+            .rx_queues()
+            .iter()
+            .map(|(_, p, q)| {
+                let name = names.iter().find(|n| n.0 == *p).map_or("?", |n| n.1.as_str());
+                format!("{name}:{q}")
+            })
+            .collect();
         println!("worker {} on core {} (lcore {}): rx {}", w.index, w.core, w.lcore, queues.join(" "));
     }
 

@@ -11,10 +11,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 mod flows;
 mod live;
+mod ports;
 mod tunnels;
 
 pub use flows::{FlowView, NamedCounter, TableView, TraceResult, TraceStep, TxOutcome};
 pub use live::LivePacket;
+pub use ports::PortChangeError;
 pub use tunnels::{TunnelChangeError, TunnelView};
 
 use crate::config::{Config, ConfigError, DeviceKind, PortConfig};
@@ -125,6 +127,8 @@ pub struct PortRuntime {
     pub layout: PortLayout,
     pub rx_queues: u16,
     pub tx_queues: u16,
+    /// Mbufs of the run-time port budget it holds (0 for ports from the config).
+    pub runtime_mbufs: u64,
 }
 
 /// A worker of the running switch.
@@ -132,9 +136,18 @@ pub struct WorkerRuntime {
     pub index: usize,
     pub core: usize,
     pub lcore: u32,
-    /// (port index, queue) pairs it polls.
-    pub rx: Vec<(PortIdx, u16)>,
+    /// (port index, queue) it polls, by slot in its rx list (None: the slot's port was
+    /// removed). Per-queue counters are kept by slot.
+    rx: Mutex<Vec<Option<(PortIdx, u16)>>>,
     pub stats: Arc<WorkerStats>,
+}
+
+impl WorkerRuntime {
+    /// (slot, port index, queue) of each rx queue the worker polls.
+    pub fn rx_queues(&self) -> Vec<(usize, PortIdx, u16)> {
+        let rx = self.rx.lock().unwrap();
+        rx.iter().enumerate().filter_map(|(slot, e)| e.map(|(p, q)| (slot, p, q))).collect()
+    }
 }
 
 /// One port's view for the API.
@@ -239,6 +252,7 @@ impl Switch {
             go: Default::default(),
             stop: Default::default(),
             trace: Default::default(),
+            mailboxes: (0..n_workers).map(|_| Default::default()).collect(),
         });
 
         let mut workers = Vec::new();
@@ -279,7 +293,7 @@ impl Switch {
                     index: w,
                     core: wc.core,
                     lcore,
-                    rx: assignment[w].iter().map(|&(p, q)| (p as PortIdx, q)).collect(),
+                    rx: Mutex::new(assignment[w].iter().map(|&(p, q)| Some((p as PortIdx, q))).collect()),
                     stats,
                 }),
                 Err(reason) => {
@@ -522,7 +536,17 @@ fn open_port(
         mtu: pc.mtu,
     };
     let layout = eth.setup_and_start(&setup, pool).map_err(|e| fail(e.to_string()))?;
-    Ok(PortRuntime { idx, config: pc.clone(), devargs, eth, info, layout, rx_queues: pc.rx_queues, tx_queues })
+    Ok(PortRuntime {
+        idx,
+        config: pc.clone(),
+        devargs,
+        eth,
+        info,
+        layout,
+        rx_queues: pc.rx_queues,
+        tx_queues,
+        runtime_mbufs: 0,
+    })
 }
 
 #[cfg(test)]

@@ -73,15 +73,52 @@ impl TunnelState {
         check_tunnel(t, &self.uplinks, &self.configs(), &port_taken)
     }
 
-    /// Places a checked tunnel in the first free slot.
+    fn port_has(&self, idx: PortIdx) -> bool {
+        self.ports.iter().any(|p| p.0 == idx)
+    }
+
+    pub(super) fn name_taken(&self, name: &str) -> bool {
+        self.ports.iter().any(|p| p.1 == name) || self.slots.iter().flatten().any(|s| s.0.name == name)
+    }
+
+    pub(super) fn number_taken(&self, number: u32) -> bool {
+        self.ports.iter().any(|p| p.2 == number) || self.slots.iter().flatten().any(|s| s.0.number == number)
+    }
+
+    /// The lowest port index neither a port nor a tunnel holds.
+    pub(super) fn free_port_index(&self) -> Option<PortIdx> {
+        (0..MAX_PORTS).map(|i| i as PortIdx).find(|&i| {
+            let tunnel =
+                i.checked_sub(self.first).and_then(|s| self.slots.get(s as usize)).is_some_and(Option::is_some);
+            !tunnel && !self.port_has(i)
+        })
+    }
+
+    /// A port added at run time (an access port: not an uplink).
+    pub(super) fn add_port(&mut self, idx: PortIdx, name: String, number: u32) {
+        self.ports.push((idx, name, number, false));
+    }
+
+    pub(super) fn remove_port(&mut self, idx: PortIdx) {
+        self.ports.retain(|p| p.0 != idx);
+    }
+
+    /// Places a checked tunnel in the first free slot (one whose index no port took).
     fn place(&mut self, t: TunnelConfig, counters: impl Fn(PortIdx) -> PortTotals) -> Option<PortIdx> {
-        let slot = match self.slots.iter().position(|s| s.is_none()) {
+        let free =
+            (0..self.slots.len()).find(|&s| self.slots[s].is_none() && !self.port_has(self.first + s as PortIdx));
+        let slot = match free {
             Some(s) => s,
-            None if self.slots.len() < MAX_TUNNELS && self.first as usize + self.slots.len() < MAX_PORTS => {
+            None => loop {
+                if self.slots.len() >= MAX_TUNNELS || self.first as usize + self.slots.len() >= MAX_PORTS {
+                    return None;
+                }
                 self.slots.push(None);
-                self.slots.len() - 1
-            }
-            None => return None,
+                let s = self.slots.len() - 1;
+                if !self.port_has(self.first + s as PortIdx) {
+                    break s;
+                }
+            },
         };
         let idx = self.first + slot as PortIdx;
         self.slots[slot] = Some((t, counters(idx)));

@@ -370,9 +370,11 @@ impl TunnelMap {
         }
     }
 
+    /// Whether port index `port` is a tunnel (ports added at run time may take indices
+    /// above `first` that no tunnel holds).
     #[inline(always)]
     pub fn is_tunnel(&self, port: PortIdx) -> bool {
-        port >= self.first
+        self.tunnel(port).is_some()
     }
 
     #[inline(always)]
