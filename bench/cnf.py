@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
-"""CNF Testbed style benchmark runner: this switch and testpmd (io, the no-processing
-bound) on the same traffic from `tgen` over memif, the same cores, in one run.
+"""CNF Testbed style benchmark runner: this switch, OVS-DPDK (Debian's openvswitch-switch-dpdk)
+and testpmd (io, the no-processing bound) on the same traffic from `tgen` over memif, the
+same cores, in one run.
 
 Per scenario and system: the highest rate with zero loss (binary search, as RFC 2544), the
 rate when offered as much as the generator can send, latency p50/p99/p99.9/max at 10%, 50%
 and 90% of the zero-loss rate, the switch's cycles per packet, CPU and RSS while forwarding.
-Per system: time from process start to the first forwarded packet (deployment) and CPU and
-RSS while idle. Writes JSON, a Markdown table (also printed) and an SVG chart.
+Per system: time from process start to the first forwarded packet (deployment), CPU and
+RSS while idle, time for a 10,000-rule change under traffic (policy update), and time to
+attach N endpoints (veth pairs into namespaces, one API call each as a CNI plugin makes
+them) until each pings through the switch (provisioning; N <= 30, as Debian's DPDK allows
+32 ports per process). OVS-DPDK runs p2p, l2 and acl64k (its VXLAN set-up needs a kernel
+bridge port: bench/tunnels.sh compares encap on pcap traffic). Writes JSON, a Markdown table (also printed) and an SVG chart.
 
-  sudo bench/cnf.py                      # full run (about 10 minutes)
+  sudo bench/cnf.py                      # full run (about 15 minutes)
   sudo bench/cnf.py --smoke              # port-to-port on this switch only, short trials (CI)
   sudo bench/cnf.py --scenarios p2p,l2 --systems vswitchd
 
@@ -32,7 +37,8 @@ SUT_CORE = 1
 GEN_CORE = 0
 
 # Systems: this switch as configured by default (idle back-off), the same with busy polling
-# (switch.idle_backoff = false, the latency knob), and testpmd io.
+# (switch.idle_backoff = false, the latency knob), OVS-DPDK 3.1 (one PMD on the same core) and
+# testpmd io.
 SCENARIOS = {
     # name: (description, flows, tgen extra args)
     "p2p": ("port to port, 1 flow, one in_port rule", 1, []),
@@ -46,6 +52,9 @@ SCENARIOS = {
 }
 
 
+OVS_VSWITCHD = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"
+
+
 def memif(n, sock, role):
     return f"net_memif{n},role={role},socket={sock},rsize=12"
 
@@ -55,6 +64,7 @@ class Run:
         self.args = args
         self.dir = tempfile.mkdtemp(prefix="vswitch-cnf-")
         self.procs = []
+        self.system = None
 
     def path(self, name):
         return os.path.join(self.dir, name)
@@ -124,11 +134,78 @@ devargs = "{memif(1, b, role)}"
                      '[[flow]]\nrule = "in_port=10,actions=output:2"\n')
         return body
 
+    def ovs_rules(self, scenario):
+        """OVS flows equivalent to this switch's set-up of `scenario` (None: not comparable)."""
+        if scenario == "p2p":
+            return ["in_port=1,actions=output:2"]
+        if scenario == "policy":
+            return ["priority=0,actions=drop"]  # policy_update() adds the 10,000 rules
+        gen = {"l2": ("dl-dst", "1000"), "acl64k": ("nw-dst", "64000")}.get(scenario)
+        if gen is None:
+            return None  # VXLAN needs OVS's br-phy set-up: bench/tunnels.sh compares those
+        out = self.path(f"ovs-{scenario}.txt")
+        subprocess.run([os.path.join(BIN, "rulegen"), "--kind", gen[0], "--flows", gen[1], "--out", out],
+                       check=True, capture_output=True)
+        return ["@" + out]
+
+    def ovs_daemons(self, log):
+        """ovsdb-server + OVS-DPDK with its PMD on the worker core and the rest on the
+        generator's core. Returns (ovs-vswitchd's Popen, ovs-vsctl command, run directory)."""
+        run = self.path("ovs")
+        os.makedirs(run, exist_ok=True)
+        db = os.path.join(run, "conf.db")
+        if os.path.exists(db):
+            os.remove(db)
+        subprocess.run(["ovsdb-tool", "create", db, "/usr/share/openvswitch/vswitch.ovsschema"], check=True)
+        sock = os.path.join(run, "db.sock")
+        # Everything OVS writes (pid files, bridge sockets, logs) stays in the run directory.
+        env = {**os.environ, "OVS_RUNDIR": run, "OVS_LOGDIR": run, "OVS_DBDIR": run}
+        dbs = subprocess.Popen(["taskset", "-c", str(GEN_CORE), "ovsdb-server", db, f"--remote=punix:{sock}",
+                                f"--unixctl={run}/ovsdb.ctl", "--no-chdir"], stdout=log, stderr=log, env=env)
+        self.procs.append(dbs)
+        for _ in range(100):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.05)
+        vsctl = ["ovs-vsctl", f"--db=unix:{sock}"]
+        subprocess.run(vsctl + ["--no-wait", "init"], check=True)
+        subprocess.run(vsctl + ["--no-wait", "set", "Open_vSwitch", ".", "other_config:dpdk-init=true",
+                                "other_config:dpdk-socket-mem=512", "other_config:dpdk-socket-limit=512",
+                                f"other_config:dpdk-extra=--no-pci --file-prefix=ovscnf{os.getpid()}",
+                                f"other_config:pmd-cpu-mask={1 << SUT_CORE:#x}"], check=True)
+        p = subprocess.Popen(["taskset", "-c", str(GEN_CORE), OVS_VSWITCHD, f"unix:{sock}",
+                              f"--unixctl={run}/vswitchd.ctl", "--no-chdir"], stdout=log, stderr=log, env=env)
+        return p, vsctl, run
+
+    def start_ovs(self, scenario, role, log):
+        """OVS-DPDK with bridge br0 holding the two memif ports (OpenFlow 1 and 2) and the
+        scenario's flows. Returns ovs-vswitchd's Popen."""
+        p, vsctl, run = self.ovs_daemons(log)
+        a, b = self.path("a.sock"), self.path("b.sock")
+        subprocess.run(vsctl + ["add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev",
+                                "--", "add-port", "br0", "a", "--", "set", "Interface", "a", "type=dpdk",
+                                "ofport_request=1", f"options:dpdk-devargs={memif(0, a, role)}",
+                                "--", "add-port", "br0", "b", "--", "set", "Interface", "b", "type=dpdk",
+                                "ofport_request=2", f"options:dpdk-devargs={memif(1, b, role)}"],
+                       check=True, capture_output=True)
+        ofctl = ["ovs-ofctl", "del-flows", f"unix:{run}/br0.mgmt"]
+        subprocess.run(ofctl, check=True, capture_output=True)
+        for r in self.ovs_rules(scenario):
+            if r.startswith("@"):
+                cmd = ["ovs-ofctl", "--bundle", "add-flows", f"unix:{run}/br0.mgmt", r[1:]]
+            else:
+                cmd = ["ovs-ofctl", "add-flow", f"unix:{run}/br0.mgmt", r]
+            subprocess.run(cmd, check=True, capture_output=True)
+        return p
+
     def start_system(self, system, scenario, role="server"):
         """Starts the system under test; its memif ports take `role` (the generator the other)."""
         a, b = self.path("a.sock"), self.path("b.sock")
         log = open(self.path(f"{system}-{scenario}.log"), "w")
-        if system.startswith("vswitchd"):
+        self.system = system
+        if system == "ovs-dpdk":
+            p = self.start_ovs(scenario, role, log)
+        elif system.startswith("vswitchd"):
             cfg = self.path("sw.toml")
             with open(cfg, "w") as f:
                 f.write(self.vswitchd_config(scenario, role, busy_poll=system == "vswitchd-poll"))
@@ -156,13 +233,14 @@ devargs = "{memif(1, b, role)}"
                            check=True, capture_output=True)
 
     def stop(self, p):
-        p.send_signal(signal.SIGINT)
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        self.procs.remove(p)
+        for q in [p] + [q for q in self.procs if q is not p]:
+            q.send_signal(signal.SIGINT if q is p else signal.SIGTERM)
+            try:
+                q.wait(20)
+            except subprocess.TimeoutExpired:
+                q.kill()
+                q.wait()
+        self.procs.clear()
 
     # --- generator ----------------------------------------------------------------------
     def generator(self, scenario, role="client", first_only=False):
@@ -176,6 +254,8 @@ devargs = "{memif(1, b, role)}"
         if first_only:
             cmd += ["--first-only", "--rate", "0.1", "--seconds", "60"]
         cmd += SCENARIOS[scenario][2]
+        if self.system == "ovs-dpdk":
+            cmd += ["--rx-queues", "2"]  # OVS's PMD thread sends on tx queue 1 (queue 0 is its main thread's)
         return Generator(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                           stderr=open(self.path("tgen.log"), "a"), text=True))
 
@@ -297,11 +377,18 @@ def policy_update(run, system):
     gen = run.generator("policy")
     box = {}
     t = threading.Thread(target=lambda: box.update(r=gen.trial(1.0, 6.0, 0.5)))
+    if system == "ovs-dpdk":
+        subprocess.run([os.path.join(BIN, "rulegen"), "--kind", "nw-dst", "--flows", "10000",
+                        "--out", run.path("policy.txt")], check=True, capture_output=True)
+        # As OVS users apply a policy atomically; returns once the rules are in the table.
+        cmd = ["ovs-ofctl", "--bundle", "add-flows", f"unix:{run.path('ovs')}/br0.mgmt", run.path("policy.txt")]
+    else:
+        # Returns once every worker runs the new rules.
+        cmd = [os.path.join(BIN, "vswitchctl"), "--server", run.path("sw.sock"), "add-flows", run.path("policy.txt")]
     t.start()
     time.sleep(2.5)
     t0 = time.monotonic()
-    subprocess.run([os.path.join(BIN, "vswitchctl"), "--server", run.path("sw.sock"), "add-flows",
-                    run.path("policy.txt")], check=True, capture_output=True)
+    subprocess.run(cmd, check=True, capture_output=True)
     took = time.monotonic() - t0
     t.join()
     run.stop(p)
@@ -315,6 +402,7 @@ def policy_update(run, system):
 def deployment(run, system):
     """Seconds from starting the system to the first packet it forwards, and idle figures."""
     clean(run.dir)
+    run.system = system
     # Here the generator is the memif server, sending before the switch exists.
     gen = run.generator("p2p", role="server", first_only=True)
     time.sleep(1.0)
@@ -329,6 +417,106 @@ def deployment(run, system):
     run.stop(p)
     gen.close()
     return res
+
+
+class Endpoints:
+    """`n` + 1 hosts in network namespaces on veth pairs (10.77.0.0/16, host 0 first); the
+    root-namespace ends are what the switch attaches. Removed on close."""
+
+    def __init__(self, n):
+        self.tag = f"cnf{os.getpid() % 10000}"
+        self.hosts = []
+        for i in range(n + 1):
+            ns, veth = f"{self.tag}-e{i}", f"{self.tag}e{i}"
+            self.hosts.append((ns, veth, f"10.77.{i // 250}.{i % 250 + 1}"))
+            subprocess.run(["ip", "netns", "add", ns], check=True)
+            subprocess.run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns], check=True)
+            subprocess.run(["ip", "link", "set", veth, "up"], check=True)
+            for cmd in (["ip", "addr", "add", f"{self.hosts[-1][2]}/16", "dev", "eth0"],
+                        ["ip", "link", "set", "eth0", "up"], ["ip", "link", "set", "lo", "up"]):
+                subprocess.run(["ip", "netns", "exec", ns] + cmd, check=True)
+
+    def close(self):
+        for ns, veth, _ in self.hosts:
+            subprocess.run(["ip", "link", "del", veth], capture_output=True)
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+    def all_reach_host0(self, deadline):
+        """Pings host 0 from every other host (in parallel, retrying) until all answered."""
+        waiting = list(range(1, len(self.hosts)))
+        while waiting and time.monotonic() < deadline:
+            procs = {i: subprocess.Popen(["ip", "netns", "exec", self.hosts[i][0], "ping", "-c", "1", "-W", "1",
+                                          self.hosts[0][2]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                     for i in waiting}
+            waiting = [i for i, p in procs.items() if p.wait() != 0]
+        return not waiting
+
+
+def provisioning(run, system, n):
+    """Seconds to attach `n` endpoints (veth pairs into namespaces) to the running system,
+    one API call each as a CNI plugin makes them, until every one pings host 0 through it."""
+    clean(run.dir)
+    eps = Endpoints(n)
+    log = open(run.path(f"{system}-provision.log"), "w")
+    try:
+        def af_packet(i):
+            return f"net_af_packet{100 + i},iface={eps.hosts[i][1]}"
+        if system == "ovs-dpdk":
+            p, vsctl, _ = run.ovs_daemons(log)
+            run.procs.append(p)
+            # A fresh bridge forwards with its default NORMAL flow. One af_packet queue pair
+            # (more would spread received packets over rx queues OVS does not poll); OVS then
+            # shares the tx queue between its threads.
+            subprocess.run(vsctl + ["add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev",
+                                    "--", "add-port", "br0", "e0", "--", "set", "Interface", "e0", "type=dpdk",
+                                    f"options:dpdk-devargs={af_packet(0)}"], check=True, capture_output=True)
+
+            def attach(i):
+                subprocess.run(vsctl + ["add-port", "br0", f"e{i}", "--", "set", "Interface", f"e{i}", "type=dpdk",
+                                        f"options:dpdk-devargs={af_packet(i)}"], check=True, capture_output=True)
+        else:
+            cfg = run.path("prov.toml")
+            with open(cfg, "w") as f:
+                f.write(f"""[eal]
+main_core = {GEN_CORE}
+file_prefix = "vsprov{os.getpid()}"
+[control]
+socket = "{run.path('sw.sock')}"
+metrics = "off"
+[switch]
+spare_ports = {n}
+[[worker]]
+core = {SUT_CORE}
+[[port]]
+name = "e0"
+number = 1
+devargs = "{af_packet(0)}"
+""")
+            p = subprocess.Popen([os.path.join(BIN, "vswitchd"), "--config", cfg], stdout=log, stderr=log)
+            run.procs.append(p)
+            for _ in range(300):
+                if os.path.exists(run.path("sw.sock")):
+                    break
+                time.sleep(0.1)
+
+            def attach(i):
+                subprocess.run([os.path.join(BIN, "vswitchctl"), "--server", run.path("sw.sock"), "add-port",
+                                f"e{i}", str(i + 1), af_packet(i)], check=True, capture_output=True)
+        # The system is up with host 0 attached: make sure it forwards before timing.
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        for i in range(1, n + 1):
+            attach(i)
+        attached = time.monotonic() - t0
+        ok = eps.all_reach_host0(time.monotonic() + 60)
+        took = time.monotonic() - t0
+        run.stop(p)
+        return {"endpoints": n, "provision_seconds": round(took, 3) if ok else None,
+                "provision_api_seconds": round(attached, 3)}
+    finally:
+        for q in list(run.procs):
+            run.stop(q)
+        eps.close()
 
 
 def versions():
@@ -357,10 +545,14 @@ def markdown(results):
         lines.append(f"| {r['scenario']} | {r['system']} | {r['zero_loss_mpps']:.2f} | "
                      f"{r['max_offered_mpps']:.2f} / {r['max_received_mpps']:.2f} | {lat_s} | "
                      f"{r.get('cycles_per_packet') or '-'} | {r.get('cpu_cores_at_90pct', '-')} | {r['rss_mib']} |")
-    lines += ["", "| system | deployment s | 10k-rule policy update s | idle CPU cores | idle RSS MiB |",
-              "|---|---|---|---|---|"]
+    lines += ["", "| system | deployment s | 10k-rule policy update s | endpoints provisioned: s (ms each) "
+              "| idle CPU cores | idle RSS MiB |", "|---|---|---|---|---|---|"]
     for s, d in results["systems"].items():
-        lines.append(f"| {s} | {d['deploy_seconds']} | {d.get('policy_update_seconds', '-')} | "
+        prov = "-"
+        if d.get("provision_seconds") is not None:
+            prov = (f"{d['endpoints']}: {d['provision_seconds']} "
+                    f"({d['provision_seconds'] / d['endpoints'] * 1e3:.0f})")
+        lines.append(f"| {s} | {d['deploy_seconds']} | {d.get('policy_update_seconds', '-')} | {prov} | "
                      f"{d['idle_cpu_cores']} | {d['idle_rss_mib']} |")
     return "\n".join(lines)
 
@@ -397,12 +589,15 @@ def svg_chart(results):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenarios", default="p2p,l2,acl64k,encap,decap")
-    ap.add_argument("--systems", default="vswitchd,vswitchd-poll,testpmd",
-                    help="vswitchd (idle back-off on, the default), vswitchd-poll (busy polling), testpmd")
+    ap.add_argument("--systems", default="vswitchd,vswitchd-poll,ovs-dpdk,testpmd",
+                    help="vswitchd (idle back-off on, the default), vswitchd-poll (busy polling), "
+                         "ovs-dpdk (Debian's openvswitch-switch-dpdk), testpmd")
     ap.add_argument("--trial", type=float, default=2.0, help="seconds per trial")
     ap.add_argument("--steps", type=int, default=7, help="binary search steps")
     ap.add_argument("--warmup", type=float, default=0.5)
     ap.add_argument("--idle-seconds", type=float, default=5.0)
+    ap.add_argument("--endpoints", type=int, default=30,
+                    help="ports provisioned at run time for the provisioning time (DPDK 22.11 allows 32 ports)")
     ap.add_argument("--smoke", action="store_true", help="p2p on this switch, short trials: checks the runner")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     ap.add_argument("--bin-dir", help="use the binaries here instead of building target/release")
@@ -411,6 +606,7 @@ def main():
     if args.smoke:
         args.scenarios, args.systems, args.trial, args.steps, args.warmup, args.idle_seconds = \
             "p2p", "vswitchd", 0.5, 3, 0.2, 1.0
+        args.endpoints = 3
     if os.geteuid() != 0:
         sys.exit("cnf.py: run as root (hugepages, DPDK)")
     if args.bin_dir:
@@ -425,12 +621,16 @@ def main():
     try:
         for system in args.systems.split(","):
             results["systems"][system] = deployment(run, system)
-            if system.startswith("vswitchd") and not args.smoke:
+            if system != "testpmd" and not args.smoke:
                 results["systems"][system].update(policy_update(run, system))
+            if system in ("vswitchd", "ovs-dpdk") and args.endpoints > 0:
+                results["systems"][system].update(provisioning(run, system, args.endpoints))
             print(f"{system}: {results['systems'][system]}", flush=True)
-            for scenario in args.scenarios.split(","):
+            for scenario in filter(None, args.scenarios.split(",")):
                 if system == "testpmd" and scenario in ("encap", "decap", "acl64k", "l2"):
                     # testpmd io does no processing: its p2p figure is the bound for all.
+                    continue
+                if system == "ovs-dpdk" and run.ovs_rules(scenario) is None:
                     continue
                 r = measure(run, system, scenario)
                 results["scenarios"].append(r)

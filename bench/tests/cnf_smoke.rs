@@ -1,5 +1,6 @@
 //! The benchmark runner works end to end: `bench/cnf.py --smoke` starts this switch with
-//! memif ports, drives `tgen` through it, and writes figures that make sense.
+//! memif ports, drives `tgen` through it, provisions endpoints at run time, and writes figures
+//! that make sense.
 
 use std::path::Path;
 use std::process::Command;
@@ -29,6 +30,10 @@ fn cnf_runner_smoke() {
     let deploy = sys["deploy_seconds"].as_f64().expect("deployment time");
     assert!(deploy > 0.0 && deploy < 30.0, "{sys}");
     assert!(sys["idle_cpu_cores"].as_f64().is_some() && sys["idle_rss_mib"].as_f64().unwrap() > 1.0, "{sys}");
+    // Endpoints added at run time (af_packet on veth pairs) all forwarded.
+    assert_eq!(sys["endpoints"], 3, "{sys}");
+    let provision = sys["provision_seconds"].as_f64().expect("every endpoint forwarded");
+    assert!(provision > 0.0 && provision >= sys["provision_api_seconds"].as_f64().unwrap(), "{sys}");
     let p2p = &json["scenarios"][0];
     assert_eq!(p2p["scenario"], "p2p");
     let max = p2p["max_received_mpps"].as_f64().unwrap();

@@ -270,7 +270,9 @@ fn run(args: Args) -> Result<(), String> {
     let pool = Arc::new(Mempool::create(&eal, "tgen", 16383, 256, 2048 + 128).map_err(|e| e.to_string())?);
     let setup = PortSetup {
         rx_queues: args.rx_queues,
-        tx_queues: args.rx_queues,
+        // It sends on queue 0 only; a memif client must not have more tx rings than the
+        // server has rx rings.
+        tx_queues: 1,
         rx_descriptors: 1024,
         tx_descriptors: 1024,
         mtu: 1500,
