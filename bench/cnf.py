@@ -35,6 +35,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release")  # --bin-dir changes it
 SUT_CORE = 1
 GEN_CORE = 0
+# The runner keeps itself on GEN_CORE; a system under test may use both cores (it pins its
+# control plane to GEN_CORE and its forwarding thread to SUT_CORE).
+SUT_CORES = ["taskset", "-c", f"{GEN_CORE},{SUT_CORE}"]
 
 # Systems: this switch as configured by default (idle back-off), the same with busy polling
 # (switch.idle_backoff = false, the latency knob), OVS-DPDK 3.1 (one PMD on the same core) and
@@ -209,9 +212,9 @@ devargs = "{memif(1, b, role)}"
             cfg = self.path("sw.toml")
             with open(cfg, "w") as f:
                 f.write(self.vswitchd_config(scenario, role, busy_poll=system == "vswitchd-poll"))
-            p = subprocess.Popen([os.path.join(BIN, "vswitchd"), "--config", cfg], stdout=log, stderr=log)
+            p = subprocess.Popen(SUT_CORES + [os.path.join(BIN, "vswitchd"), "--config", cfg], stdout=log, stderr=log)
         else:
-            p = subprocess.Popen(["dpdk-testpmd", "-l", f"{GEN_CORE},{SUT_CORE}", "--no-pci", "--in-memory",
+            p = subprocess.Popen(SUT_CORES + ["dpdk-testpmd", "-l", f"{GEN_CORE},{SUT_CORE}", "--no-pci", "--in-memory",
                                   "--file-prefix", f"tpcnf{os.getpid()}", "--vdev", memif(0, a, role),
                                   "--vdev", memif(1, b, role), "--", "--forward-mode=io", "--auto-start",
                                   "--stats-period", "3600", "--nb-cores", "1"],
@@ -492,7 +495,7 @@ name = "e0"
 number = 1
 devargs = "{af_packet(0)}"
 """)
-            p = subprocess.Popen([os.path.join(BIN, "vswitchd"), "--config", cfg], stdout=log, stderr=log)
+            p = subprocess.Popen(SUT_CORES + [os.path.join(BIN, "vswitchd"), "--config", cfg], stdout=log, stderr=log)
             run.procs.append(p)
             for _ in range(300):
                 if os.path.exists(run.path("sw.sock")):
@@ -609,6 +612,10 @@ def main():
         args.endpoints = 3
     if os.geteuid() != 0:
         sys.exit("cnf.py: run as root (hugepages, DPDK)")
+    # This runner and everything it starts live on the generator's core; each system pins
+    # its forwarding thread to SUT_CORE itself. Otherwise helper threads float onto the
+    # forwarding core whenever it idles (or sleeps) and delay it when traffic resumes.
+    os.sched_setaffinity(0, {GEN_CORE})
     if args.bin_dir:
         BIN = args.bin_dir
     else:

@@ -54,6 +54,9 @@ pub struct Config {
     /// Static underlay neighbors (IPv4 → MAC), never replaced by ARP.
     #[serde(default, rename = "neighbor")]
     pub neighbors: Vec<crate::tunnel::NeighborConfig>,
+    /// How a pod's devices become ports (`vswitchd --pod`).
+    #[serde(default)]
+    pub pod: crate::pod::PodConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -6,6 +6,7 @@
 //! - [`pipeline`]: immutable pipeline snapshots and burst processing.
 //! - [`worker`]: pinned poll-mode worker threads.
 //! - [`config`], [`memory`], [`switch`]: configuration, memory sizing, assembly.
+//! - [`pod`]: the config completed from a Kubernetes pod's environment.
 #![deny(unsafe_code)]
 
 pub mod config;
@@ -16,6 +17,7 @@ pub mod live_trace;
 pub mod mac_table;
 pub mod memory;
 pub mod pipeline;
+pub mod pod;
 pub mod stats;
 pub mod switch;
 pub mod tunnel;

@@ -26,6 +26,14 @@ struct Args {
     /// Check the configuration and print the memory plan, then exit.
     #[arg(long)]
     check: bool,
+    /// Running in a Kubernetes pod: ports from the SR-IOV device plugin's PCIDEVICE_*
+    /// variables, cores from the container's cpuset (which must be exclusive), hugepages
+    /// bounded by its cgroup; the config file (a ConfigMap) gives the rest.
+    #[arg(long, env = "VSWITCHD_POD")]
+    pod: bool,
+    /// The container's cgroup directory (with --pod).
+    #[arg(long, default_value = "/sys/fs/cgroup", env = "VSWITCHD_CGROUP_DIR")]
+    cgroup_dir: PathBuf,
 }
 
 fn init_logging(format: LogFormat) {
@@ -44,10 +52,27 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let config = match Config::from_file(&args.config) {
+    let mut config = match Config::from_file(&args.config) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
+    if args.pod {
+        let pod = dataplane::pod::PodEnv::from_process(args.cgroup_dir.clone());
+        match dataplane::pod::apply(&mut config, &pod, dataplane::memory::default_hugepage_size()) {
+            Ok(plan) => {
+                let ports: Vec<String> = plan.ports.iter().map(|(n, d)| format!("{n}={d}")).collect();
+                let limit = plan.hugepage_limit.map_or("not limited".into(), |b| format!("{} MiB", b >> 20));
+                println!(
+                    "pod: CPUs {:?} (control {}, workers {:?}), devices [{}], hugepages {limit}",
+                    plan.cpus,
+                    plan.cpus[0],
+                    &plan.cpus[1..],
+                    ports.join(", ")
+                );
+            }
+            Err(e) => return fail(format!("pod: {e}")),
+        }
+    }
     init_logging(config.control.log_format);
     let socket = config.control.socket.clone();
     let listen = config.control.listen;
@@ -71,6 +96,13 @@ fn main() -> ExitCode {
         return fail(e);
     }
 
+    // Everything but the workers (DPDK's control threads, the API, metrics) stays on the
+    // main core: threads inherit this, and a worker that sleeps while idle must not find
+    // them on its core when it wakes up.
+    let main_core = plan.config.eal.main_core;
+    if !core_affinity::set_for_current(core_affinity::CoreId { id: main_core }) {
+        return fail(format!("cannot pin the control plane to core {main_core}"));
+    }
     let switch = match Switch::start(plan) {
         Ok(s) => s,
         Err(e) => return fail(e),
