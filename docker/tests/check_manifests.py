@@ -10,7 +10,7 @@ Custom resources (the Multus NetworkAttachmentDefinition) are not in the Kuberne
 they are checked against the CRD's own rules here (apiVersion, kind, resourceName
 annotation, spec.config being CNI JSON that vswitch-cni accepts).
 
-  docker/tests/check_manifests.py [--k8s-version 1.30.0] [--render-to DIR]
+  docker/tests/check_manifests.py [--k8s-version 1.34.0] [--render-to DIR] [--extra FILE]
 """
 import argparse
 import json
@@ -20,6 +20,7 @@ import sys
 
 import yaml
 import kubernetes_validate
+import kubernetes_validate.utils
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 K8S = os.path.join(ROOT, "docker", "k8s")
@@ -94,6 +95,38 @@ def check_nad(doc, where):
     return [f"{where}: NetworkAttachmentDefinition: {p}" for p in problems]
 
 
+def check_daemonset(doc, where):
+    """What the schema cannot say: the switch's pod must get exclusive CPUs and hugepages."""
+    problems = []
+    spec = doc["spec"]["template"]["spec"]
+    c = next((c for c in spec["containers"] if "--pod" in c.get("args", [])), None)
+    if c is None:
+        return [f"{where}: DaemonSet: no container runs vswitchd --pod"]
+    req, lim = c["resources"].get("requests", {}), c["resources"].get("limits", {})
+    if req != lim:
+        problems.append("requests must equal limits (Guaranteed QoS)")
+    cpu = str(lim.get("cpu", ""))
+    if not cpu.isdigit() or int(cpu) < 2:
+        problems.append(f"cpu must be a whole number of CPUs, at least 2 (is {cpu!r})")
+    if not any(k.startswith("hugepages-") for k in lim):
+        problems.append("no hugepages-2Mi/1Gi limit")
+    if not any("/" in k for k in lim):
+        problems.append("no SR-IOV device plugin resource")
+    if not c.get("securityContext", {}).get("privileged"):
+        problems.append("the switch container must be privileged")
+    for probe in ("livenessProbe", "readinessProbe"):
+        if "grpc" not in c.get(probe, {}):
+            problems.append(f"{probe} must be a gRPC probe on the health service")
+    mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
+    for path in ("/dev/hugepages", "/run/vswitch"):
+        if path not in mounts:
+            problems.append(f"{path} is not mounted")
+    ann = doc["spec"]["template"]["metadata"].get("annotations", {})
+    if ann.get("prometheus.io/scrape") != "true":
+        problems.append("no prometheus.io/scrape annotation")
+    return [f"{where}: DaemonSet: {p}" for p in problems]
+
+
 def validate_text(text, where, version):
     problems, kinds = [], []
     for doc in yaml.safe_load_all(text):
@@ -103,6 +136,8 @@ def validate_text(text, where, version):
         if doc.get("kind") == "NetworkAttachmentDefinition":
             problems += check_nad(doc, where)
             continue
+        if doc.get("kind") == "DaemonSet":
+            problems += check_daemonset(doc, where)
         try:
             kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as e:
@@ -115,8 +150,10 @@ def validate_text(text, where, version):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--k8s-version", default="1.30.0")
+    ap.add_argument("--k8s-version", default=kubernetes_validate.utils.latest_version(),
+                    help="default: the newest the installed kubernetes-validate knows")
     ap.add_argument("--render-to", help="also write the rendered chart here")
+    ap.add_argument("--extra", action="append", default=[], help="validate this file too")
     args = ap.parse_args()
     problems, seen = [], []
     for name in sorted(os.listdir(K8S)):
@@ -124,6 +161,10 @@ def main():
             p, kinds = validate_text(open(os.path.join(K8S, name)).read(), f"docker/k8s/{name}", args.k8s_version)
             problems += p
             seen += [f"docker/k8s/{name}:{k}" for k in kinds]
+    for path in args.extra:
+        p, kinds = validate_text(open(path).read(), path, args.k8s_version)
+        problems += p
+        seen += [f"{path}:{k}" for k in kinds]
     for name, text in render_chart().items():
         if args.render_to:
             os.makedirs(args.render_to, exist_ok=True)

@@ -288,15 +288,19 @@ impl Vswitchd {
 
     /// Starts vswitchd on a config file written by the caller in `dir`.
     pub fn start_with_file(dir: tempfile::TempDir, config: &Path, socket: PathBuf, prefix: String) -> Vswitchd {
+        Self::start_with_command(dir, Command::new(VSWITCHD).arg("--config").arg(config), socket, prefix)
+    }
+
+    /// Starts `command` (vswitchd with its arguments and environment); logs go to `dir`.
+    pub fn start_with_command(
+        dir: tempfile::TempDir,
+        command: &mut Command,
+        socket: PathBuf,
+        prefix: String,
+    ) -> Vswitchd {
         let log = dir.path().join("vswitchd.log");
         let logfile = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(VSWITCHD)
-            .arg("--config")
-            .arg(config)
-            .stdout(logfile.try_clone().expect("dup"))
-            .stderr(logfile)
-            .spawn()
-            .expect("spawn vswitchd");
+        let child = command.stdout(logfile.try_clone().expect("dup")).stderr(logfile).spawn().expect("spawn vswitchd");
         let mut v = Vswitchd { child: Some(child), dir, socket, prefix, log };
         v.wait_ready();
         v
