@@ -183,3 +183,27 @@ fn manifests_and_the_chart_validate_against_the_kubernetes_schemas() {
         assert!(config.switch.spare_ports > 0);
     }
 }
+
+#[test]
+fn the_image_installs_every_dpdk_library_vswitchd_links() {
+    let dockerfile = std::fs::read_to_string(Path::new(ROOT).join("docker/Dockerfile")).unwrap();
+    let runtime = &dockerfile[dockerfile.rfind("FROM debian:bookworm-slim").expect("a Debian 12 slim stage")..];
+    let ldd = Command::new("ldd").arg(VSWITCHD).output().unwrap();
+    let libs: Vec<String> = String::from_utf8_lossy(&ldd.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|l| l.starts_with("librte"))
+        .map(String::from)
+        .collect();
+    assert!(libs.len() >= 5, "{libs:?}");
+    for lib in libs {
+        let owner = Command::new("dpkg").args(["-S", &format!("*/{lib}")]).output().unwrap();
+        let package = String::from_utf8_lossy(&owner.stdout).split(':').next().unwrap_or("").trim().to_string();
+        assert!(!package.is_empty(), "no package owns {lib}");
+        assert!(runtime.contains(&package), "the runtime stage lacks {package} (for {lib})");
+    }
+    for binary in ["vswitchd", "vswitchctl", "vswitch-cni"] {
+        assert!(runtime.contains(&format!("/src/target/release/{binary}")), "{binary} not in the image");
+    }
+    assert!(runtime.contains("HEALTHCHECK") && runtime.contains("LABEL org.opencontainers.image.title"));
+}
