@@ -7,7 +7,8 @@ Per scenario and system: the highest rate with zero loss (binary search, as RFC 
 rate when offered as much as the generator can send, latency p50/p99/p99.9/max at 10%, 50%
 and 90% of the zero-loss rate, the switch's cycles per packet, CPU and RSS while forwarding.
 Per system: time from process start to the first forwarded packet (deployment), CPU and
-RSS while idle, time for a 10,000-rule change under traffic (policy update), and time to
+RSS while idle, the latency of packets arriving 50 ms apart (the first packet after
+idle), time for a 10,000-rule change under traffic (policy update), and time to
 attach N endpoints (veth pairs into namespaces, one API call each as a CNI plugin makes
 them) until each pings through the switch (provisioning; N <= 30, as Debian's DPDK allows
 32 ports per process). OVS-DPDK runs p2p, l2 and acl64k (its VXLAN set-up needs a kernel
@@ -402,6 +403,23 @@ def policy_update(run, system):
             "received_after_change_fraction": round(r["stamped"] / max(r["sent"], 1), 3)}
 
 
+def idle_wake(run, system, seconds=6.0):
+    """Latency of packets that each arrive after 50 ms without traffic (20 packets/s): what
+    the first packet after idle costs when workers back off."""
+    clean(run.dir)
+    p = run.start_system(system, "p2p")
+    run.after_start(system, "p2p")
+    time.sleep(1.0)
+    gen = run.generator("p2p")
+    gen.trial(0.001, 1.0, 0.0)  # MACs learned, caches warm
+    r = gen.trial(0.00002, seconds, 0.0)
+    run.stop(p)
+    gen.close()
+    lat = r["latency_ns"]
+    return {"idle_wake_packets": r["stamped"], "idle_wake_lost": r["lost"],
+            "idle_wake_us": {k: round(lat[k] / 1e3, 1) for k in ("p50", "p99", "max")}}
+
+
 def deployment(run, system):
     """Seconds from starting the system to the first packet it forwards, and idle figures."""
     clean(run.dir)
@@ -549,14 +567,17 @@ def markdown(results):
                      f"{r['max_offered_mpps']:.2f} / {r['max_received_mpps']:.2f} | {lat_s} | "
                      f"{r.get('cycles_per_packet') or '-'} | {r.get('cpu_cores_at_90pct', '-')} | {r['rss_mib']} |")
     lines += ["", "| system | deployment s | 10k-rule policy update s | endpoints provisioned: s (ms each) "
-              "| idle CPU cores | idle RSS MiB |", "|---|---|---|---|---|---|"]
+              "| idle CPU cores | idle RSS MiB | first packet after 50 ms idle: p50 / p99 / max µs |",
+              "|---|---|---|---|---|---|---|"]
     for s, d in results["systems"].items():
         prov = "-"
         if d.get("provision_seconds") is not None:
             prov = (f"{d['endpoints']}: {d['provision_seconds']} "
                     f"({d['provision_seconds'] / d['endpoints'] * 1e3:.0f})")
+        w = d.get("idle_wake_us")
+        wake = f"{w['p50']} / {w['p99']} / {w['max']}" if w else "-"
         lines.append(f"| {s} | {d['deploy_seconds']} | {d.get('policy_update_seconds', '-')} | {prov} | "
-                     f"{d['idle_cpu_cores']} | {d['idle_rss_mib']} |")
+                     f"{d['idle_cpu_cores']} | {d['idle_rss_mib']} | {wake} |")
     return "\n".join(lines)
 
 
@@ -628,6 +649,7 @@ def main():
     try:
         for system in args.systems.split(","):
             results["systems"][system] = deployment(run, system)
+            results["systems"][system].update(idle_wake(run, system, 2.0 if args.smoke else 6.0))
             if system != "testpmd" and not args.smoke:
                 results["systems"][system].update(policy_update(run, system))
             if system in ("vswitchd", "ovs-dpdk") and args.endpoints > 0:
