@@ -141,6 +141,11 @@ pub struct SwitchConfig {
     pub idle_backoff: bool,
     pub idle_poll_us: u32,
     pub idle_sleep_max_us: u32,
+    /// After this many ms without packets (0: never), sleeps may grow to
+    /// `idle_deep_sleep_us`: an idle switch costs less CPU, and the first packet after such
+    /// a long pause waits up to one deep sleep.
+    pub idle_deep_after_ms: u32,
+    pub idle_deep_sleep_us: u32,
     /// Ports that can be added while the switch runs (CNI endpoints): the packet pool keeps
     /// mbufs for this many ports of `RUNTIME_PORT_DESCRIPTORS` rx and tx descriptors.
     pub spare_ports: u32,
@@ -162,6 +167,8 @@ impl Default for SwitchConfig {
             idle_backoff: true,
             idle_poll_us: 200,
             idle_sleep_max_us: 32,
+            idle_deep_after_ms: 100,
+            idle_deep_sleep_us: 500,
             spare_ports: 8,
         }
     }
@@ -446,6 +453,12 @@ impl Config {
         let core_list = || cores.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
         if let Err(e) = self.control.metrics_listen() {
             p.push(e);
+        }
+        if self.switch.idle_deep_sleep_us > 10_000 {
+            p.push(format!(
+                "switch.idle_deep_sleep_us: {} is over 10000 (10 ms): packets would wait that long after idle",
+                self.switch.idle_deep_sleep_us
+            ));
         }
         if self.switch.idle_sleep_max_us > 10_000 {
             p.push(format!(

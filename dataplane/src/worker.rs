@@ -103,6 +103,9 @@ pub struct IdleSettings {
     /// TSC cycles of empty polls before the first sleep.
     pub poll_cycles: u64,
     pub sleep_max_us: u32,
+    /// TSC cycles without packets after which sleeps may grow to `deep_sleep_us` (0: never).
+    pub deep_cycles: u64,
+    pub deep_sleep_us: u32,
 }
 
 /// A worker's queues and identity, handed over when it is spawned.
@@ -378,7 +381,11 @@ fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
                 stats.idle_state.store(IdleState::Sleeping as u64, Ordering::Relaxed);
             }
             std::thread::sleep(std::time::Duration::from_micros(sleep_us as u64));
-            sleep_us = (sleep_us * 2).min(idle.sleep_max_us.max(1));
+            // A long idle period (no traffic for `deep_cycles`) allows longer sleeps: little
+            // CPU when nothing comes, short sleeps while traffic only pauses.
+            let deep = idle.deep_cycles > 0 && end.wrapping_sub(last_busy) > idle.deep_cycles;
+            let cap = if deep { idle.deep_sleep_us } else { idle.sleep_max_us };
+            sleep_us = (sleep_us * 2).min(cap.max(1));
             let woke = dpdk::tsc();
             bump(&stats.sleeps, 1);
             bump(&stats.sleep_cycles, woke.wrapping_sub(end));

@@ -278,6 +278,8 @@ impl Switch {
                     backoff: config.switch.idle_backoff,
                     poll_cycles: eal.tsc_hz() / 1_000_000 * config.switch.idle_poll_us as u64,
                     sleep_max_us: config.switch.idle_sleep_max_us,
+                    deep_cycles: eal.tsc_hz() / 1000 * config.switch.idle_deep_after_ms as u64,
+                    deep_sleep_us: config.switch.idle_deep_sleep_us,
                 },
             };
             let spawned = worker::spawn(plan_w, shared.clone(), stats.clone(), eal.clone(), ready_tx);
