@@ -11,8 +11,9 @@ RSS while idle, the latency of packets arriving 50 ms apart (the first packet af
 idle), time for a 10,000-rule change under traffic (policy update), and time to
 attach N endpoints (veth pairs into namespaces, one API call each as a CNI plugin makes
 them) until each pings through the switch (provisioning; N <= 30, as Debian's DPDK allows
-32 ports per process). OVS-DPDK runs p2p, l2 and acl64k (its VXLAN set-up needs a kernel
-bridge port: bench/tunnels.sh compares encap on pcap traffic). Writes JSON, a Markdown table (also printed) and an SVG chart.
+32 ports per process). OVS-DPDK runs every scenario: L2 as 1,000 exact dl_dst flows, VXLAN
+with its userspace tunnels (br-int and br-phy, as ../shared/peers does, in a network
+namespace of its own). Writes JSON, a Markdown table (also printed) and an SVG chart.
 
   sudo bench/cnf.py                      # full run (about 15 minutes)
   sudo bench/cnf.py --smoke              # port-to-port on this switch only, short trials (CI)
@@ -60,7 +61,8 @@ OVS_VSWITCHD = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"
 
 
 def memif(n, sock, role):
-    return f"net_memif{n},role={role},socket={sock},rsize=12"
+    # File sockets, not abstract ones: abstract names are per network namespace.
+    return f"net_memif{n},role={role},socket={sock},socket-abstract=no,rsize=12"
 
 
 class Run:
@@ -69,6 +71,7 @@ class Run:
         self.dir = tempfile.mkdtemp(prefix="vswitch-cnf-")
         self.procs = []
         self.system = None
+        self.netns = []
 
     def path(self, name):
         return os.path.join(self.dir, name)
@@ -81,6 +84,8 @@ class Run:
                     p.wait(10)
                 except subprocess.TimeoutExpired:
                     p.kill()
+        for ns in self.netns:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         if os.environ.get("CNF_KEEP"):
             print(f"logs kept in {self.dir}")
         else:
@@ -146,15 +151,17 @@ devargs = "{memif(1, b, role)}"
             return ["priority=0,actions=drop"]  # policy_update() adds the 10,000 rules
         gen = {"l2": ("dl-dst", "1000"), "acl64k": ("nw-dst", "64000")}.get(scenario)
         if gen is None:
-            return None  # VXLAN needs OVS's br-phy set-up: bench/tunnels.sh compares those
+            return None  # encap, decap: start_ovs_vxlan() sets up OVS's tunnel bridges
         out = self.path(f"ovs-{scenario}.txt")
         subprocess.run([os.path.join(BIN, "rulegen"), "--kind", gen[0], "--flows", gen[1], "--out", out],
                        check=True, capture_output=True)
         return ["@" + out]
 
-    def ovs_daemons(self, log):
+    def ovs_daemons(self, log, netns=None):
         """ovsdb-server + OVS-DPDK with its PMD on the worker core and the rest on the
-        generator's core. Returns (ovs-vswitchd's Popen, ovs-vsctl command, run directory)."""
+        generator's core, ovs-vswitchd in network namespace `netns` if given (its bridges'
+        internal ports and addresses stay there). Returns (ovs-vswitchd's Popen, ovs-vsctl
+        command, run directory)."""
         run = self.path("ovs")
         os.makedirs(run, exist_ok=True)
         db = os.path.join(run, "conf.db")
@@ -177,9 +184,52 @@ devargs = "{memif(1, b, role)}"
                                 "other_config:dpdk-socket-mem=512", "other_config:dpdk-socket-limit=512",
                                 f"other_config:dpdk-extra=--no-pci --file-prefix=ovscnf{os.getpid()}",
                                 f"other_config:pmd-cpu-mask={1 << SUT_CORE:#x}"], check=True)
-        p = subprocess.Popen(["taskset", "-c", str(GEN_CORE), OVS_VSWITCHD, f"unix:{sock}",
-                              f"--unixctl={run}/vswitchd.ctl", "--no-chdir"], stdout=log, stderr=log, env=env)
+        in_ns = ["ip", "netns", "exec", netns] if netns else []
+        p = subprocess.Popen(in_ns + ["taskset", "-c", str(GEN_CORE), OVS_VSWITCHD, f"unix:{sock}",
+                                      f"--unixctl={run}/vswitchd.ctl", "--no-chdir"], stdout=log, stderr=log, env=env)
         return p, vsctl, run
+
+    def start_ovs_vxlan(self, scenario, role, log):
+        """OVS-DPDK's userspace VXLAN as in ../shared/peers: br-int (access port, vx0 with
+        remote 172.31.0.2 and key 100) and br-phy (the uplink, address 172.31.0.1/24, MAC
+        02:00:00:aa:00:01, in its own network namespace). encap: memif a on br-int, b the
+        uplink; decap: a the uplink, b on br-int."""
+        ns = f"cnfovs{os.getpid()}"
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        self.netns.append(ns)
+        p, vsctl, run = self.ovs_daemons(log, netns=ns)
+        a, b = self.path("a.sock"), self.path("b.sock")
+        access, uplink = ((0, a, "a"), (1, b, "b")) if scenario == "encap" else ((1, b, "b"), (0, a, "a"))
+
+        def dpdk_port(bridge, port, ofport):
+            n, sock, name = port
+            return ["--", "add-port", bridge, name, "--", "set", "Interface", name, "type=dpdk",
+                    f"ofport_request={ofport}", f"options:dpdk-devargs={memif(n, sock, role)}"]
+        subprocess.run(vsctl + ["add-br", "br-phy", "--", "set", "bridge", "br-phy", "datapath_type=netdev",
+                                "other_config:hwaddr=02:00:00:aa:00:01"] + dpdk_port("br-phy", uplink, 2),
+                       check=True, capture_output=True)
+        subprocess.run(["ip", "-n", ns, "addr", "add", "172.31.0.1/24", "dev", "br-phy"], check=True)
+        subprocess.run(["ip", "-n", ns, "link", "set", "br-phy", "up"], check=True)
+        subprocess.run(vsctl + ["add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev"]
+                       + dpdk_port("br-int", access, 1)
+                       + ["--", "add-port", "br-int", "vx0", "--", "set", "Interface", "vx0", "type=vxlan",
+                          "ofport_request=3", "options:remote_ip=172.31.0.2", "options:key=100"],
+                       check=True, capture_output=True)
+        appctl = ["ovs-appctl", "-t", f"{run}/vswitchd.ctl"]
+        subprocess.run(appctl + ["tnl/arp/set", "br-phy", "172.31.0.2", "02:00:00:bb:00:02"], check=True,
+                       capture_output=True)
+        subprocess.run(appctl + ["ovs/route/add", "172.31.0.2/32", "br-phy"], capture_output=True)
+        ofctl = lambda br, rule: subprocess.run(["ovs-ofctl", "add-flow", f"unix:{run}/{br}.mgmt", rule],
+                                                check=True, capture_output=True)
+        for br in ("br-int", "br-phy"):
+            subprocess.run(["ovs-ofctl", "del-flows", f"unix:{run}/{br}.mgmt"], check=True, capture_output=True)
+        if scenario == "encap":
+            ofctl("br-int", "in_port=1,actions=output:3")
+            ofctl("br-phy", "in_port=LOCAL,actions=output:2")
+        else:
+            ofctl("br-phy", "actions=NORMAL")  # to LOCAL, where the tunnel is popped
+            ofctl("br-int", "in_port=3,actions=output:1")
+        return p
 
     def start_ovs(self, scenario, role, log):
         """OVS-DPDK with bridge br0 holding the two memif ports (OpenFlow 1 and 2) and the
@@ -207,7 +257,9 @@ devargs = "{memif(1, b, role)}"
         a, b = self.path("a.sock"), self.path("b.sock")
         log = open(self.path(f"{system}-{scenario}.log"), "w")
         self.system = system
-        if system == "ovs-dpdk":
+        if system == "ovs-dpdk" and scenario in ("encap", "decap"):
+            p = self.start_ovs_vxlan(scenario, role, log)
+        elif system == "ovs-dpdk":
             p = self.start_ovs(scenario, role, log)
         elif system.startswith("vswitchd"):
             cfg = self.path("sw.toml")
@@ -245,6 +297,9 @@ devargs = "{memif(1, b, role)}"
                 q.kill()
                 q.wait()
         self.procs.clear()
+        for ns in self.netns:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        self.netns.clear()
 
     # --- generator ----------------------------------------------------------------------
     def generator(self, scenario, role="client", first_only=False):
@@ -665,7 +720,7 @@ def main():
                 if system == "testpmd" and scenario in ("encap", "decap", "acl64k", "l2"):
                     # testpmd io does no processing: its p2p figure is the bound for all.
                     continue
-                if system == "ovs-dpdk" and run.ovs_rules(scenario) is None:
+                if system == "ovs-dpdk" and scenario not in ("encap", "decap") and run.ovs_rules(scenario) is None:
                     continue
                 r = measure(run, system, scenario)
                 results["scenarios"].append(r)
