@@ -432,10 +432,10 @@ async fn dispatch(vars: &BTreeMap<String, String>, stdin: &str) -> Result<Option
 
 fn main() -> ExitCode {
     let vars: BTreeMap<String, String> = std::env::vars().collect();
+    // Every command gets a configuration on stdin (VERSION: just its cniVersion); read it
+    // all, so a runtime writing it never meets a closed pipe.
     let mut stdin = String::new();
-    if vars.get("CNI_COMMAND").map(String::as_str) != Some("VERSION") {
-        let _ = std::io::stdin().read_to_string(&mut stdin);
-    }
+    let _ = std::io::stdin().read_to_string(&mut stdin);
     let version = serde_json::from_str::<Value>(&stdin)
         .ok()
         .and_then(|v| v["cniVersion"].as_str().map(String::from))
