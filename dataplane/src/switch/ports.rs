@@ -147,7 +147,14 @@ impl Switch {
 
         ts.add_port(idx, config.name.clone(), config.number);
         let (port_map, tunnels) = ts.maps();
-        self.publish(|p, g| Pipeline { generation: g, ports: port_map.into(), tunnels: tunnels.into(), ..p.clone() });
+        let generation = self.publish(|p, g| Pipeline {
+            generation: g,
+            ports: port_map.into(),
+            tunnels: tunnels.into(),
+            ..p.clone()
+        });
+        // It forwards when the call returns: every worker floods to it and knows its number.
+        self.wait_for_generation(generation, APPLY_TIMEOUT);
         let port = Arc::new(port);
         self.ports.write().unwrap().push(port.clone());
         drop(ts);
