@@ -137,15 +137,11 @@ pub struct TxBuffers<'a> {
 
 impl<'a> TxBuffers<'a> {
     fn new(tx: Vec<(PortIdx, TxQueue)>, stats: &'a WorkerStats, pool: Arc<Mempool>) -> Self {
-        let mut ports: Vec<Option<TxPort>> = Vec::new();
+        let mut buffers = TxBuffers { ports: Vec::new(), dropped: MbufBurst::new(), stats, pool };
         for (idx, queue) in tx {
-            let i = idx as usize;
-            if ports.len() <= i {
-                ports.resize_with(i + 1, || None);
-            }
-            ports[i] = Some(TxPort { queue, pending: MbufBurst::new() });
+            buffers.add_port(idx, queue);
         }
-        TxBuffers { ports, dropped: MbufBurst::new(), stats, pool }
+        buffers
     }
 
     fn add_port(&mut self, idx: PortIdx, queue: TxQueue) {
@@ -263,6 +259,14 @@ pub fn spawn(
     })
 }
 
+/// Empties the rx slots of port `idx` (slots stay, so the other queues keep their slots and
+/// per-queue counters). Used on a worker's queues and on the control plane's copy of them.
+pub(crate) fn forget_rx<Q>(slots: &mut [Option<(PortIdx, Q)>], idx: PortIdx) {
+    for slot in slots.iter_mut().filter(|e| matches!(e, Some((p, _)) if *p == idx)) {
+        *slot = None;
+    }
+}
+
 /// Applies the queue changes posted to this worker (ports added or removed at run time).
 #[cold]
 #[inline(never)]
@@ -288,11 +292,7 @@ fn apply_changes(
                 }
             }
             QueueChange::RemovePort { idx } => {
-                for entry in rx.iter_mut() {
-                    if entry.as_ref().is_some_and(|(p, _)| *p == idx) {
-                        *entry = None;
-                    }
-                }
+                forget_rx(rx, idx);
                 tx.remove_port(idx);
             }
         }

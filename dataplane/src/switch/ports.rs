@@ -17,8 +17,7 @@ use crate::config::PortConfig;
 use crate::dpdk::MBUF_HEADROOM;
 use crate::mac_table::FlushFilter;
 use crate::memory::MemoryPlan;
-use crate::pipeline::Pipeline;
-use crate::worker::QueueChange;
+use crate::worker::{forget_rx, QueueChange};
 
 /// Why a port change was refused. Nothing was changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -137,22 +136,14 @@ impl Switch {
         let applied = self.post_to_workers(changes.collect());
         if !applied {
             // Take back whatever a worker did pick up; the port closes when the last handle goes.
-            for s in slots.iter_mut() {
-                s.iter_mut().filter(|e| matches!(e, Some((p, _)) if *p == idx)).for_each(|e| *e = None);
-            }
+            slots.iter_mut().for_each(|s| forget_rx(s, idx));
             self.post_to_workers((0..n_workers).map(|w| (w, QueueChange::RemovePort { idx })).collect());
             return Err(PortChangeError::Stopping);
         }
         drop(slots);
 
         ts.add_port(idx, config.name.clone(), config.number);
-        let (port_map, tunnels) = ts.maps();
-        let generation = self.publish(|p, g| Pipeline {
-            generation: g,
-            ports: port_map.into(),
-            tunnels: tunnels.into(),
-            ..p.clone()
-        });
+        let generation = self.publish_port_maps(&ts);
         // It forwards when the call returns: every worker floods to it and knows its number.
         self.wait_for_generation(generation, APPLY_TIMEOUT);
         let port = Arc::new(port);
@@ -183,18 +174,11 @@ impl Switch {
         }
         let idx = port.idx;
         ts.remove_port(idx);
-        let (port_map, tunnels) = ts.maps();
-        let generation = self.publish(|p, g| Pipeline {
-            generation: g,
-            ports: port_map.into(),
-            tunnels: tunnels.into(),
-            ..p.clone()
-        });
+        let generation = self.publish_port_maps(&ts);
         // Once every worker runs the new snapshot, none sends to the port any more.
         self.wait_for_generation(generation, APPLY_TIMEOUT);
         for w in &self.workers {
-            let mut slots = w.rx.lock().unwrap();
-            slots.iter_mut().filter(|e| matches!(e, Some((p, _)) if *p == idx)).for_each(|e| *e = None);
+            forget_rx(&mut w.rx.lock().unwrap(), idx);
         }
         self.post_to_workers((0..self.workers.len()).map(|w| (w, QueueChange::RemovePort { idx })).collect());
         self.ports.write().unwrap().retain(|p| p.idx != idx);

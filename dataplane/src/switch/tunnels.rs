@@ -224,6 +224,13 @@ impl Switch {
         self.tunnels.lock().unwrap().uplinks.clone()
     }
 
+    /// Publishes the port and tunnel maps of `ts` (after a port or tunnel change) as the next
+    /// generation; returns it.
+    pub(super) fn publish_port_maps(&self, ts: &TunnelState) -> u64 {
+        let (ports, tunnels) = ts.maps();
+        self.publish(|p, g| Pipeline { generation: g, ports: ports.into(), tunnels: tunnels.into(), ..p.clone() })
+    }
+
     /// Adds a tunnel port: checked, then live in one snapshot.
     pub fn add_tunnel(&self, t: TunnelConfig) -> Result<TunnelView, TunnelChangeError> {
         let _flows = self.flows.lock().unwrap();
@@ -233,8 +240,7 @@ impl Switch {
         }
         let name = t.name.clone();
         let idx = ts.place(t, |idx| self.port_totals(idx)).ok_or(TunnelChangeError::Full)?;
-        let (ports, tunnels) = ts.maps();
-        self.publish(|p, g| Pipeline { generation: g, ports: ports.into(), tunnels: tunnels.into(), ..p.clone() });
+        self.publish_port_maps(&ts);
         drop(ts);
         tracing::info!(tunnel = %name, port_index = idx, "tunnel added");
         Ok(self.tunnels().into_iter().find(|v| v.idx == idx).expect("just added"))
@@ -254,8 +260,7 @@ impl Switch {
         }
         ts.slots[slot] = None;
         let idx = ts.first + slot as PortIdx;
-        let (ports, tunnels) = ts.maps();
-        self.publish(|p, g| Pipeline { generation: g, ports: ports.into(), tunnels: tunnels.into(), ..p.clone() });
+        self.publish_port_maps(&ts);
         drop(ts);
         drop(fs);
         self.mac_table().flush(&FlushFilter { port: Some(idx), include_static: true, ..Default::default() });
