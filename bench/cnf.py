@@ -92,28 +92,27 @@ class Run:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     # --- systems under test -------------------------------------------------------------
+    def vswitchd_toml(self, prefix, switch, ports):
+        """A vswitchd config: one worker on SUT_CORE, the API on sw.sock, `switch` lines in
+        [switch], and `ports` as (name, number, devargs)."""
+        body = (f'[eal]\nmain_core = {GEN_CORE}\nfile_prefix = "{prefix}{os.getpid()}"\n'
+                f'[control]\nsocket = "{self.path("sw.sock")}"\nmetrics = "off"\n'
+                f'[switch]\n{switch}\n[[worker]]\ncore = {SUT_CORE}\n')
+        for name, number, devargs in ports:
+            body += f'[[port]]\nname = "{name}"\nnumber = {number}\ndevargs = "{devargs}"\n'
+        return body
+
+    def wait_api(self):
+        """Waits (30 s at most) until vswitchd's API socket exists."""
+        for _ in range(300):
+            if os.path.exists(self.path("sw.sock")):
+                return
+            time.sleep(0.1)
+
     def vswitchd_config(self, scenario, role, busy_poll=False):
         a, b = self.path("a.sock"), self.path("b.sock")
-        body = f"""[eal]
-main_core = {GEN_CORE}
-file_prefix = "vscnf{os.getpid()}"
-[control]
-socket = "{self.path('sw.sock')}"
-metrics = "off"
-[switch]
-mbufs = 65535
-idle_backoff = {"false" if busy_poll else "true"}
-[[worker]]
-core = {SUT_CORE}
-[[port]]
-name = "a"
-number = 1
-devargs = "{memif(0, a, role)}"
-[[port]]
-name = "b"
-number = 2
-devargs = "{memif(1, b, role)}"
-"""
+        body = self.vswitchd_toml("vscnf", f'mbufs = 65535\nidle_backoff = {"false" if busy_poll else "true"}',
+                                  [("a", 1, memif(0, a, role)), ("b", 2, memif(1, b, role))])
         if scenario == "p2p":
             body += '[[flow]]\nrule = "in_port=1,actions=output:2"\n'
         elif scenario == "l2":
@@ -279,13 +278,10 @@ devargs = "{memif(1, b, role)}"
         """Loads what the config cannot hold (the 64k rules) once the API answers."""
         if not system.startswith("vswitchd"):
             return
-        sock = self.path("sw.sock")
-        for _ in range(300):
-            if os.path.exists(sock):
-                break
-            time.sleep(0.1)
+        self.wait_api()
         if scenario == "acl64k":
-            subprocess.run([os.path.join(BIN, "vswitchctl"), "--server", sock, "add-flows", self.path("acl.txt")],
+            subprocess.run([os.path.join(BIN, "vswitchctl"), "--server", self.path("sw.sock"), "add-flows",
+                            self.path("acl.txt")],
                            check=True, capture_output=True)
 
     def stop(self, p):
@@ -558,27 +554,10 @@ def provisioning(run, system, n):
         else:
             cfg = run.path("prov.toml")
             with open(cfg, "w") as f:
-                f.write(f"""[eal]
-main_core = {GEN_CORE}
-file_prefix = "vsprov{os.getpid()}"
-[control]
-socket = "{run.path('sw.sock')}"
-metrics = "off"
-[switch]
-spare_ports = {n}
-[[worker]]
-core = {SUT_CORE}
-[[port]]
-name = "e0"
-number = 1
-devargs = "{af_packet(0)}"
-""")
+                f.write(run.vswitchd_toml("vsprov", f"spare_ports = {n}", [("e0", 1, af_packet(0))]))
             p = subprocess.Popen(SUT_CORES + [os.path.join(BIN, "vswitchd"), "--config", cfg], stdout=log, stderr=log)
             run.procs.append(p)
-            for _ in range(300):
-                if os.path.exists(run.path("sw.sock")):
-                    break
-                time.sleep(0.1)
+            run.wait_api()
 
             def attach(i):
                 subprocess.run([os.path.join(BIN, "vswitchctl"), "--server", run.path("sw.sock"), "add-port",
