@@ -183,3 +183,59 @@ fn unsent_packets_are_freed_and_counted() {
     assert!(status.success(), "{log}");
     assert_eq!(read_pcap(&out).len(), N);
 }
+
+fn worker_sleeps(sw: &Vswitchd) -> u64 {
+    rt().block_on(async {
+        pb::switch_service_client::SwitchServiceClient::new(sw.channel().await)
+            .list_workers(pb::ListWorkersRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .workers[0]
+            .sleeps
+    })
+}
+
+/// Idle back-off must not cost throughput: a worker that just carried traffic at more than
+/// `idle_load_pps` keeps polling through a pause (for `idle_load_hold_ms`), since a sleep
+/// in a VM can last milliseconds and overflow an rx ring once traffic resumes. With the
+/// gate off (`idle_load_pps = 0`) the same pause is slept through at once.
+#[test]
+fn a_loaded_worker_keeps_polling_through_a_pause() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.pcap");
+    const N: usize = 20_000;
+    // Read from the file as fast as the worker polls: far above 100 kpps.
+    let frames: Vec<Vec<u8>> = (0..N).map(|_| frame(B, A, 60)).collect();
+    write_pcap(std::fs::File::create(&input).unwrap(), &frames).unwrap();
+    let run = |load_pps: u32| -> (u64, u64, u64) {
+        let sw = Vswitchd::start(&format!(
+            "[switch]\nidle_load_pps = {load_pps}\nidle_load_hold_ms = 4000\n\n\
+             [[port]]\nname = \"in\"\nnumber = 1\ndevargs = \"net_pcap0,rx_pcap={}\"\n\n\
+             [[port]]\nname = \"out\"\nnumber = 2\ndevargs = \"net_null0,no-rx=1\"\n",
+            input.display()
+        ));
+        let sent = std::time::Instant::now();
+        wait_port(&sw, 2, "every frame forwarded", |c| c.tx_packets == N as u64);
+        let before = worker_sleeps(&sw);
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        let after_pause = worker_sleeps(&sw);
+        assert!(sent.elapsed() < std::time::Duration::from_millis(3500), "test too slow to judge the hold");
+        // Once the hold is over (4 s after the traffic), the worker sleeps again.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        let mut later = worker_sleeps(&sw);
+        while later == after_pause && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            later = worker_sleeps(&sw);
+        }
+        let (status, log) = sw.stop();
+        assert!(status.success(), "{log}");
+        (before, after_pause, later)
+    };
+    let (before, after_pause, later) = run(100_000);
+    assert_eq!(after_pause, before, "a loaded worker slept during the pause");
+    assert!(later > after_pause, "back-off never resumed after the hold");
+    let (before, after_pause, _) = run(0);
+    assert!(after_pause > before, "without the load gate the pause is slept through");
+}

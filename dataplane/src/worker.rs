@@ -106,6 +106,46 @@ pub struct IdleSettings {
     /// TSC cycles without packets after which sleeps may grow to `deep_sleep_us` (0: never).
     pub deep_cycles: u64,
     pub deep_sleep_us: u32,
+    /// Packets per `LOAD_WINDOW` at or above which the worker counts as loaded (0: never).
+    pub load_packets: u64,
+    /// TSC cycles of `LOAD_WINDOW`, and how long a loaded worker keeps from sleeping.
+    pub load_window_cycles: u64,
+    pub load_hold_cycles: u64,
+}
+
+/// Length of the window over which a worker's packet rate is judged loaded or not.
+pub const LOAD_WINDOW_MS: u64 = 10;
+
+/// Tracks whether a worker carries real traffic. A loaded worker does not sleep in short
+/// pauses of its traffic: a sleep in a VM can last milliseconds, and at a few Mpps that
+/// overflows an rx ring. Sleeping waits until the rate has been low for the hold time.
+#[derive(Debug, Default)]
+struct LoadGate {
+    window_start: u64,
+    window_packets: u64,
+    hold_until: u64,
+}
+
+impl LoadGate {
+    /// Counts `received` packets at TSC `now`.
+    #[inline(always)]
+    fn record(&mut self, idle: &IdleSettings, now: u64, received: u64) {
+        if now.wrapping_sub(self.window_start) > idle.load_window_cycles {
+            self.window_start = now;
+            self.window_packets = 0;
+        }
+        self.window_packets += received;
+        // Checked on the open window too, so a stall early in a window cannot start sleeps.
+        if idle.load_packets > 0 && self.window_packets >= idle.load_packets {
+            self.hold_until = now.wrapping_add(idle.load_hold_cycles);
+        }
+    }
+
+    /// Whether sleeping is allowed at TSC `now`.
+    #[inline(always)]
+    fn may_sleep(&self, now: u64) -> bool {
+        (now.wrapping_sub(self.hold_until) as i64) >= 0
+    }
 }
 
 /// A worker's queues and identity, handed over when it is spawned.
@@ -320,6 +360,7 @@ fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
     // TSC when the queues were last seen with packets, and the next sleep's length.
     let mut last_busy = dpdk::tsc();
     let mut sleep_us = 1u32;
+    let mut load = LoadGate { window_start: last_busy, ..LoadGate::default() };
 
     while !shared.stop.load(Ordering::Relaxed) {
         if mailbox.posted.load(Ordering::Relaxed) != changes_applied {
@@ -370,11 +411,12 @@ fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
             bump(&stats.busy_polls, 1);
             bump(&stats.busy_cycles, cycles);
             last_busy = end;
+            load.record(&idle, end, received as u64);
             if sleep_us != 1 {
                 sleep_us = 1;
                 stats.idle_state.store(IdleState::Polling as u64, Ordering::Relaxed);
             }
-        } else if idle.backoff && end.wrapping_sub(last_busy) > idle.poll_cycles {
+        } else if idle.backoff && end.wrapping_sub(last_busy) > idle.poll_cycles && load.may_sleep(end) {
             // Queues stayed empty: sleep, longer each time up to the cap, so an idle worker
             // costs little CPU and the first packet after idle waits at most one sleep.
             if sleep_us == 1 {
@@ -439,4 +481,67 @@ fn run_traced(
     }
     *burst = keep;
     burst.as_slice().iter().map(|m| m.pkt_len() as u64).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> IdleSettings {
+        IdleSettings {
+            backoff: true,
+            poll_cycles: 200,
+            sleep_max_us: 32,
+            deep_cycles: 100_000,
+            deep_sleep_us: 500,
+            load_packets: 1000,
+            load_window_cycles: 10_000,
+            load_hold_cycles: 1_000_000,
+        }
+    }
+
+    #[test]
+    fn low_rate_traffic_may_sleep() {
+        let idle = settings();
+        let mut gate = LoadGate::default();
+        // 999 packets a window, window after window: never loaded.
+        for w in 0..5u64 {
+            for i in 0..999u64 {
+                gate.record(&idle, w * 10_001 + i, 1);
+            }
+        }
+        assert!(gate.may_sleep(50_000));
+    }
+
+    #[test]
+    fn a_loaded_worker_holds_off_sleeping_until_the_hold_ends() {
+        let idle = settings();
+        let mut gate = LoadGate::default();
+        // The threshold is crossed inside the first (open) window, at TSC 999.
+        for i in 0..1000u64 {
+            gate.record(&idle, i, 1);
+        }
+        assert!(!gate.may_sleep(1_000));
+        assert!(!gate.may_sleep(999 + 999_999));
+        assert!(gate.may_sleep(999 + 1_000_000));
+    }
+
+    #[test]
+    fn a_new_window_starts_counting_from_zero() {
+        let idle = settings();
+        let mut gate = LoadGate::default();
+        gate.record(&idle, 0, 600);
+        gate.record(&idle, 20_000, 600);
+        assert!(gate.may_sleep(20_001), "600 + 600 in two windows is not 1000 in one");
+        gate.record(&idle, 20_002, 400);
+        assert!(!gate.may_sleep(20_003));
+    }
+
+    #[test]
+    fn no_threshold_never_holds() {
+        let idle = IdleSettings { load_packets: 0, ..settings() };
+        let mut gate = LoadGate::default();
+        gate.record(&idle, 5, 1_000_000);
+        assert!(gate.may_sleep(6));
+    }
 }

@@ -28,7 +28,7 @@ use crate::pipeline::{Pipeline, PipelineCell};
 use crate::stats::{PortTotals, WorkerStats, MAX_PORTS};
 use crate::tunnel::neighbor::NeighborTable;
 use crate::wire::MacAddr;
-use crate::worker::{self, CoarseClock, IdleSettings, Shared, WorkerPlan};
+use crate::worker::{self, CoarseClock, IdleSettings, Shared, WorkerPlan, LOAD_WINDOW_MS};
 
 /// Why the switch did not start.
 #[derive(Debug, thiserror::Error)]
@@ -280,6 +280,9 @@ impl Switch {
                     sleep_max_us: config.switch.idle_sleep_max_us,
                     deep_cycles: eal.tsc_hz() / 1000 * config.switch.idle_deep_after_ms as u64,
                     deep_sleep_us: config.switch.idle_deep_sleep_us,
+                    load_packets: config.switch.idle_load_pps as u64 / (1000 / LOAD_WINDOW_MS),
+                    load_window_cycles: eal.tsc_hz() / 1000 * LOAD_WINDOW_MS,
+                    load_hold_cycles: eal.tsc_hz() / 1000 * config.switch.idle_load_hold_ms as u64,
                 },
             };
             let spawned = worker::spawn(plan_w, shared.clone(), stats.clone(), eal.clone(), ready_tx);
