@@ -128,7 +128,7 @@ fi
 
 TP=()
 if has testpmd; then
-  for n in 1024 65536; do
+  for n in 1 1024 65536; do
     echo "== testpmd io, flows$n (bound)"
     dpdk-testpmd -l "$MAIN,$CORE" --main-lcore "$MAIN" --no-pci --in-memory --file-prefix "tpflows$$" -m 512 \
       --vdev "net_pcap0,rx_pcap=$WORK/flows$n.pcap,infinite_rx=1" --vdev "net_null0,no-rx=1" \

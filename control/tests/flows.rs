@@ -401,6 +401,73 @@ fn grpcurl_adds_a_flow_through_reflection() {
     assert_eq!(flows[0].text, "table=0,priority=77,ip,in_port=1,nw_dst=10.0.0.0/24,actions=output:2");
 }
 
+/// In_port-only rules (a cross-connect) take the whole burst along one path without reading
+/// the packets: every frame, whatever it carries, leaves intact and in order, and the flow
+/// and table counters see each one.
+#[test]
+fn cross_connect_forwards_every_frame_intact_and_counts_it() {
+    let _g = serial();
+    let mut frames = Vec::new();
+    for i in 0..300usize {
+        let mut f = match i % 3 {
+            0 => ip_frame(17, [10, 0, 0, 1], [10, 0, 0, 2], 1000 + i as u16, 53, 64),
+            1 => ip_frame(6, [10, 0, 0, 3], [10, 0, 0, 4], 2000, 80 + i as u16, 9),
+            _ => {
+                let mut f = vec![0x02, 0, 0, 0, 0, 0xb, 0x02, 0, 0, 0, 0, 0xa, 0x81, 0x00, 0x00, 0x07, 0x88, 0xb5];
+                f.resize(60 + i * 4, i as u8);
+                f
+            }
+        };
+        f.push(i as u8); // every frame distinct
+        frames.push(f);
+    }
+    let rig = PcapRig::start(
+        &frames,
+        2,
+        &format!("[[table]]\nid = 0\nmiss = \"drop\"\n\n{}", flows_cfg(&["in_port=1,actions=output:3"])),
+    );
+    rig.settle();
+    let flows = dump(&rig.sw);
+    let xc = flows.iter().find(|f| f.text.contains("output:3")).unwrap();
+    assert_eq!(xc.packets, frames.len() as u64);
+    assert_eq!(xc.bytes, frames.iter().map(|f| f.len() as u64).sum::<u64>());
+    let out = rig.finish();
+    assert!(out[0].is_empty(), "nothing to port 2");
+    assert_eq!(out[1], frames, "port 3 got every frame, byte for byte, in order");
+}
+
+/// The cross-connect's path is remembered per worker only for one pipeline generation: a
+/// change to the rules takes effect on the next burst, also when it moves other rules (a
+/// path remembered across generations would point at a rule's old place).
+#[test]
+fn cross_connect_follows_rule_changes_at_once() {
+    let _g = serial();
+    let topo = Topology::new(3);
+    let sw = Vswitchd::start(&format!(
+        "[[table]]\nid = 0\nmiss = \"drop\"\n\n{}{}",
+        flows_cfg(&[
+            "priority=300,in_port=3,actions=output:2",
+            "priority=200,in_port=1,actions=output:2",
+            "priority=100,in_port=2,actions=output:1",
+        ]),
+        topo.port_config()
+    ));
+    assert!(topo.ping(1, 2, 2), "cross-connected both ways");
+    let ctl = |args: &[&str]| {
+        let out = sw.ctl(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    ctl(&["del-flows", "--strict", "priority=300,in_port=3"]);
+    assert!(topo.ping(1, 2, 2), "still cross-connected after an earlier rule left");
+    ctl(&["mod-flows", "--strict", "priority=200,in_port=1,actions=drop"]);
+    assert!(!topo.ping(1, 2, 2), "port 1's traffic is dropped now");
+    ctl(&["mod-flows", "--strict", "priority=200,in_port=1,actions=output:2"]);
+    assert!(topo.ping(1, 2, 2), "and forwarded again");
+    let flows = dump(&sw);
+    let back = flows.iter().find(|f| f.text.contains("in_port=2")).unwrap();
+    assert!(back.packets >= 6, "the reverse rule counted the replies: {}", back.packets);
+}
+
 #[test]
 fn acl_flows_turn_traffic_on_and_off_between_hosts() {
     let _g = serial();

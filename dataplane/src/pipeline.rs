@@ -23,7 +23,7 @@ use crate::flow::classifier::BATCH;
 use crate::flow::compiled::{FlowTables, MissAction, Op, Path, NO_PORT, SIMPLE};
 use crate::flow::edit;
 use crate::flow::emc::ExactMatchCache;
-use crate::flow::key::{extract_key, ExtractError, FlowKey, Layout};
+use crate::flow::key::{extract_key, slot, Depth, ExtractError, FlowKey, Layout};
 use crate::l2::{self, L2Decision, L2Settings};
 use crate::mac_table::{MacTable, PortIdx};
 use crate::stats::{bump, DropReason, FlowCounterBanks, WorkerStats};
@@ -35,6 +35,13 @@ use crate::wire::MacAddr;
 pub trait Egress {
     /// Queues `m` for transmission on `port`.
     fn output(&mut self, port: PortIdx, m: Mbuf);
+    /// Queues every packet of `burst` for `port`, leaving it empty.
+    #[inline]
+    fn output_burst(&mut self, port: PortIdx, burst: &mut MbufBurst) {
+        for m in burst.drain() {
+            self.output(port, m);
+        }
+    }
     /// Drops `m`, counting it under `reason` on `port`.
     fn drop(&mut self, m: Mbuf, port: PortIdx, reason: DropReason);
     /// An empty mbuf for a packet the switch makes itself (an ARP request).
@@ -176,7 +183,12 @@ pub struct FlowScratch {
     pub(crate) tun_in: [TunMeta; BATCH],
     /// The decapsulated packets of an uplink burst.
     pub(crate) decapped: MbufBurst,
+    /// Paths of in_port-only pipelines by ingress port (direct-mapped), tagged with the
+    /// generation and port they were found for.
+    meta_paths: [(u64, PortIdx, Path); META_PATHS],
 }
+
+const META_PATHS: usize = 8;
 
 impl FlowScratch {
     /// Scratch for worker `worker` with an exact-match cache of `emc_entries` (0: none).
@@ -194,6 +206,7 @@ impl FlowScratch {
             reasons: [DropReason::FrameTooShort; BATCH],
             tun_in: [TunMeta::NONE; BATCH],
             decapped: MbufBurst::new(),
+            meta_paths: [(0, 0, Path::default()); META_PATHS],
         })
     }
 }
@@ -375,6 +388,25 @@ impl Pipeline {
     ) {
         let depth = self.flows.depth;
         let in_no = self.ports.number(in_port);
+        if depth == Depth::Meta && !self.tunnels.is_tunnel(in_port) {
+            // No table looks past in_port (a cross-connect, as `in_port=1,actions=output:2`):
+            // the whole burst has one key, so it is classified once and its packets are
+            // never read. (Decapsulated bursts differ by tunnel metadata: not here.)
+            let cached = &mut s.meta_paths[in_port as usize % META_PATHS];
+            if cached.0 == self.generation && cached.1 == in_port {
+                s.paths[0] = cached.2;
+            } else {
+                let mut key = FlowKey::ZERO;
+                slot::IN_PORT.set(&mut key, in_no as u64);
+                s.keys[0] = key;
+                self.flows.classify_batch(&mut s.keys, 1, &mut s.paths);
+                *cached = (self.generation, in_port, s.paths[0]);
+            }
+            // What the per-packet path would have found: no header parsed.
+            s.layouts[..burst.len()].fill(Layout::default());
+            self.run_burst_on_path(s, 0, in_port, burst, burst_bytes, now, stats, out);
+            return;
+        }
         let emc = if self.flows.use_emc && s.emc.is_some() && s.emc_gate.use_now() { s.emc.as_mut() } else { None };
         let mut bad = 0u32;
         let mut todo = 0u32;
@@ -454,26 +486,7 @@ impl Pipeline {
         // single output without the per-packet machinery.
         if bad == 0 && todo.count_ones() == 1 {
             let first = todo.trailing_zeros() as usize;
-            let plan = self.plan(&s.paths[first]);
-            self.count_path(s.worker, &s.paths[first], burst.len() as u64, burst_bytes, stats);
-            match plan.simple_output {
-                // One key: one set of tunnel metadata for the whole burst.
-                Some(port) if port != in_port && self.tunnels.is_tunnel(port) => {
-                    self.encap_burst(port, burst, &s.tun_in[first], now, stats, out);
-                }
-                Some(port) if port != in_port => {
-                    for m in burst.drain() {
-                        out.output(port, m);
-                    }
-                }
-                _ => {
-                    let path = s.paths[first];
-                    for (i, m) in burst.drain().enumerate() {
-                        let tun = s.tun_in[i];
-                        self.run_path(&plan, in_port, m, &mut s.layouts[i], &path, tun, now, stats, out);
-                    }
-                }
-            }
+            self.run_burst_on_path(s, first, in_port, burst, burst_bytes, now, stats, out);
             return;
         }
         // Consecutive packets of one path (the usual case: a burst of one flow) share their
@@ -515,6 +528,39 @@ impl Pipeline {
             self.count_path(s.worker, &paths[g], packets, bytes, stats);
         }
         bump(&stats.tables[0].matched, simple_hits);
+    }
+
+    /// Sends a burst whose packets all have one key, that of packet `first`, along its path
+    /// `s.paths[first]`: planned once, counted once, a single output without per-packet work.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn run_burst_on_path<E: Egress>(
+        &self,
+        s: &mut FlowScratch,
+        first: usize,
+        in_port: PortIdx,
+        burst: &mut MbufBurst,
+        burst_bytes: u64,
+        now: u32,
+        stats: &WorkerStats,
+        out: &mut E,
+    ) {
+        let plan = self.plan(&s.paths[first]);
+        self.count_path(s.worker, &s.paths[first], burst.len() as u64, burst_bytes, stats);
+        match plan.simple_output {
+            // One key: one set of tunnel metadata for the whole burst.
+            Some(port) if port != in_port && self.tunnels.is_tunnel(port) => {
+                self.encap_burst(port, burst, &s.tun_in[first], now, stats, out);
+            }
+            Some(port) if port != in_port => out.output_burst(port, burst),
+            _ => {
+                let path = s.paths[first];
+                for (i, m) in burst.drain().enumerate() {
+                    let tun = s.tun_in[i];
+                    self.run_path(&plan, in_port, m, &mut s.layouts[i], &path, tun, now, stats, out);
+                }
+            }
+        }
     }
 
     /// Where in a path the last output and the last packet change are.

@@ -251,6 +251,24 @@ impl Egress for TxBuffers<'_> {
     }
 
     #[inline]
+    fn output_burst(&mut self, port: PortIdx, burst: &mut MbufBurst) {
+        match self.ports.get_mut(port as usize) {
+            // The usual case, nothing else queued for the port: the burst becomes its buffer.
+            Some(Some(tp)) if tp.pending.is_empty() => {
+                std::mem::swap(&mut tp.pending, burst);
+                if tp.pending.is_full() {
+                    Self::flush_port(tp, port as usize, self.stats);
+                }
+            }
+            _ => {
+                for m in burst.drain() {
+                    self.output(port, m);
+                }
+            }
+        }
+    }
+
+    #[inline]
     fn drop(&mut self, m: Mbuf, port: PortIdx, reason: DropReason) {
         self.stats.ports[port as usize].drop(reason, 1);
         if let Err(m) = self.dropped.push(m) {
