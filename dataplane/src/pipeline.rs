@@ -35,9 +35,9 @@ use crate::wire::MacAddr;
 pub trait Egress {
     /// Queues `m` for transmission on `port`.
     fn output(&mut self, port: PortIdx, m: Mbuf);
-    /// Queues every packet of `burst` for `port`, leaving it empty.
+    /// Queues every packet of `burst` (`bytes` long in all) for `port`, leaving it empty.
     #[inline]
-    fn output_burst(&mut self, port: PortIdx, burst: &mut MbufBurst) {
+    fn output_burst(&mut self, port: PortIdx, burst: &mut MbufBurst, _bytes: u64) {
         for m in burst.drain() {
             self.output(port, m);
         }
@@ -185,7 +185,7 @@ pub struct FlowScratch {
     pub(crate) decapped: MbufBurst,
     /// Paths of in_port-only pipelines by ingress port (direct-mapped), tagged with the
     /// generation and port they were found for.
-    meta_paths: [(u64, PortIdx, Path); META_PATHS],
+    meta_paths: [(u64, PortIdx, Path, PathPlan); META_PATHS],
 }
 
 const META_PATHS: usize = 8;
@@ -206,7 +206,7 @@ impl FlowScratch {
             reasons: [DropReason::FrameTooShort; BATCH],
             tun_in: [TunMeta::NONE; BATCH],
             decapped: MbufBurst::new(),
-            meta_paths: [(0, 0, Path::default()); META_PATHS],
+            meta_paths: [(0, 0, Path::default(), PathPlan::default()); META_PATHS],
         })
     }
 }
@@ -393,18 +393,21 @@ impl Pipeline {
             // the whole burst has one key, so it is classified once and its packets are
             // never read. (Decapsulated bursts differ by tunnel metadata: not here.)
             let cached = &mut s.meta_paths[in_port as usize % META_PATHS];
-            if cached.0 == self.generation && cached.1 == in_port {
+            let plan = if cached.0 == self.generation && cached.1 == in_port {
                 s.paths[0] = cached.2;
+                cached.3
             } else {
                 let mut key = FlowKey::ZERO;
                 slot::IN_PORT.set(&mut key, in_no as u64);
                 s.keys[0] = key;
                 self.flows.classify_batch(&mut s.keys, 1, &mut s.paths);
-                *cached = (self.generation, in_port, s.paths[0]);
-            }
+                let plan = self.plan(&s.paths[0]);
+                *cached = (self.generation, in_port, s.paths[0], plan);
+                plan
+            };
             // What the per-packet path would have found: no header parsed.
             s.layouts[..burst.len()].fill(Layout::default());
-            self.run_burst_on_path(s, 0, in_port, burst, burst_bytes, now, stats, out);
+            self.run_burst_on_path(s, 0, plan, in_port, burst, burst_bytes, now, stats, out);
             return;
         }
         let emc = if self.flows.use_emc && s.emc.is_some() && s.emc_gate.use_now() { s.emc.as_mut() } else { None };
@@ -486,7 +489,8 @@ impl Pipeline {
         // single output without the per-packet machinery.
         if bad == 0 && todo.count_ones() == 1 {
             let first = todo.trailing_zeros() as usize;
-            self.run_burst_on_path(s, first, in_port, burst, burst_bytes, now, stats, out);
+            let plan = self.plan(&s.paths[first]);
+            self.run_burst_on_path(s, first, plan, in_port, burst, burst_bytes, now, stats, out);
             return;
         }
         // Consecutive packets of one path (the usual case: a burst of one flow) share their
@@ -531,13 +535,15 @@ impl Pipeline {
     }
 
     /// Sends a burst whose packets all have one key, that of packet `first`, along its path
-    /// `s.paths[first]`: planned once, counted once, a single output without per-packet work.
+    /// `s.paths[first]` (planned as `plan`): counted once, a single output without per-packet
+    /// work.
     #[allow(clippy::too_many_arguments)]
     #[inline]
     fn run_burst_on_path<E: Egress>(
         &self,
         s: &mut FlowScratch,
         first: usize,
+        plan: PathPlan,
         in_port: PortIdx,
         burst: &mut MbufBurst,
         burst_bytes: u64,
@@ -545,14 +551,13 @@ impl Pipeline {
         stats: &WorkerStats,
         out: &mut E,
     ) {
-        let plan = self.plan(&s.paths[first]);
         self.count_path(s.worker, &s.paths[first], burst.len() as u64, burst_bytes, stats);
         match plan.simple_output {
             // One key: one set of tunnel metadata for the whole burst.
             Some(port) if port != in_port && self.tunnels.is_tunnel(port) => {
                 self.encap_burst(port, burst, &s.tun_in[first], now, stats, out);
             }
-            Some(port) if port != in_port => out.output_burst(port, burst),
+            Some(port) if port != in_port => out.output_burst(port, burst, burst_bytes),
             _ => {
                 let path = s.paths[first];
                 for (i, m) in burst.drain().enumerate() {

@@ -164,6 +164,8 @@ pub struct WorkerPlan {
 struct TxPort {
     queue: TxQueue,
     pending: MbufBurst,
+    /// Bytes of the packets in `pending`, counted as they come (a burst brings its sum).
+    pending_bytes: u64,
 }
 
 /// Per-port transmit buffers of one worker: packets wait until a burst is full or the poll
@@ -189,7 +191,7 @@ impl<'a> TxBuffers<'a> {
         if self.ports.len() <= i {
             self.ports.resize_with(i + 1, || None);
         }
-        self.ports[i] = Some(TxPort { queue, pending: MbufBurst::new() });
+        self.ports[i] = Some(TxPort { queue, pending: MbufBurst::new(), pending_bytes: 0 });
     }
 
     /// Sends what waits for port `idx` and lets go of its queue.
@@ -206,12 +208,11 @@ impl<'a> TxBuffers<'a> {
 
     #[inline]
     fn flush_port(tp: &mut TxPort, idx: usize, stats: &WorkerStats) {
-        let bytes = |b: &MbufBurst| b.as_slice().iter().map(|m| m.pkt_len() as u64).sum::<u64>();
-        let mut sent_bytes = bytes(&tp.pending);
+        let mut sent_bytes = std::mem::take(&mut tp.pending_bytes);
         let sent = tp.queue.tx_burst(&mut tp.pending);
         let counters = &stats.ports[idx];
         if !tp.pending.is_empty() {
-            sent_bytes -= bytes(&tp.pending);
+            sent_bytes -= tp.pending.as_slice().iter().map(|m| m.pkt_len() as u64).sum::<u64>();
             counters.drop(DropReason::TxQueueFull, tp.pending.len() as u64);
             tp.pending.free_all();
         }
@@ -239,23 +240,27 @@ impl Egress for TxBuffers<'_> {
         let Some(Some(tp)) = self.ports.get_mut(port as usize) else {
             return self.drop(m, port, DropReason::NoEgressPort);
         };
+        let len = m.pkt_len() as u64;
         // Never full here: a full buffer is flushed right after the push that filled it.
         if let Err(m) = tp.pending.push(m) {
             drop(m);
             self.stats.ports[port as usize].drop(DropReason::TxQueueFull, 1);
             return;
         }
+        tp.pending_bytes += len;
         if tp.pending.is_full() {
             Self::flush_port(tp, port as usize, self.stats);
         }
     }
 
     #[inline]
-    fn output_burst(&mut self, port: PortIdx, burst: &mut MbufBurst) {
+    fn output_burst(&mut self, port: PortIdx, burst: &mut MbufBurst, bytes: u64) {
+        debug_assert_eq!(bytes, burst.as_slice().iter().map(|m| m.pkt_len() as u64).sum::<u64>());
         match self.ports.get_mut(port as usize) {
             // The usual case, nothing else queued for the port: the burst becomes its buffer.
             Some(Some(tp)) if tp.pending.is_empty() => {
                 std::mem::swap(&mut tp.pending, burst);
+                tp.pending_bytes = bytes;
                 if tp.pending.is_full() {
                     Self::flush_port(tp, port as usize, self.stats);
                 }
