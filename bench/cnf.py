@@ -84,8 +84,7 @@ class Run:
                     p.wait(10)
                 except subprocess.TimeoutExpired:
                     p.kill()
-        for ns in self.netns:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        self.delete_netns()
         if os.environ.get("CNF_KEEP"):
             print(f"logs kept in {self.dir}")
         else:
@@ -293,6 +292,9 @@ class Run:
                 q.kill()
                 q.wait()
         self.procs.clear()
+        self.delete_netns()
+
+    def delete_netns(self):
         for ns in self.netns:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         self.netns.clear()
@@ -343,17 +345,22 @@ class Generator:
             self.proc.wait()
 
 
-def busiest_thread(pid):
-    """The thread of pid with the most CPU time: the forwarding thread of a poll-mode system."""
-    best, most = None, -1
+def thread_ticks(pid):
+    """CPU time (user + system, clock ticks) of each thread of pid, by thread id."""
+    ticks = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             f = open(f"/proc/{pid}/task/{tid}/stat").read().rsplit(")", 1)[1].split()
+            ticks[tid] = int(f[11]) + int(f[12])
         except OSError:
-            continue
-        if int(f[11]) + int(f[12]) > most:
-            best, most = tid, int(f[11]) + int(f[12])
-    return best
+            pass
+    return ticks
+
+
+def busiest_thread(pid):
+    """The thread of pid with the most CPU time: the forwarding thread of a poll-mode system."""
+    ticks = thread_ticks(pid)
+    return max(ticks, key=ticks.get)
 
 
 def preemptions(pid, tid):
@@ -368,14 +375,7 @@ def preemptions(pid, tid):
 
 
 def proc_cpu_seconds(pid):
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            f = open(f"/proc/{pid}/task/{tid}/stat").read().rsplit(")", 1)[1].split()
-            total += int(f[11]) + int(f[12])
-        except OSError:
-            pass
-    return total / os.sysconf("SC_CLK_TCK")
+    return sum(thread_ticks(pid).values()) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid):

@@ -405,8 +405,10 @@ impl Pipeline {
                 *cached = (self.generation, in_port, s.paths[0], plan);
                 plan
             };
-            // What the per-packet path would have found: no header parsed.
-            s.layouts[..burst.len()].fill(Layout::default());
+            if !matches!(plan.simple_output, Some(port) if port != in_port) {
+                // Actions run per packet: give them what extraction would have (no header parsed).
+                s.layouts[..burst.len()].fill(Layout::default());
+            }
             self.run_burst_on_path(s, 0, plan, in_port, burst, burst_bytes, now, stats, out);
             return;
         }
