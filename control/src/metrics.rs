@@ -334,10 +334,11 @@ impl prometheus_client::collector::Collector for SwitchCollector {
         for (name, help, get) in cycle_fields {
             rows(&mut enc, name, help, Counter, totals.iter().map(|(w, t)| (wl(w), secs(get(t)))))?;
         }
-        let count_fields: [(&str, &str, WorkerField); 8] = [
+        let count_fields: [(&str, &str, WorkerField); 9] = [
             ("vswitch_worker_polls", "Poll iterations over all the worker's rx queues", |t| t.polls),
             ("vswitch_worker_busy_polls", "Poll iterations that received packets", |t| t.busy_polls),
-            ("vswitch_worker_sleeps", "Sleeps of the idle back-off", |t| t.sleeps),
+            ("vswitch_worker_sleeps", "Sleeps of the idle back-off (interrupt waits included)", |t| t.sleeps),
+            ("vswitch_worker_interrupt_waits", "Waits for an rx interrupt in deep idle", |t| t.interrupt_waits),
             ("vswitch_mac_learned", "MAC addresses learned", |t| t.mac_learned),
             ("vswitch_mac_moved", "Learned MAC addresses that moved to another port", |t| t.mac_moved),
             ("vswitch_mac_learn_failed", "MAC learns refused because the table was full", |t| t.mac_learn_failed),
@@ -360,7 +361,7 @@ impl prometheus_client::collector::Collector for SwitchCollector {
         rows(
             &mut enc,
             "vswitch_worker_idle_state",
-            "Idle back-off state: 0 polling, 1 sleeping between polls",
+            "Idle back-off state: 0 polling, 1 sleeping between polls, 2 waiting for an rx interrupt",
             Gauge,
             totals.iter().map(|(w, t)| (wl(w), t.idle_state as u8 as f64)),
         )?;

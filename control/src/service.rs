@@ -129,6 +129,7 @@ fn port_to_pb(p: PortView) -> pb::Port {
         tx_queues: p.tx_queues as u32,
         rx_descriptors: p.rx_descriptors as u32,
         tx_descriptors: p.tx_descriptors as u32,
+        rx_interrupts: p.rx_interrupts,
         link: Some(pb::Link {
             up: p.link.up,
             speed_mbps: p.link.speed_mbps,
@@ -224,6 +225,7 @@ impl pb::switch_service_server::SwitchService for Api {
                     idle_state: t.idle_state.name().to_string(),
                     sleeps: t.sleeps,
                     sleep_cycles: t.sleep_cycles,
+                    interrupt_waits: t.interrupt_waits,
                     rx_bursts: t.rx_bursts.clone(),
                     tsc_hz: self.switch.tsc_hz(),
                 }

@@ -146,6 +146,11 @@ pub struct SwitchConfig {
     /// a long pause waits up to one deep sleep.
     pub idle_deep_after_ms: u32,
     pub idle_deep_sleep_us: u32,
+    /// In deep idle, a worker whose rx queues all give rx interrupts (vhost-user, tap, most
+    /// NIC VFs) blocks until one fires instead of sleeping `idle_deep_sleep_us` at a time:
+    /// no CPU while idle, and the first packet waits for one wake-up. Ports are set up with
+    /// rx interrupts where the driver has them. Off: deep idle always sleeps.
+    pub idle_interrupts: bool,
     /// A worker that received at least this many packets per second (over 10 ms) does not
     /// sleep for `idle_load_hold_ms` after: pauses of real traffic are spent polling, so
     /// back-off costs no throughput under load. 0: sleep whenever the queues are empty.
@@ -154,6 +159,13 @@ pub struct SwitchConfig {
     /// Ports that can be added while the switch runs (CNI endpoints): the packet pool keeps
     /// mbufs for this many ports of `RUNTIME_PORT_DESCRIPTORS` rx and tx descriptors.
     pub spare_ports: u32,
+}
+
+impl SwitchConfig {
+    /// Whether ports are set up with rx interrupts: idle workers wait for them.
+    pub fn wants_rx_interrupts(&self) -> bool {
+        self.idle_backoff && self.idle_interrupts
+    }
 }
 
 /// Rx and tx descriptors of a port added at run time, unless the request says otherwise.
@@ -174,6 +186,7 @@ impl Default for SwitchConfig {
             idle_sleep_max_us: 32,
             idle_deep_after_ms: 100,
             idle_deep_sleep_us: 500,
+            idle_interrupts: true,
             idle_load_pps: 100_000,
             idle_load_hold_ms: 1000,
             spare_ports: 8,

@@ -701,6 +701,9 @@ pub struct PortSetup {
     pub rx_descriptors: u16,
     pub tx_descriptors: u16,
     pub mtu: u16,
+    /// Ask for rx interrupts, so an idle worker can wait for packets instead of polling or
+    /// sleeping. Ports whose driver cannot give them are set up without.
+    pub rx_interrupts: bool,
 }
 
 /// What a port ended up with after configuration (the device may round descriptor counts).
@@ -709,6 +712,9 @@ pub struct PortLayout {
     pub rx_descriptors: u16,
     pub tx_descriptors: u16,
     pub rss: bool,
+    /// Configured with rx interrupts (`rte_eth_conf.intr_conf.rxq`); whether a queue can
+    /// really wake a thread is known when that thread listens ([`RxQueue::listen`]).
+    pub rx_interrupts: bool,
 }
 
 struct PortInner {
@@ -718,6 +724,7 @@ struct PortInner {
     rx_taken: Mutex<Vec<bool>>,
     tx_taken: Mutex<Vec<bool>>,
     pool: Mutex<Option<Arc<Mempool>>>,
+    rx_interrupts: std::sync::atomic::AtomicBool,
     _eal: Arc<Eal>,
 }
 
@@ -783,6 +790,7 @@ impl EthPort {
                 rx_taken: Mutex::new(Vec::new()),
                 tx_taken: Mutex::new(Vec::new()),
                 pool: Mutex::new(None),
+                rx_interrupts: Default::default(),
                 _eal: eal.clone(),
             }),
         })
@@ -826,8 +834,39 @@ impl EthPort {
 
     /// Configures queues and MTU, puts the port in promiscuous mode (a switch port receives
     /// every frame) and starts it. The port keeps `pool` alive: its rx queues fill from it.
+    /// With `setup.rx_interrupts`, a device that refuses them is set up again without.
     pub fn setup_and_start(&self, setup: &PortSetup, pool: &Arc<Mempool>) -> Result<PortLayout, DpdkError> {
         let info = self.info()?;
+        let mut layout = match self.configure_and_start(&info, setup, pool, setup.rx_interrupts) {
+            Err(_) if setup.rx_interrupts => {
+                // SAFETY: valid port id; stopping a port that did not start is harmless.
+                unsafe { sys::rte_eth_dev_stop(self.inner.id) };
+                self.configure_and_start(&info, setup, pool, false)?
+            }
+            other => other?,
+        };
+        // Drivers without rx interrupts (memif, af_packet, pcap, null) accept the request and
+        // ignore it; a queue's interrupt exists if it has an event fd.
+        layout.rx_interrupts &= (0..setup.rx_queues).all(|q| {
+            // SAFETY: valid, started port and queue index.
+            unsafe { sys::rte_eth_dev_rx_intr_ctl_q_get_fd(self.inner.id, q) >= 0 }
+        });
+        let inner = &self.inner;
+        *inner.started.lock().unwrap() = true;
+        *inner.rx_taken.lock().unwrap() = vec![false; setup.rx_queues as usize];
+        *inner.tx_taken.lock().unwrap() = vec![false; setup.tx_queues as usize];
+        *inner.pool.lock().unwrap() = Some(pool.clone());
+        inner.rx_interrupts.store(layout.rx_interrupts, Ordering::Relaxed);
+        Ok(layout)
+    }
+
+    fn configure_and_start(
+        &self,
+        info: &DevInfo,
+        setup: &PortSetup,
+        pool: &Arc<Mempool>,
+        rx_interrupts: bool,
+    ) -> Result<PortLayout, DpdkError> {
         let id = self.inner.id;
         let name = self.inner.name.clone();
         // SAFETY: zeroed rte_eth_conf is DPDK's documented default configuration.
@@ -842,6 +881,7 @@ impl EthPort {
             conf.rx_adv_conf.rss_conf.rss_hf = rss_hf;
         }
         conf.rxmode.mtu = setup.mtu as u32;
+        conf.intr_conf.set_rxq(rx_interrupts as u32);
         // SAFETY: valid port id, conf initialised above.
         let rc = unsafe { sys::rte_eth_dev_configure(id, setup.rx_queues, setup.tx_queues, &conf) };
         check(
@@ -885,12 +925,7 @@ impl EthPort {
         // SAFETY: valid, configured port with all queues set up.
         let rc = unsafe { sys::rte_eth_dev_start(id) };
         check(|| format!("start {name}"), rc)?;
-        let inner = &self.inner;
-        *inner.started.lock().unwrap() = true;
-        *inner.rx_taken.lock().unwrap() = vec![false; setup.rx_queues as usize];
-        *inner.tx_taken.lock().unwrap() = vec![false; setup.tx_queues as usize];
-        *inner.pool.lock().unwrap() = Some(pool.clone());
-        Ok(PortLayout { rx_descriptors: nrx, tx_descriptors: ntx, rss })
+        Ok(PortLayout { rx_descriptors: nrx, tx_descriptors: ntx, rss, rx_interrupts })
     }
 
     /// The receive side of queue `q`, handed out once: one thread polls a queue.
@@ -900,7 +935,7 @@ impl EthPort {
         if std::mem::replace(slot, true) {
             return None;
         }
-        Some(RxQueue { port: self.inner.clone(), queue: q })
+        Some(RxQueue { port: self.inner.clone(), queue: q, listening_epfd: None })
     }
 
     /// The transmit side of queue `q`, handed out once.
@@ -970,6 +1005,8 @@ impl EthPort {
 pub struct RxQueue {
     port: Arc<PortInner>,
     queue: u16,
+    /// The epoll set (of the polling thread) the queue's interrupt was added to.
+    listening_epfd: Option<i32>,
 }
 
 impl RxQueue {
@@ -992,6 +1029,149 @@ impl RxQueue {
         } as usize;
         burst.len += n;
         n
+    }
+
+    /// Adds this queue's rx interrupt to the calling thread's wait set (see
+    /// [`InterruptWait`]); true if the port gives one. Call it on the thread that polls the
+    /// queue. Interrupts stay off until [`RxQueue::arm`].
+    pub fn listen(&mut self) -> bool {
+        if self.listening_epfd.is_some() {
+            return true;
+        }
+        if !self.port.rx_interrupts.load(Ordering::Relaxed) {
+            return false;
+        }
+        // SAFETY: valid port configured with intr_conf.rxq; RTE_EPOLL_PER_THREAD is the
+        // calling thread's epoll set, which DPDK creates on first use and keeps.
+        let rc = unsafe {
+            sys::rte_eth_dev_rx_intr_ctl_q(
+                self.port.id,
+                self.queue,
+                sys::RTE_EPOLL_PER_THREAD,
+                sys::RTE_INTR_EVENT_ADD as i32,
+                std::ptr::null_mut(),
+            )
+        };
+        if rc != 0 {
+            return false;
+        }
+        // SAFETY: no arguments; the same per-thread set the call above used.
+        self.listening_epfd = Some(unsafe { sys::rte_intr_tls_epfd() });
+        self.disarm();
+        true
+    }
+
+    /// Lets the next packet on this queue wake the listening thread. Poll once more after
+    /// arming: packets that came before it raise no interrupt.
+    pub fn arm(&mut self) {
+        // SAFETY: valid port and queue; ENOTSUP (a driver whose interrupt is always on, as
+        // net_tap's readable fd) is fine.
+        unsafe { sys::rte_eth_dev_rx_intr_enable(self.port.id, self.queue) };
+    }
+
+    /// Stops interrupts while the queue is polled (the peer then need not signal).
+    pub fn disarm(&mut self) {
+        // SAFETY: valid port and queue.
+        unsafe { sys::rte_eth_dev_rx_intr_disable(self.port.id, self.queue) };
+    }
+}
+
+impl Drop for RxQueue {
+    fn drop(&mut self) {
+        if let Some(epfd) = self.listening_epfd {
+            self.disarm();
+            // SAFETY: the port is still open (this handle holds it); the queue's interrupt is
+            // in set `epfd` since `listen`. Removing it works from any thread.
+            unsafe {
+                sys::rte_eth_dev_rx_intr_ctl_q(
+                    self.port.id,
+                    self.queue,
+                    epfd,
+                    sys::RTE_INTR_EVENT_DEL as i32,
+                    std::ptr::null_mut(),
+                )
+            };
+        }
+    }
+}
+
+/// Wakes a thread blocked in [`InterruptWait::wait`]: an eventfd the control plane rings when
+/// it has something for a worker (a new pipeline, a queue change, stop). Rings are never
+/// lost: the count stays until the waiter clears it.
+pub struct Doorbell {
+    fd: std::fs::File,
+}
+
+impl Doorbell {
+    pub fn new() -> std::io::Result<Doorbell> {
+        // SAFETY: eventfd takes no pointers; a non-negative result is a new descriptor that
+        // nothing else owns.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is ours alone (see above).
+        Ok(Doorbell { fd: unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) } })
+    }
+
+    pub fn ring(&self) {
+        use std::io::Write;
+        // A full counter (EAGAIN) still wakes the waiter.
+        let _ = (&self.fd).write(&1u64.to_ne_bytes());
+    }
+
+    fn clear(&self) {
+        use std::io::Read;
+        let _ = (&self.fd).read(&mut [0u8; 8]);
+    }
+
+    fn raw_fd(&self) -> i32 {
+        std::os::fd::AsRawFd::as_raw_fd(&self.fd)
+    }
+}
+
+/// The calling thread's wait for its armed rx queues ([`RxQueue::listen`]) or its doorbell,
+/// in DPDK's per-thread epoll set. Not `Send`: the set belongs to the thread.
+pub struct InterruptWait<'a> {
+    doorbell: &'a Doorbell,
+    /// Registered with the set by address: boxed so it does not move.
+    event: Box<sys::rte_epoll_event>,
+    _thread_bound: PhantomData<*const ()>,
+}
+
+impl<'a> InterruptWait<'a> {
+    pub fn new(doorbell: &'a Doorbell) -> Result<InterruptWait<'a>, DpdkError> {
+        // SAFETY: all-zero is a valid rte_epoll_event (no callback, null data).
+        let mut event: Box<sys::rte_epoll_event> = Box::new(unsafe { std::mem::zeroed() });
+        event.epdata.event = libc::EPOLLIN as u32;
+        // SAFETY: `event` stays at this address until Drop takes it out of the set, and the
+        // doorbell's fd outlives `self` (borrowed).
+        let rc = unsafe {
+            sys::rte_epoll_ctl(sys::RTE_EPOLL_PER_THREAD, libc::EPOLL_CTL_ADD, doorbell.raw_fd(), &mut *event)
+        };
+        check(|| "add the doorbell to the thread's epoll set".to_string(), rc)?;
+        Ok(InterruptWait { doorbell, event, _thread_bound: PhantomData })
+    }
+
+    /// Blocks until an armed queue of this thread has packets, the doorbell rings, or
+    /// `timeout_ms` passes. Returns the events seen (0 on timeout).
+    pub fn wait(&mut self, timeout_ms: i32) -> usize {
+        // SAFETY: all-zero rte_epoll_events are valid out-values.
+        let mut events: [sys::rte_epoll_event; 8] = unsafe { std::mem::zeroed() };
+        // SAFETY: the array has room for 8 events; the set is this thread's. DPDK runs each
+        // queue's handler (which consumes its event) before returning.
+        let n = unsafe { sys::rte_epoll_wait(sys::RTE_EPOLL_PER_THREAD, events.as_mut_ptr(), 8, timeout_ms) };
+        self.doorbell.clear();
+        n.max(0) as usize
+    }
+}
+
+impl Drop for InterruptWait<'_> {
+    fn drop(&mut self) {
+        // SAFETY: `event` was added to this thread's set in `new` (InterruptWait is not Send).
+        unsafe {
+            sys::rte_epoll_ctl(sys::RTE_EPOLL_PER_THREAD, libc::EPOLL_CTL_DEL, self.doorbell.raw_fd(), &mut *self.event)
+        };
     }
 }
 

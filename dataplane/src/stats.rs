@@ -147,6 +147,8 @@ pub struct WorkerStats {
     pub idle_state: AtomicU64,
     pub sleeps: AtomicU64,
     pub sleep_cycles: AtomicU64,
+    /// Of `sleeps`, the waits for an rx interrupt.
+    pub interrupt_waits: AtomicU64,
     /// Packets and bytes received per rx queue, by the queue's place in the worker's list
     /// (`WorkerRuntime::rx`).
     pub rx_queue_packets: Box<[AtomicU64]>,
@@ -173,6 +175,7 @@ impl Default for WorkerStats {
             idle_state: AtomicU64::new(0),
             sleeps: AtomicU64::new(0),
             sleep_cycles: AtomicU64::new(0),
+            interrupt_waits: AtomicU64::new(0),
             rx_queue_packets: (0..MAX_RX_QUEUES_PER_WORKER).map(|_| AtomicU64::new(0)).collect(),
             rx_queue_bytes: (0..MAX_RX_QUEUES_PER_WORKER).map(|_| AtomicU64::new(0)).collect(),
             ports: (0..MAX_PORTS).map(|_| PortCounters::default()).collect(),
@@ -191,14 +194,16 @@ pub enum IdleState {
     Polling = 0,
     /// Queues stayed empty for a while: short sleeps between polls.
     Sleeping = 1,
+    /// Idle for long: blocked until an rx interrupt (or the control plane) wakes it.
+    Interrupt = 2,
 }
 
 impl IdleState {
     pub fn from_number(n: u64) -> IdleState {
-        if n == 1 {
-            IdleState::Sleeping
-        } else {
-            IdleState::Polling
+        match n {
+            1 => IdleState::Sleeping,
+            2 => IdleState::Interrupt,
+            _ => IdleState::Polling,
         }
     }
 
@@ -206,6 +211,7 @@ impl IdleState {
         match self {
             IdleState::Polling => "polling",
             IdleState::Sleeping => "sleeping",
+            IdleState::Interrupt => "interrupt",
         }
     }
 }
@@ -271,6 +277,7 @@ pub struct WorkerTotals {
     pub idle_state: IdleState,
     pub sleeps: u64,
     pub sleep_cycles: u64,
+    pub interrupt_waits: u64,
     pub rx_packets: u64,
     pub rx_bytes: u64,
     pub tx_packets: u64,
@@ -309,6 +316,7 @@ impl WorkerStats {
             idle_state: IdleState::from_number(self.idle_state.load(Relaxed)),
             sleeps: self.sleeps.load(Relaxed),
             sleep_cycles: self.sleep_cycles.load(Relaxed),
+            interrupt_waits: self.interrupt_waits.load(Relaxed),
             rx_packets: ports.rx_packets,
             rx_bytes: ports.rx_bytes,
             tx_packets: ports.tx_packets,

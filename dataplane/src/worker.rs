@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crate::dpdk::{self, Eal, LcoreRegistration, Mbuf, MbufBurst, Mempool, RxQueue, TxQueue, BURST};
+use crate::dpdk::{
+    self, Doorbell, Eal, InterruptWait, LcoreRegistration, Mbuf, MbufBurst, Mempool, RxQueue, TxQueue, BURST,
+};
 use crate::flow::FlowKey;
 use crate::live_trace::{self, LiveTrace, Recorder, TraceSession};
 use crate::mac_table::PortIdx;
@@ -55,25 +57,38 @@ pub enum QueueChange {
 }
 
 /// Where the control plane posts [`QueueChange`]s to one worker and sees them applied.
-/// A worker checks it with one relaxed load per poll iteration.
+/// A worker checks it with one relaxed load per poll iteration; its doorbell wakes the worker
+/// when it waits for rx interrupts.
 pub struct Mailbox {
     changes: ArrayQueue<QueueChange>,
     posted: AtomicU64,
     applied: AtomicU64,
-}
-
-impl Default for Mailbox {
-    fn default() -> Self {
-        Mailbox { changes: ArrayQueue::new(64), posted: AtomicU64::new(0), applied: AtomicU64::new(0) }
-    }
+    doorbell: Doorbell,
 }
 
 impl Mailbox {
+    pub fn new() -> std::io::Result<Mailbox> {
+        Ok(Mailbox {
+            changes: ArrayQueue::new(64),
+            posted: AtomicU64::new(0),
+            applied: AtomicU64::new(0),
+            doorbell: Doorbell::new()?,
+        })
+    }
+
     /// Posts a change; returns the ticket that [`Mailbox::applied`] reaches once the worker
     /// applied it, or the change back when the mailbox is full.
     pub fn post(&self, change: QueueChange) -> Result<u64, QueueChange> {
         self.changes.push(change)?;
-        Ok(self.posted.fetch_add(1, Ordering::Release) + 1)
+        let ticket = self.posted.fetch_add(1, Ordering::Release) + 1;
+        self.doorbell.ring();
+        Ok(ticket)
+    }
+
+    /// Wakes the worker if it waits for rx interrupts, so it looks at what changed (a new
+    /// pipeline, the stop flag) at once.
+    pub fn wake(&self) {
+        self.doorbell.ring();
     }
 
     /// How many changes the worker has applied.
@@ -96,6 +111,16 @@ pub struct Shared {
     pub mailboxes: Box<[Mailbox]>,
 }
 
+impl Shared {
+    /// Wakes every worker that waits for rx interrupts: call after publishing a pipeline or
+    /// setting `stop`, which workers only see between polls.
+    pub fn wake_workers(&self) {
+        for m in self.mailboxes.iter() {
+            m.wake();
+        }
+    }
+}
+
 /// How a worker behaves when its queues are empty.
 #[derive(Debug, Clone, Copy)]
 pub struct IdleSettings {
@@ -106,6 +131,9 @@ pub struct IdleSettings {
     /// TSC cycles without packets after which sleeps may grow to `deep_sleep_us` (0: never).
     pub deep_cycles: u64,
     pub deep_sleep_us: u32,
+    /// In deep idle, wait for rx interrupts instead of sleeping when every rx queue of the
+    /// worker gives one.
+    pub interrupts: bool,
     /// Packets per `LOAD_WINDOW` at or above which the worker counts as loaded (0: never).
     pub load_packets: u64,
     /// TSC cycles of `LOAD_WINDOW`, and how long a loaded worker keeps from sleeping.
@@ -364,6 +392,63 @@ fn apply_changes(
     applied
 }
 
+/// Longest wait for an rx interrupt. Packets and the control plane's doorbell end a wait;
+/// the limit is a safety net (and worker 0's once-a-second underlay upkeep).
+const INTERRUPT_WAIT_MS: i32 = 1000;
+
+/// Deep idle by rx interrupt: the worker's wait set (its armed rx queues and its mailbox's
+/// doorbell) and whether every rx queue can wake it. One queue without an interrupt (memif,
+/// af_packet) and the worker sleeps instead: it must not miss that queue's packets.
+struct InterruptIdle<'a> {
+    wait: Option<InterruptWait<'a>>,
+    usable: bool,
+    armed: bool,
+}
+
+impl<'a> InterruptIdle<'a> {
+    fn new(enabled: bool, mailbox: &'a Mailbox) -> Self {
+        let wait = if enabled { InterruptWait::new(&mailbox.doorbell).ok() } else { None };
+        InterruptIdle { wait, usable: false, armed: false }
+    }
+
+    /// Has every rx queue listen in this thread (again after queue changes).
+    fn listen(&mut self, rx: &mut [Option<(PortIdx, RxQueue)>]) {
+        if self.wait.is_none() {
+            return;
+        }
+        let mut queues = 0;
+        let mut listening = 0;
+        for (_, q) in rx.iter_mut().flatten() {
+            queues += 1;
+            listening += q.listen() as usize;
+        }
+        self.usable = queues > 0 && listening == queues;
+    }
+
+    fn arm(&mut self, rx: &mut [Option<(PortIdx, RxQueue)>]) {
+        for (_, q) in rx.iter_mut().flatten() {
+            q.arm();
+        }
+        self.armed = true;
+    }
+
+    #[inline]
+    fn disarm(&mut self, rx: &mut [Option<(PortIdx, RxQueue)>]) {
+        if self.armed {
+            for (_, q) in rx.iter_mut().flatten() {
+                q.disarm();
+            }
+            self.armed = false;
+        }
+    }
+
+    fn wait(&mut self) {
+        if let Some(w) = &mut self.wait {
+            w.wait(INTERRUPT_WAIT_MS);
+        }
+    }
+}
+
 fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
     let WorkerPlan { rx, tx, index, emc_entries, pool, idle, .. } = plan;
     // Slots of removed ports stay empty (None) so the others keep their per-queue counters.
@@ -380,15 +465,20 @@ fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
         // A sleep of a few µs must not turn into the default 50 µs slack.
         dpdk::set_timer_slack(2_000);
     }
+    let mut interrupts = InterruptIdle::new(idle.backoff && idle.interrupts, mailbox);
+    interrupts.listen(&mut rx);
     // TSC when the queues were last seen with packets, and the next sleep's length.
     let mut last_busy = dpdk::tsc();
     let mut sleep_us = 1u32;
+    let mut state = IdleState::Polling;
     let mut load = LoadGate { window_start: last_busy, ..LoadGate::default() };
 
     while !shared.stop.load(Ordering::Relaxed) {
         if mailbox.posted.load(Ordering::Relaxed) != changes_applied {
+            interrupts.disarm(&mut rx);
             changes_applied += apply_changes(mailbox, &mut rx, &mut tx, stats);
             mailbox.applied.store(changes_applied, Ordering::Release);
+            interrupts.listen(&mut rx);
         }
         // Quiescent point: no reference into the previous snapshot survives this line.
         if pipeline.refresh(&shared.pipeline) {
@@ -435,22 +525,40 @@ fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
             bump(&stats.busy_cycles, cycles);
             last_busy = end;
             load.record(&idle, end, received as u64);
-            if sleep_us != 1 {
+            if state != IdleState::Polling {
+                state = IdleState::Polling;
                 sleep_us = 1;
-                stats.idle_state.store(IdleState::Polling as u64, Ordering::Relaxed);
+                interrupts.disarm(&mut rx);
+                stats.idle_state.store(state as u64, Ordering::Relaxed);
             }
         } else if idle.backoff && end.wrapping_sub(last_busy) > idle.poll_cycles && load.may_sleep(end) {
-            // Queues stayed empty: sleep, longer each time up to the cap, so an idle worker
-            // costs little CPU and the first packet after idle waits at most one sleep.
-            if sleep_us == 1 {
-                stats.idle_state.store(IdleState::Sleeping as u64, Ordering::Relaxed);
-            }
-            std::thread::sleep(std::time::Duration::from_micros(sleep_us as u64));
-            // A long idle period (no traffic for `deep_cycles`) allows longer sleeps: little
-            // CPU when nothing comes, short sleeps while traffic only pauses.
+            // A long idle period (no traffic for `deep_cycles`) allows longer sleeps, or a
+            // wait for an rx interrupt: little CPU when nothing comes, short sleeps while
+            // traffic only pauses.
             let deep = idle.deep_cycles > 0 && end.wrapping_sub(last_busy) > idle.deep_cycles;
-            let cap = if deep { idle.deep_sleep_us } else { idle.sleep_max_us };
-            sleep_us = (sleep_us * 2).min(cap.max(1));
+            let next = if deep && interrupts.usable { IdleState::Interrupt } else { IdleState::Sleeping };
+            if state != next {
+                state = next;
+                stats.idle_state.store(state as u64, Ordering::Relaxed);
+            }
+            if state == IdleState::Interrupt && !interrupts.armed {
+                // Poll once more after arming: packets that came before raise nothing.
+                interrupts.arm(&mut rx);
+                bump(&stats.idle_cycles, cycles);
+                continue;
+            }
+            if state == IdleState::Interrupt {
+                interrupts.wait();
+                interrupts.disarm(&mut rx);
+                bump(&stats.interrupt_waits, 1);
+            } else {
+                // Queues stayed empty: sleep, longer each time up to the cap, so an idle
+                // worker costs little CPU and the first packet waits at most one sleep.
+                interrupts.disarm(&mut rx);
+                std::thread::sleep(std::time::Duration::from_micros(sleep_us as u64));
+                let cap = if deep { idle.deep_sleep_us } else { idle.sleep_max_us };
+                sleep_us = (sleep_us * 2).min(cap.max(1));
+            }
             let woke = dpdk::tsc();
             bump(&stats.sleeps, 1);
             bump(&stats.sleep_cycles, woke.wrapping_sub(end));
@@ -517,6 +625,7 @@ mod tests {
             sleep_max_us: 32,
             deep_cycles: 100_000,
             deep_sleep_us: 500,
+            interrupts: false,
             load_packets: 1000,
             load_window_cycles: 10_000,
             load_hold_cycles: 1_000_000,

@@ -453,8 +453,12 @@ async fn run(args: Args) -> Result<(), String> {
                 p.mtu
             );
             println!(
-                "  queues: {} rx x {} descriptors, {} tx x {} descriptors",
-                p.rx_queues, p.rx_descriptors, p.tx_queues, p.tx_descriptors
+                "  queues: {} rx x {} descriptors, {} tx x {} descriptors, rx interrupts {}",
+                p.rx_queues,
+                p.rx_descriptors,
+                p.tx_queues,
+                p.tx_descriptors,
+                if p.rx_interrupts { "yes" } else { "no" }
             );
             println!(
                 "  switch: rx {} pkts {} B, tx {} pkts {} B, rx dropped {}, tx dropped {}",

@@ -28,7 +28,7 @@ use crate::pipeline::{Pipeline, PipelineCell};
 use crate::stats::{PortTotals, WorkerStats, MAX_PORTS};
 use crate::tunnel::neighbor::NeighborTable;
 use crate::wire::MacAddr;
-use crate::worker::{self, CoarseClock, IdleSettings, Shared, WorkerPlan, LOAD_WINDOW_MS};
+use crate::worker::{self, CoarseClock, IdleSettings, Mailbox, Shared, WorkerPlan, LOAD_WINDOW_MS};
 
 /// Why the switch did not start.
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +165,8 @@ pub struct PortView {
     pub tx_queues: u16,
     pub rx_descriptors: u16,
     pub tx_descriptors: u16,
+    /// The rx queues give rx interrupts (idle workers wait for them).
+    pub rx_interrupts: bool,
     pub link: LinkStatus,
     /// Counters of the switch's workers.
     pub counters: PortTotals,
@@ -221,7 +223,14 @@ impl Switch {
 
         let mut ports = Vec::with_capacity(config.ports.len());
         for (i, pc) in config.ports.iter().enumerate() {
-            ports.push(Arc::new(open_port(&eal, &pool, i as PortIdx, pc, n_workers)?));
+            ports.push(Arc::new(open_port(
+                &eal,
+                &pool,
+                i as PortIdx,
+                pc,
+                n_workers,
+                config.switch.wants_rx_interrupts(),
+            )?));
         }
 
         let assignment = config.rx_assignment().map_err(|e| StartError::Worker { core: 0, reason: e.join("; ") })?;
@@ -246,13 +255,17 @@ impl Switch {
         let (port_map, tunnel_map) = tunnel_state.maps();
         let neighbors = Arc::new(NeighborTable::new(4096));
         let pipeline = Pipeline::new(1, port_map, mac_table, l2, n_workers, tunnel_map, neighbors);
+        let mailboxes = (0..n_workers)
+            .map(|_| Mailbox::new())
+            .collect::<std::io::Result<_>>()
+            .map_err(|e| StartError::Worker { core: 0, reason: format!("cannot make a worker's doorbell: {e}") })?;
         let shared = Arc::new(Shared {
             pipeline: PipelineCell::new(pipeline),
             clock: CoarseClock::default(),
             go: Default::default(),
             stop: Default::default(),
             trace: Default::default(),
-            mailboxes: (0..n_workers).map(|_| Default::default()).collect(),
+            mailboxes,
         });
 
         let mut workers = Vec::new();
@@ -280,6 +293,7 @@ impl Switch {
                     sleep_max_us: config.switch.idle_sleep_max_us,
                     deep_cycles: eal.tsc_hz() / 1000 * config.switch.idle_deep_after_ms as u64,
                     deep_sleep_us: config.switch.idle_deep_sleep_us,
+                    interrupts: config.switch.idle_interrupts,
                     load_packets: config.switch.idle_load_pps as u64 / (1000 / LOAD_WINDOW_MS),
                     load_window_cycles: eal.tsc_hz() / 1000 * LOAD_WINDOW_MS,
                     load_hold_cycles: eal.tsc_hz() / 1000 * config.switch.idle_load_hold_ms as u64,
@@ -303,6 +317,7 @@ impl Switch {
                 }),
                 Err(reason) => {
                     shared.stop.store(true, Ordering::Relaxed);
+                    shared.wake_workers();
                     for t in threads {
                         let _ = t.join();
                     }
@@ -388,6 +403,7 @@ impl Switch {
             tx_queues: p.tx_queues,
             rx_descriptors: p.layout.rx_descriptors,
             tx_descriptors: p.layout.tx_descriptors,
+            rx_interrupts: p.layout.rx_interrupts,
             link: p.eth.link(),
             counters,
             device: p.eth.stats(),
@@ -455,6 +471,7 @@ impl Switch {
         let current = self.shared.pipeline.load();
         let old = self.shared.pipeline.publish(make(&current, generation));
         retired.snapshots.push(old);
+        self.shared.wake_workers();
         generation
     }
 
@@ -499,6 +516,7 @@ impl Switch {
     /// Stops the workers, then closes the ports and returns DPDK's memory. Idempotent.
     pub fn shutdown(&self) {
         self.shared.stop.store(true, Ordering::Relaxed);
+        self.shared.wake_workers();
         for t in self.threads.lock().unwrap().drain(..) {
             let _ = t.join();
         }
@@ -516,6 +534,7 @@ fn open_port(
     idx: PortIdx,
     pc: &PortConfig,
     n_workers: usize,
+    rx_interrupts: bool,
 ) -> Result<PortRuntime, StartError> {
     let devargs = pc.effective_devargs(n_workers);
     let fail = |reason: String| StartError::Port { port: pc.name.clone(), devargs: devargs.clone(), reason };
@@ -539,6 +558,7 @@ fn open_port(
         rx_descriptors: pc.rx_descriptors,
         tx_descriptors: pc.tx_descriptors,
         mtu: pc.mtu,
+        rx_interrupts,
     };
     let layout = eth.setup_and_start(&setup, pool).map_err(|e| fail(e.to_string()))?;
     Ok(PortRuntime {

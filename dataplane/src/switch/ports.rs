@@ -108,7 +108,8 @@ impl Switch {
             (Some(e), Some(p)) => (e, p),
             _ => return Err(PortChangeError::Stopping),
         };
-        let mut port = open_port(&eal, &pool, idx, &config, n_workers).map_err(|e| {
+        let mut port = open_port(&eal, &pool, idx, &config, n_workers, self.plan.config.switch.wants_rx_interrupts())
+            .map_err(|e| {
             let hint = if e.to_string().contains("probe") {
                 " (Debian's DPDK 22.11 has at most 32 ethdev ports per process, RTE_MAX_ETHPORTS)"
             } else {
