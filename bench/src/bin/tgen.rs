@@ -254,6 +254,9 @@ fn run(args: Args) -> Result<(), String> {
         "tgen",
         "--no-pci",
         "--in-memory",
+        // virtio-user shares the process's memory with its vhost-user peer one region per
+        // file, and vhost-user takes at most 8: one file keeps it to one region.
+        "--single-file-segments",
         "--file-prefix",
         &args.file_prefix,
         "-l",
@@ -276,6 +279,8 @@ fn run(args: Args) -> Result<(), String> {
         rx_descriptors: 1024,
         tx_descriptors: 1024,
         mtu: 1500,
+        // The generator busy-polls: its peers' idle behaviour is what is measured.
+        rx_interrupts: false,
     };
     let tx_port = EthPort::probe(&eal, &args.tx).map_err(|e| e.to_string())?;
     tx_port.setup_and_start(&setup, &pool).map_err(|e| format!("{}: {e}", args.tx))?;
