@@ -199,7 +199,8 @@ class Run:
             if os.path.exists(sock):
                 break
             time.sleep(0.05)
-        vsctl = ["ovs-vsctl", f"--db=unix:{sock}"]
+        # A bounded wait: without a running ovs-vswitchd, ovs-vsctl would wait forever.
+        vsctl = ["ovs-vsctl", "--timeout=60", f"--db=unix:{sock}"]
         subprocess.run(vsctl + ["--no-wait", "init"], check=True)
         subprocess.run(vsctl + ["--no-wait", "set", "Open_vSwitch", ".", "other_config:dpdk-init=true",
                                 "other_config:dpdk-socket-mem=512", "other_config:dpdk-socket-limit=512",
@@ -366,6 +367,37 @@ class Generator:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def isolate(cpu):
+    """Moves every thread that may also run on other CPUs than `cpu` to `cpu` alone, as
+    `isolcpus` or a housekeeping cpuset does in production: threads of other processes and
+    unbound kernel threads then no longer land on the forwarding core while it sleeps (and
+    preempt it for milliseconds once traffic is back). Kernel threads bound to a CPU stay.
+    Returns what `restore_affinity` puts back."""
+    saved = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in map(int, tids):
+            try:
+                allowed = os.sched_getaffinity(tid)
+                if cpu in allowed and len(allowed) > 1:
+                    os.sched_setaffinity(tid, {cpu})
+                    saved[tid] = allowed
+            except OSError:
+                pass
+    return saved
+
+
+def restore_affinity(saved):
+    for tid, allowed in saved.items():
+        try:
+            os.sched_setaffinity(tid, allowed)
+        except OSError:
+            pass
 
 
 def thread_ticks(pid):
@@ -758,6 +790,10 @@ def main():
     ap.add_argument("--idle-seconds", type=float, default=5.0)
     ap.add_argument("--endpoints", type=int, default=30,
                     help="ports provisioned at run time for the provisioning time (DPDK 22.11 allows 32 ports)")
+    ap.add_argument("--isolate", action="store_true",
+                    help="for the run, move every other thread that may use the forwarding core to the "
+                         "generator core (as isolcpus would; restored at the end): nothing but the system "
+                         "under test runs there")
     ap.add_argument("--smoke", action="store_true", help="p2p on this switch, short trials: checks the runner")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     ap.add_argument("--bin-dir", help="use the binaries here instead of building target/release")
@@ -769,6 +805,9 @@ def main():
         args.endpoints = 3
     if os.geteuid() != 0:
         sys.exit("cnf.py: run as root (hugepages, DPDK)")
+    if "ovs-dpdk" in args.systems.split(",") and not os.access(OVS_VSWITCHD, os.X_OK):
+        sys.exit(f"cnf.py: {OVS_VSWITCHD} is missing: apt-get install openvswitch-switch-dpdk "
+                 "(../shared/peers/run.sh does), or leave ovs-dpdk out of --systems")
     # This runner and everything it starts live on the generator's core; each system pins
     # its forwarding thread to SUT_CORE itself. Otherwise helper threads float onto the
     # forwarding core whenever it idles (or sleeps) and delay it when traffic resumes.
@@ -782,6 +821,7 @@ def main():
     run = Run(args)
     results = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": versions(),
                "settings": {k: v for k, v in vars(args).items() if k != "out"}, "scenarios": [], "systems": {}}
+    isolated = isolate(GEN_CORE) if args.isolate else {}
     try:
         for system in args.systems.split(","):
             results["systems"][system] = deployment(run, system, 1 if args.smoke else 3)
@@ -804,6 +844,7 @@ def main():
                       f"max {r['max_received_mpps']:.2f}", flush=True)
     finally:
         run.close()
+        restore_affinity(isolated)
     os.makedirs(args.out, exist_ok=True)
     name = "smoke" if args.smoke else "cnf"
     with open(os.path.join(args.out, f"{name}.json"), "w") as f:
