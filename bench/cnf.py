@@ -550,12 +550,7 @@ def idle_wake(run, system, seconds=6.0):
     """Latency of packets that each arrive after a pause: 50 ms apart (20 packets/s; short
     sleeps when workers back off) and 250 ms apart (4/s; past switch.idle_deep_after_ms, so
     deep sleeps): what the first packet after idle costs."""
-    clean(run.dir)
-    p = run.start_system(system, "p2p")
-    run.after_start(system, "p2p")
-    time.sleep(1.0)
-    gen = run.generator("p2p")
-    gen.trial(0.001, 1.0, 0.0)  # MACs learned, caches warm
+    p, gen = start_warm(run, system, 1.0)
     res = {}
     for key, rate, secs in (("idle_wake_us", 0.00002, seconds), ("deep_idle_wake_us", 0.000004, seconds * 2)):
         r = gen.trial(rate, secs, 0.0)
@@ -605,14 +600,21 @@ def idle_cpu_rss(run, p):
     return {"idle_cpu_cores": round(cpu, 3), "idle_rss_mib": round(rss_mib(p.pid), 1)}
 
 
-def idle_figures(run, system):
-    """CPU and RSS of the system idle after it forwarded a little traffic."""
+def start_warm(run, system, seconds):
+    """Starts the system for p2p and its generator, and sends 1 kpps for `seconds` (MACs
+    learned, caches warm). Returns both processes."""
     clean(run.dir)
     p = run.start_system(system, "p2p")
     run.after_start(system, "p2p")
     time.sleep(1.0)
     gen = run.generator("p2p")
-    gen.trial(0.001, 0.5, 0.0)
+    gen.trial(0.001, seconds, 0.0)
+    return p, gen
+
+
+def idle_figures(run, system):
+    """CPU and RSS of the system idle after it forwarded a little traffic."""
+    p, gen = start_warm(run, system, 0.5)
     time.sleep(2.0)
     res = idle_cpu_rss(run, p)
     run.stop(p)

@@ -1154,15 +1154,14 @@ impl<'a> InterruptWait<'a> {
     }
 
     /// Blocks until an armed queue of this thread has packets, the doorbell rings, or
-    /// `timeout_ms` passes. Returns the events seen (0 on timeout).
-    pub fn wait(&mut self, timeout_ms: i32) -> usize {
+    /// `timeout_ms` passes.
+    pub fn wait(&mut self, timeout_ms: i32) {
         // SAFETY: all-zero rte_epoll_events are valid out-values.
         let mut events: [sys::rte_epoll_event; 8] = unsafe { std::mem::zeroed() };
         // SAFETY: the array has room for 8 events; the set is this thread's. DPDK runs each
         // queue's handler (which consumes its event) before returning.
-        let n = unsafe { sys::rte_epoll_wait(sys::RTE_EPOLL_PER_THREAD, events.as_mut_ptr(), 8, timeout_ms) };
+        unsafe { sys::rte_epoll_wait(sys::RTE_EPOLL_PER_THREAD, events.as_mut_ptr(), 8, timeout_ms) };
         self.doorbell.clear();
-        n.max(0) as usize
     }
 }
 
