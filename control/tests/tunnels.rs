@@ -193,6 +193,39 @@ fn vxlan_with_the_kernel_vtep_ping_and_tcp_both_ways() {
     assert!(status.success(), "{log}");
 }
 
+/// A cross-connect through the tunnel: flows that match only in_port, so decapsulated
+/// bursts take the one-key path (no packet read, tunnel metadata ignored) and still carry
+/// ping and TCP both ways, counted on the flows.
+#[test]
+fn in_port_flows_cross_connect_a_host_and_the_tunnel() {
+    let _g = serial();
+    let o = Overlay::new(2);
+    o.kernel_vxlan("vx100", 100, o.underlay(2), o.overlay(2));
+    let body = o.ports("")
+        + &fixed_tunnel(&o, "vx0", 10, "vxlan", 100)
+        + "[[flow]]\nrule = \"in_port=10,actions=output:1\"\n\n\
+           [[flow]]\nrule = \"in_port=1,actions=output:10\"\n\n\
+           [[table]]\nid = 0\nmiss = \"drop\"\n";
+    let sw = Vswitchd::start(&body);
+
+    assert!(o.reachable(1, o.overlay(2)), "h1 cannot ping the kernel VTEP's overlay address");
+    tcp_both_ways(&o, 2 << 20);
+
+    let (c, _) = tunnel_counters(&sw, "vx0");
+    let flows = sw.ctl(&["dump-flows"]);
+    let text = String::from_utf8_lossy(&flows.stdout).to_string();
+    let packets = |m: &str| -> u64 {
+        let line = text.lines().find(|l| l.contains(m)).unwrap_or_else(|| panic!("no {m} flow in\n{text}"));
+        line.split("n_packets=").nth(1).unwrap().split(',').next().unwrap().parse().unwrap()
+    };
+    // Every decapsulated packet went through the in_port=10 flow, every packet from h1
+    // through in_port=1 (the tunnel's tx counts those that were encapsulated).
+    assert_eq!(packets("in_port=10 "), c.rx_packets, "decapsulated packets vs flow counter\n{text}");
+    assert!(c.rx_packets > 1000 && packets("in_port=1 ") >= c.tx_packets, "{c:?}\n{text}");
+    let (status, log) = sw.stop();
+    assert!(status.success(), "{log}");
+}
+
 /// Open vSwitch's userspace datapath (no DPDK) as a Geneve VTEP inside a namespace: br-phy
 /// holds the underlay port and address, br-int the Geneve port and the overlay address.
 /// Stopped (by PID) and removed on drop.

@@ -388,10 +388,12 @@ impl Pipeline {
     ) {
         let depth = self.flows.depth;
         let in_no = self.ports.number(in_port);
-        if depth == Depth::Meta && !self.tunnels.is_tunnel(in_port) {
+        let from_tunnel = self.tunnels.is_tunnel(in_port);
+        if depth == Depth::Meta && !(from_tunnel && self.flows.matches_tunnel) {
             // No table looks past in_port (a cross-connect, as `in_port=1,actions=output:2`):
             // the whole burst has one key, so it is classified once and its packets are
-            // never read. (Decapsulated bursts differ by tunnel metadata: not here.)
+            // never read. Decapsulated packets differ only by tunnel metadata, which no table
+            // looks at here.
             let cached = &mut s.meta_paths[in_port as usize % META_PATHS];
             let plan = if cached.0 == self.generation && cached.1 == in_port {
                 s.paths[0] = cached.2;
@@ -405,12 +407,17 @@ impl Pipeline {
                 *cached = (self.generation, in_port, s.paths[0], plan);
                 plan
             };
-            if !matches!(plan.simple_output, Some(port) if port != in_port) {
-                // Actions run per packet: give them what extraction would have (no header parsed).
-                s.layouts[..burst.len()].fill(Layout::default());
+            // Encap sends a burst with one packet's tunnel metadata: right for a burst from a
+            // port, not for decapsulated packets, whose metadata may differ.
+            let one_tunnel_meta = !from_tunnel || !matches!(plan.simple_output, Some(p) if self.tunnels.is_tunnel(p));
+            if one_tunnel_meta {
+                if !matches!(plan.simple_output, Some(port) if port != in_port) {
+                    // Actions run per packet: give them what extraction would have (no header parsed).
+                    s.layouts[..burst.len()].fill(Layout::default());
+                }
+                self.run_burst_on_path(s, 0, plan, in_port, burst, burst_bytes, now, stats, out);
+                return;
             }
-            self.run_burst_on_path(s, 0, plan, in_port, burst, burst_bytes, now, stats, out);
-            return;
         }
         let emc = if self.flows.use_emc && s.emc.is_some() && s.emc_gate.use_now() { s.emc.as_mut() } else { None };
         let mut bad = 0u32;
@@ -495,6 +502,29 @@ impl Pipeline {
             self.run_burst_on_path(s, first, plan, in_port, burst, burst_bytes, now, stats, out);
             return;
         }
+        let first_chunk = self.counters.first_chunk(s.worker);
+        // Many flows, one rule each, all sending to the same port (exact MAC or address
+        // rules to one uplink): count each packet on its flow and hand the burst over whole.
+        if bad == 0 {
+            let n = burst.len();
+            let port = s.paths[s.path_of[0] as usize].simple_port;
+            let same = s.path_of[..n].iter().all(|&p| s.paths[p as usize].simple_port == port);
+            if same && port != NO_PORT && port != in_port && !self.tunnels.is_tunnel(port) {
+                for (m, &p) in burst.as_slice().iter().zip(&s.path_of[..n]) {
+                    let id = s.paths[p as usize].simple_id;
+                    match first_chunk.get(id as usize) {
+                        Some(slot) => {
+                            bump(&slot.0, 1);
+                            bump(&slot.1, m.pkt_len() as u64);
+                        }
+                        None => self.counters.bump(s.worker, id, 1, m.pkt_len() as u64),
+                    }
+                }
+                bump(&stats.tables[0].matched, n as u64);
+                out.output_burst(port, burst, burst_bytes);
+                return;
+            }
+        }
         // Consecutive packets of one path (the usual case: a burst of one flow) share their
         // plan and are counted once, as a group.
         let mut group: Option<usize> = None;
@@ -510,7 +540,13 @@ impl Pipeline {
             let path = &paths[s.path_of[i] as usize];
             // One rule, one output: count and send, nothing else to work out.
             if path.simple_port != NO_PORT && path.simple_port != in_port {
-                self.counters.bump(s.worker, path.simple_id, 1, m.pkt_len() as u64);
+                match first_chunk.get(path.simple_id as usize) {
+                    Some(slot) => {
+                        bump(&slot.0, 1);
+                        bump(&slot.1, m.pkt_len() as u64);
+                    }
+                    None => self.counters.bump(s.worker, path.simple_id, 1, m.pkt_len() as u64),
+                }
                 simple_hits += 1;
                 self.send(path.simple_port, m, &tun_in[i], now, stats, out);
                 continue;

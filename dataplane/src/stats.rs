@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use crate::dpdk::{ZeroedPairs, BURST};
+use crate::dpdk::{AtomicPair, ZeroedPairs, BURST};
 use crate::flow::MAX_TABLES;
 
 /// Adds to a counter that only the calling thread writes.
@@ -355,6 +355,13 @@ impl FlowCounterBanks {
             }
         }
         b
+    }
+
+    /// The first chunk of `worker`'s bank (flow ids below FLOW_CHUNK), empty when there is
+    /// none: a burst fetches it once instead of walking the banks per packet.
+    #[inline(always)]
+    pub fn first_chunk(&self, worker: usize) -> &[AtomicPair] {
+        self.per_worker.get(worker).and_then(|b| b.first()).map_or(&[], |c| &c[..])
     }
 
     /// Counts `packets` packets of `bytes` bytes in all for flow `id` on `worker`. Ids beyond

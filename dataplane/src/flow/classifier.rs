@@ -17,7 +17,7 @@ use super::matching::Match;
 
 /// Multipliers for the word hash: odd 64-bit constants (from splitmix/wyhash), one per word
 /// so equal values in different words do not cancel.
-const K: [u64; KEY_WORDS] = [
+pub(super) const KEY_HASH: [u64; KEY_WORDS] = [
     0x9E37_79B9_7F4A_7C15,
     0xBF58_476D_1CE4_E5B9,
     0x94D0_49BB_1331_11EB,
@@ -38,7 +38,7 @@ pub fn hash_masked(key: &FlowKey, mask: &FlowKey, words: &[u8]) -> u32 {
     let mut h = 0u64;
     for &w in words {
         let w = w as usize;
-        h = h.wrapping_add((key.0[w] & mask.0[w]).wrapping_mul(K[w]));
+        h = h.wrapping_add((key.0[w] & mask.0[w]).wrapping_mul(KEY_HASH[w]));
     }
     (h ^ (h >> 29) ^ (h >> 47)) as u32
 }
@@ -47,7 +47,7 @@ pub fn hash_masked(key: &FlowKey, mask: &FlowKey, words: &[u8]) -> u32 {
 #[inline(always)]
 pub fn hash_key(key: &FlowKey) -> u32 {
     let mut h = 0u64;
-    for (w, k) in key.0.iter().zip(K) {
+    for (w, k) in key.0.iter().zip(KEY_HASH) {
         h = h.wrapping_add(w.wrapping_mul(k));
     }
     (h ^ (h >> 29) ^ (h >> 47)) as u32

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::action::{Action, MAX_TABLES};
 use super::classifier::{Classifier, RuleRef, BATCH};
+use super::direct::DirectTable;
 use super::key::{slot, Depth, FlowKey, KEY_WORDS, VLAN_PCP_MASK, VLAN_PRESENT, VLAN_VID_MASK};
 use super::matching::Match;
 use crate::mac_table::PortIdx;
@@ -310,6 +311,16 @@ impl Path {
         self.simple_port = NO_PORT;
     }
 
+    /// Makes this the one-step path of a table-0 rule that only sends to `port`.
+    #[inline(always)]
+    pub fn set_simple(&mut self, step: Step, port: PortIdx, id: u32) {
+        self.steps[0] = step;
+        self.len = 1;
+        self.too_deep = false;
+        self.simple_port = port;
+        self.simple_id = id;
+    }
+
     fn push(&mut self, s: Step) -> bool {
         if self.len as usize == MAX_PATH {
             self.too_deep = true;
@@ -331,6 +342,10 @@ pub struct FlowTables {
     /// The exact-match cache pays off: classifying costs several subtable probes. With one
     /// or two subtables in all, a classifier lookup costs what a cache lookup does.
     pub use_emc: bool,
+    /// Some rule matches tunnel metadata (tun_id, tun_src, tun_dst).
+    pub matches_tunnel: bool,
+    /// Table 0 as a direct table, when it qualifies (see [`DirectTable`]).
+    direct: Option<DirectTable>,
 }
 
 impl Default for FlowTables {
@@ -372,7 +387,14 @@ impl FlowTables {
         let t0 = tables[0].as_ref();
         let l2_only = t0.is_some_and(|t| t.rules.is_empty() && t.miss == MissAction::Normal);
         let subtables: usize = tables.iter().flatten().map(|t| t.classifier.subtables().len()).sum();
-        FlowTables { tables, depth, l2_only, use_emc: subtables > 2 }
+        let matches_tunnel = union.0[slot::TUN_ID.word] != 0 || union.0[slot::TUN_DST.word] != 0;
+        let direct = t0.and_then(|t| DirectTable::build(t));
+        FlowTables { tables, depth, l2_only, use_emc: subtables > 2, matches_tunnel, direct }
+    }
+
+    /// Whether table 0 runs as a direct table.
+    pub fn has_direct(&self) -> bool {
+        self.direct.is_some()
     }
 
     pub fn table(&self, id: u8) -> Option<&Arc<CompiledTable>> {
@@ -444,6 +466,13 @@ impl FlowTables {
     /// [`FlowTables::classify`] for the keys of a burst selected by `todo`, batching the
     /// lookups of each table.
     pub fn classify_batch(&self, keys: &mut [FlowKey; BATCH], todo: u32, paths: &mut [Path; BATCH]) {
+        let todo = match &self.direct {
+            Some(d) => d.classify_batch(keys, todo, paths),
+            None => todo,
+        };
+        if todo == 0 {
+            return;
+        }
         let mut at = [0u8; BATCH];
         let mut active = todo;
         for (i, p) in paths.iter_mut().enumerate() {
@@ -542,7 +571,7 @@ impl FlowTables {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::flow::parse::{parse_flow, parse_packet};
 

@@ -4,6 +4,7 @@
 pub mod action;
 pub mod classifier;
 pub mod compiled;
+pub mod direct;
 pub mod edit;
 pub mod emc;
 pub mod key;
