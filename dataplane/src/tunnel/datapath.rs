@@ -163,7 +163,13 @@ impl Pipeline {
     #[inline]
     fn encap<E: Egress>(&self, port: PortIdx, m: Mbuf, tun: &TunMeta, now: u32, stats: &WorkerStats, out: &mut E) {
         match self.encap_target(port, tun, now, out) {
-            Ok(target) => self.encap_one(&target, m, stats, out),
+            Ok(target) => {
+                if let Some(bytes) = self.encap_one(&target, m, out) {
+                    let c = &stats.ports[port as usize];
+                    bump(&c.tx_packets, 1);
+                    bump(&c.tx_bytes, bytes);
+                }
+            }
             Err(reason) => out.drop(m, port, reason),
         }
     }
@@ -183,9 +189,48 @@ impl Pipeline {
     ) {
         match self.encap_target(port, tun, now, out) {
             Ok(target) => {
-                for m in burst.drain() {
-                    self.encap_one(&target, m, stats, out);
+                // The tunnel's tx counters once per burst, not per packet.
+                let (mut packets, mut bytes) = (0, 0);
+                // The usual burst: every packet fits and can grow in place. Encapsulated
+                // where it lies, it goes to the uplink as one burst.
+                let whole = burst
+                    .as_slice()
+                    .iter()
+                    .all(|m| m.pkt_len() as usize <= target.max_frame && m.can_push_front(ENCAP_LEN as u16));
+                if whole {
+                    let n = burst.len() as u64;
+                    let mut inner_bytes = 0u64;
+                    for m in burst.as_mut_slice() {
+                        let inner_len = m.pkt_len() as usize;
+                        let src_port = wire::entropy_port(m.data());
+                        // Cannot fail: checked above, and nothing else holds these buffers.
+                        if let Some(frame) = m.push_front_mut(ENCAP_LEN as u16) {
+                            target.template.write(
+                                frame,
+                                target.hop_mac,
+                                target.remote,
+                                target.vni,
+                                src_port,
+                                inner_len,
+                            );
+                        }
+                        inner_bytes += inner_len as u64;
+                    }
+                    let c = &stats.ports[port as usize];
+                    bump(&c.tx_packets, n);
+                    bump(&c.tx_bytes, inner_bytes);
+                    out.output_burst(target.uplink, burst, inner_bytes + n * ENCAP_LEN as u64);
+                    return;
                 }
+                for m in burst.drain() {
+                    if let Some(b) = self.encap_one(&target, m, out) {
+                        packets += 1;
+                        bytes += b;
+                    }
+                }
+                let c = &stats.ports[port as usize];
+                bump(&c.tx_packets, packets);
+                bump(&c.tx_bytes, bytes);
             }
             Err(reason) => {
                 for m in burst.drain() {
@@ -227,33 +272,39 @@ impl Pipeline {
         })
     }
 
-    /// The per-packet part of encap: copy if shared, MTU, headroom, headers.
+    /// The per-packet part of encap: copy if shared, MTU, headroom, headers. Returns the
+    /// inner frame's length when the packet went to the uplink (the caller counts it on the
+    /// tunnel port).
     #[inline(always)]
-    fn encap_one<E: Egress>(&self, target: &EncapTarget<'_>, mut m: Mbuf, stats: &WorkerStats, out: &mut E) {
+    fn encap_one<E: Egress>(&self, target: &EncapTarget<'_>, mut m: Mbuf, out: &mut E) -> Option<u64> {
         let port = target.port;
         let inner_len = m.pkt_len() as usize;
         if inner_len > target.max_frame {
-            return out.drop(m, port, DropReason::TunnelMtuExceeded);
+            out.drop(m, port, DropReason::TunnelMtuExceeded);
+            return None;
         }
         // A buffer also going out elsewhere (flood, several outputs) cannot grow in place.
         if m.refcnt() != 1 {
             m = match m.deep_copy() {
                 Some(c) => c,
-                None => return out.drop(m, port, DropReason::MbufExhausted),
+                None => {
+                    out.drop(m, port, DropReason::MbufExhausted);
+                    return None;
+                }
             };
         }
         let src_port = wire::entropy_port(m.data());
         if !m.push_front(ENCAP_LEN as u16) {
-            return out.drop(m, port, DropReason::NoHeadroom);
+            out.drop(m, port, DropReason::NoHeadroom);
+            return None;
         }
         let Some(frame) = m.data_mut() else {
-            return out.drop(m, port, DropReason::BufferShared);
+            out.drop(m, port, DropReason::BufferShared);
+            return None;
         };
         target.template.write(frame, target.hop_mac, target.remote, target.vni, src_port, inner_len);
-        let c = &stats.ports[port as usize];
-        bump(&c.tx_packets, 1);
-        bump(&c.tx_bytes, inner_len as u64);
         out.output(target.uplink, m);
+        Some(inner_len as u64)
     }
 
     /// Sends an ARP request for `ip` out of `up`, unless one went out this second.
