@@ -502,23 +502,25 @@ impl Pipeline {
             self.run_burst_on_path(s, first, plan, in_port, burst, burst_bytes, now, stats, out);
             return;
         }
-        let first_chunk = self.counters.first_chunk(s.worker);
+        let bank = self.counters.bank(s.worker);
         // Many flows, one rule each, all sending to the same port (exact MAC or address
         // rules to one uplink): count each packet on its flow and hand the burst over whole.
         if bad == 0 {
             let n = burst.len();
             let port = s.paths[s.path_of[0] as usize].simple_port;
-            let same = s.path_of[..n].iter().all(|&p| s.paths[p as usize].simple_port == port);
+            let mut same = true;
+            for &p in &s.path_of[..n] {
+                let path = &s.paths[p as usize];
+                same &= path.simple_port == port;
+                if path.simple_port != NO_PORT {
+                    // Start loading the flow's counters: they are written below.
+                    bank.prefetch(path.simple_id);
+                }
+            }
             if same && port != NO_PORT && port != in_port && !self.tunnels.is_tunnel(port) {
                 for (m, &p) in burst.as_slice().iter().zip(&s.path_of[..n]) {
                     let id = s.paths[p as usize].simple_id;
-                    match first_chunk.get(id as usize) {
-                        Some(slot) => {
-                            bump(&slot.0, 1);
-                            bump(&slot.1, m.pkt_len() as u64);
-                        }
-                        None => self.counters.bump(s.worker, id, 1, m.pkt_len() as u64),
-                    }
+                    bank.bump(id, 1, m.pkt_len() as u64);
                 }
                 bump(&stats.tables[0].matched, n as u64);
                 out.output_burst(port, burst, burst_bytes);
@@ -540,13 +542,7 @@ impl Pipeline {
             let path = &paths[s.path_of[i] as usize];
             // One rule, one output: count and send, nothing else to work out.
             if path.simple_port != NO_PORT && path.simple_port != in_port {
-                match first_chunk.get(path.simple_id as usize) {
-                    Some(slot) => {
-                        bump(&slot.0, 1);
-                        bump(&slot.1, m.pkt_len() as u64);
-                    }
-                    None => self.counters.bump(s.worker, path.simple_id, 1, m.pkt_len() as u64),
-                }
+                bank.bump(path.simple_id, 1, m.pkt_len() as u64);
                 simple_hits += 1;
                 self.send(path.simple_port, m, &tun_in[i], now, stats, out);
                 continue;

@@ -326,6 +326,43 @@ impl WorkerStats {
     }
 }
 
+/// One worker's flow counters, with the first chunk (ids below FLOW_CHUNK, the usual
+/// case) at hand.
+#[derive(Clone, Copy)]
+pub struct WorkerBank<'a> {
+    first: &'a [AtomicPair],
+    chunks: &'a [Arc<ZeroedPairs>],
+}
+
+impl WorkerBank<'_> {
+    /// The counters of flow `id` (None beyond the capacity: cannot happen, a snapshot's
+    /// banks cover its flows).
+    #[inline(always)]
+    pub fn slot(&self, id: u32) -> Option<&AtomicPair> {
+        let id = id as usize;
+        match self.first.get(id) {
+            Some(slot) => Some(slot),
+            None => self.chunks.get(id / FLOW_CHUNK).and_then(|c| c.get(id % FLOW_CHUNK)),
+        }
+    }
+
+    /// Starts loading the counters of flow `id`, about to be written.
+    #[inline(always)]
+    pub fn prefetch(&self, id: u32) {
+        if let Some(slot) = self.slot(id) {
+            crate::dpdk::prefetch(slot);
+        }
+    }
+
+    #[inline(always)]
+    pub fn bump(&self, id: u32, packets: u64, bytes: u64) {
+        if let Some(slot) = self.slot(id) {
+            bump(&slot.0, packets);
+            bump(&slot.1, bytes);
+        }
+    }
+}
+
 /// Flow counter slots per chunk: chunks are added as flow ids grow, never moved.
 pub const FLOW_CHUNK: usize = 4096;
 
@@ -357,23 +394,18 @@ impl FlowCounterBanks {
         b
     }
 
-    /// The first chunk of `worker`'s bank (flow ids below FLOW_CHUNK), empty when there is
-    /// none: a burst fetches it once instead of walking the banks per packet.
+    /// `worker`'s bank: a burst fetches it once, not once per packet.
     #[inline(always)]
-    pub fn first_chunk(&self, worker: usize) -> &[AtomicPair] {
-        self.per_worker.get(worker).and_then(|b| b.first()).map_or(&[], |c| &c[..])
+    pub fn bank(&self, worker: usize) -> WorkerBank<'_> {
+        let chunks = self.per_worker.get(worker).map_or(&[][..], |b| &b[..]);
+        WorkerBank { first: chunks.first().map_or(&[][..], |c| &c[..]), chunks }
     }
 
     /// Counts `packets` packets of `bytes` bytes in all for flow `id` on `worker`. Ids beyond
     /// the capacity are not counted (cannot happen: a snapshot's banks cover its flows).
     #[inline(always)]
     pub fn bump(&self, worker: usize, id: u32, packets: u64, bytes: u64) {
-        let id = id as usize;
-        if let Some(chunk) = self.per_worker.get(worker).and_then(|b| b.get(id / FLOW_CHUNK)) {
-            let slot = &chunk[id % FLOW_CHUNK];
-            bump(&slot.0, packets);
-            bump(&slot.1, bytes);
-        }
+        self.bank(worker).bump(id, packets, bytes);
     }
 
     /// (packets, bytes) of flow slot `id`, summed over workers.
