@@ -12,12 +12,10 @@ use crate::pipeline::{Egress, FlowScratch, Pipeline};
 use crate::stats::{bump, DropReason, WorkerStats};
 
 /// Where encapsulated packets of one tunnel and one set of metadata go.
-struct EncapTarget<'a> {
+struct EncapTarget {
     port: PortIdx,
-    template: &'a super::wire::Template,
-    hop_mac: [u8; 6],
-    remote: Ipv4Addr,
-    vni: u32,
+    /// The outer headers with everything but the per-packet fields filled in.
+    headers: super::wire::Template,
     /// Largest inner frame (Ethernet header included) that fits the uplink MTU.
     max_frame: usize,
     uplink: PortIdx,
@@ -205,14 +203,7 @@ impl Pipeline {
                         let src_port = wire::entropy_port(m.data());
                         // Cannot fail: checked above, and nothing else holds these buffers.
                         if let Some(frame) = m.push_front_mut(ENCAP_LEN as u16) {
-                            target.template.write(
-                                frame,
-                                target.hop_mac,
-                                target.remote,
-                                target.vni,
-                                src_port,
-                                inner_len,
-                            );
+                            target.headers.write_completed(frame, src_port, inner_len);
                         }
                         inner_bytes += inner_len as u64;
                     }
@@ -248,7 +239,7 @@ impl Pipeline {
         tun: &TunMeta,
         now: u32,
         out: &mut E,
-    ) -> Result<EncapTarget<'_>, DropReason> {
+    ) -> Result<EncapTarget, DropReason> {
         let t = self.tunnels.tunnel(port).ok_or(DropReason::NoEgressPort)?;
         let up = &self.tunnels.uplinks[t.uplink];
         let remote = match t.config.remote_ip {
@@ -263,10 +254,7 @@ impl Pipeline {
         };
         Ok(EncapTarget {
             port,
-            template: &t.template,
-            hop_mac,
-            remote,
-            vni: t.config.vni.unwrap_or(tun.id as u32),
+            headers: t.template.complete(hop_mac, remote, t.config.vni.unwrap_or(tun.id as u32)),
             max_frame: (up.info.mtu as usize + 14).saturating_sub(ENCAP_LEN),
             uplink: up.info.port,
         })
@@ -276,7 +264,7 @@ impl Pipeline {
     /// inner frame's length when the packet went to the uplink (the caller counts it on the
     /// tunnel port).
     #[inline(always)]
-    fn encap_one<E: Egress>(&self, target: &EncapTarget<'_>, mut m: Mbuf, out: &mut E) -> Option<u64> {
+    fn encap_one<E: Egress>(&self, target: &EncapTarget, mut m: Mbuf, out: &mut E) -> Option<u64> {
         let port = target.port;
         let inner_len = m.pkt_len() as usize;
         if inner_len > target.max_frame {
@@ -302,7 +290,7 @@ impl Pipeline {
             out.drop(m, port, DropReason::BufferShared);
             return None;
         };
-        target.template.write(frame, target.hop_mac, target.remote, target.vni, src_port, inner_len);
+        target.headers.write_completed(frame, src_port, inner_len);
         out.output(target.uplink, m);
         Some(inner_len as u64)
     }

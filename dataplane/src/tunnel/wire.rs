@@ -101,21 +101,38 @@ impl Template {
         src_port: u16,
         inner_len: usize,
     ) {
+        self.complete(next_hop, remote, vni).write_completed(out, src_port, inner_len);
+    }
+
+    /// This template with the fields one destination shares filled in (next hop, remote
+    /// address, VNI): a burst to one destination fills them once, then
+    /// [`Template::write_completed`] writes each packet.
+    #[inline]
+    pub fn complete(&self, next_hop: [u8; 6], remote: Ipv4Addr, vni: u32) -> Template {
+        let mut t = *self;
+        t.bytes[0..6].copy_from_slice(&next_hop);
+        let dst = u32::from(remote);
+        t.bytes[30..34].copy_from_slice(&dst.to_be_bytes());
+        t.ip_partial += (dst >> 16) + (dst & 0xffff);
+        let v = (vni & 0x00ff_ffff) << 8;
+        t.bytes[46..50].copy_from_slice(&v.to_be_bytes());
+        t
+    }
+
+    /// Writes the outer headers of a [`Template::complete`]d template into `out`: the
+    /// per-packet fields are the lengths, the IPv4 checksum and the UDP source port.
+    #[inline(always)]
+    pub fn write_completed(&self, out: &mut [u8], src_port: u16, inner_len: usize) {
         let out = &mut out[..ENCAP_LEN];
         out.copy_from_slice(&self.bytes);
-        out[0..6].copy_from_slice(&next_hop);
         let total = (inner_len + ENCAP_LEN - 14) as u16;
         out[16..18].copy_from_slice(&total.to_be_bytes());
-        let dst = u32::from(remote);
-        out[30..34].copy_from_slice(&dst.to_be_bytes());
-        let mut sum = self.ip_partial + total as u32 + (dst >> 16) + (dst & 0xffff);
+        let mut sum = self.ip_partial + total as u32;
         sum = (sum & 0xffff) + (sum >> 16);
         sum = (sum & 0xffff) + (sum >> 16);
         out[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
         out[34..36].copy_from_slice(&src_port.to_be_bytes());
         out[38..40].copy_from_slice(&(total - 20).to_be_bytes());
-        let v = (vni & 0x00ff_ffff) << 8;
-        out[46..50].copy_from_slice(&v.to_be_bytes());
     }
 }
 
