@@ -315,3 +315,86 @@ fn exact_mac_rules_send_each_frame_to_its_rules_port() {
     assert_eq!(read_pcap(&out2), to2, "port 2: its frames, in order, byte for byte");
     assert_eq!(read_pcap(&out3), to3, "port 3: its frames, in order, byte for byte");
 }
+
+/// A 64-byte IPv4/UDP frame from A to B.
+fn udp_frame(nw_dst: [u8; 4], src_port: u16, dst_port: u16, marker: u32) -> Vec<u8> {
+    let mut f = Vec::with_capacity(64);
+    f.extend_from_slice(&B);
+    f.extend_from_slice(&A);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let ip_len = 50u16; // 20 IP + 8 UDP + 22 payload: 64 bytes in all
+    f.extend_from_slice(&[0x45, 0, (ip_len >> 8) as u8, ip_len as u8, 0, 0, 0x40, 0, 64, 17, 0, 0]);
+    f.extend_from_slice(&[10, 0, 0, 1]);
+    f.extend_from_slice(&nw_dst);
+    f.extend_from_slice(&src_port.to_be_bytes());
+    f.extend_from_slice(&dst_port.to_be_bytes());
+    f.extend_from_slice(&[0, 30, 0, 0]);
+    f.extend_from_slice(&marker.to_be_bytes());
+    f.resize(64, 0);
+    f
+}
+
+/// With rules over several masks the exact-match cache is on. In a burst where one run of
+/// packets hits the cache and the next run misses it, each run must still take its own
+/// path: the cached flow to port 2, the new ones to port 3.
+#[test]
+fn cache_hits_and_misses_in_one_burst_keep_their_own_paths() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.pcap");
+    let mut frames: Vec<Vec<u8>> = Vec::new();
+    let mut marker = 0u32;
+    let mut next = || {
+        marker += 1;
+        marker
+    };
+    // Flow A (to 10.0.0.2, port 2) fills the cache, then bursts of 16 A and 16 of a new
+    // flow B_k (to 10.9.9.9, port 3, a new source port each time).
+    for _ in 0..64 {
+        frames.push(udp_frame([10, 0, 0, 2], 1000, 2000, next()));
+    }
+    for k in 0..20u16 {
+        for _ in 0..16 {
+            frames.push(udp_frame([10, 0, 0, 2], 1000, 2000, next()));
+        }
+        for _ in 0..16 {
+            frames.push(udp_frame([10, 9, 9, 9], 3000 + k, 2000, next()));
+        }
+    }
+    write_pcap(std::fs::File::create(&input).unwrap(), &frames).unwrap();
+    let to2: Vec<Vec<u8>> = frames.iter().filter(|f| f[30..34] == [10, 0, 0, 2]).cloned().collect();
+    let to3: Vec<Vec<u8>> = frames.iter().filter(|f| f[30..34] == [10, 9, 9, 9]).cloned().collect();
+
+    let out2 = dir.path().join("out2.pcap");
+    let out3 = dir.path().join("out3.pcap");
+    // Three masks (dl_dst; nw_dst; tp_dst): lookups would probe several subtables, so the
+    // worker puts its exact-match cache in front of them.
+    let sw = Vswitchd::start(&format!(
+        "[[table]]\nid = 0\nmiss = \"drop\"\n\n\
+         [[flow]]\nrule = \"priority=10,dl_dst=02:00:00:00:00:0b,actions=output:2\"\n\n\
+         [[flow]]\nrule = \"priority=20,ip,nw_dst=10.9.9.9,actions=output:3\"\n\n\
+         [[flow]]\nrule = \"priority=30,udp,tp_dst=7,actions=drop\"\n\n\
+         [[port]]\nname = \"in\"\nnumber = 1\ndevargs = \"net_pcap0,rx_pcap={}\"\n\n\
+         [[port]]\nname = \"out2\"\nnumber = 2\ndevargs = \"net_pcap1,tx_pcap={}\"\n\n\
+         [[port]]\nname = \"out3\"\nnumber = 3\ndevargs = \"net_pcap2,tx_pcap={}\"\n",
+        input.display(),
+        out2.display(),
+        out3.display()
+    ));
+    wait_port(&sw, 1, "all frames received", |c| c.rx_packets == frames.len() as u64);
+    wait_port(&sw, 3, "port 3 frames sent", |c| c.tx_packets >= to3.len() as u64);
+    wait_port(&sw, 2, "port 2 frames sent", |c| c.tx_packets >= to2.len() as u64);
+    let workers = String::from_utf8_lossy(&sw.ctl(&["--json", "list-workers"]).stdout).into_owned();
+    let (status, log) = sw.stop();
+    assert!(status.success(), "{log}");
+    let (got2, got3) = (read_pcap(&out2), read_pcap(&out3));
+    assert_eq!(got3.len(), to3.len(), "frames at port 3 (flow A leaking there?)");
+    assert_eq!(got2, to2, "port 2: flow A, in order");
+    assert_eq!(got3, to3, "port 3: the B flows, in order");
+    let hits: u64 = workers
+        .split("\"emc_hits\":")
+        .skip(1)
+        .map(|s| s.split(|c: char| !c.is_ascii_digit()).find(|t| !t.is_empty()).unwrap_or("0").parse::<u64>().unwrap())
+        .sum();
+    assert!(hits > 0, "the exact-match cache was not used: {workers}");
+}

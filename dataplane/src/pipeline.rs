@@ -454,6 +454,9 @@ impl Pipeline {
                 }
             }
         }
+        // Packets that start a run of one key: the burst is one flow when there is one run,
+        // whether its path comes from the cache or the classifier (`todo` loses cache hits).
+        let runs = todo;
         if let Some(emc) = &emc {
             let mut live = todo;
             let mut hits = 0;
@@ -496,8 +499,8 @@ impl Pipeline {
         }
         // The whole burst is one flow (one key): plan once, count once, and send a rule's
         // single output without the per-packet machinery.
-        if bad == 0 && todo.count_ones() == 1 {
-            let first = todo.trailing_zeros() as usize;
+        if bad == 0 && runs.count_ones() == 1 {
+            let first = runs.trailing_zeros() as usize;
             let plan = self.plan(&s.paths[first]);
             self.run_burst_on_path(s, first, plan, in_port, burst, burst_bytes, now, stats, out);
             return;
