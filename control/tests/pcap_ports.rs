@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::path::PathBuf;
+
 use common::*;
 use vswitch_bench::pcap::write_pcap;
 use vswitch_proto::v1 as pb;
@@ -66,6 +68,24 @@ fn wait_port(sw: &Vswitchd, number: u32, what: &str, done: impl Fn(&pb::PortCoun
     }
 }
 
+/// A pcap capture at `dir/in.pcap` holding `frames`, replayed once into port 1 ("in");
+/// ports 2 and 3 ("out2", "out3") write what they send to `dir/out2.pcap` and
+/// `dir/out3.pcap` (when they close). `config` goes before the ports.
+fn three_pcap_ports(dir: &std::path::Path, frames: &[Vec<u8>], config: &str) -> (Vswitchd, PathBuf, PathBuf) {
+    let input = dir.join("in.pcap");
+    write_pcap(std::fs::File::create(&input).unwrap(), frames).unwrap();
+    let (out2, out3) = (dir.join("out2.pcap"), dir.join("out3.pcap"));
+    let sw = Vswitchd::start(&format!(
+        "{config}[[port]]\nname = \"in\"\nnumber = 1\ndevargs = \"net_pcap0,rx_pcap={}\"\n\n\
+         [[port]]\nname = \"out2\"\nnumber = 2\ndevargs = \"net_pcap1,tx_pcap={}\"\n\n\
+         [[port]]\nname = \"out3\"\nnumber = 3\ndevargs = \"net_pcap2,tx_pcap={}\"\n",
+        input.display(),
+        out2.display(),
+        out3.display()
+    ));
+    (sw, out2, out3)
+}
+
 const A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
 const B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
 const C: [u8; 6] = [2, 0, 0, 0, 0, 0xc];
@@ -74,7 +94,6 @@ const C: [u8; 6] = [2, 0, 0, 0, 0, 0xc];
 fn malformed_frames_are_dropped_and_counted_good_ones_flooded() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.pcap");
     let mut frames: Vec<Vec<u8>> = Vec::new();
     let good: Vec<Vec<u8>> = (0..4)
         .map(|i| {
@@ -91,18 +110,7 @@ fn malformed_frames_are_dropped_and_counted_good_ones_flooded() {
     frames.push(frame([0x01, 0x80, 0xc2, 0, 0, 0], A, 60)); // STP BPDU address
     frames.extend(good.iter().cloned()); // A -> B, B unknown: flooded
     frames.push(frame(A, C, 60)); // C -> A, but A was learned on this same port
-    write_pcap(std::fs::File::create(&input).unwrap(), &frames).unwrap();
-
-    let out2 = dir.path().join("out2.pcap");
-    let out3 = dir.path().join("out3.pcap");
-    let sw = Vswitchd::start(&format!(
-        "[[port]]\nname = \"in\"\nnumber = 1\ndevargs = \"net_pcap0,rx_pcap={}\"\n\n\
-         [[port]]\nname = \"out2\"\nnumber = 2\ndevargs = \"net_pcap1,tx_pcap={}\"\n\n\
-         [[port]]\nname = \"out3\"\nnumber = 3\ndevargs = \"net_pcap2,tx_pcap={}\"\n",
-        input.display(),
-        out2.display(),
-        out3.display()
-    ));
+    let (sw, out2, out3) = three_pcap_ports(dir.path(), &frames, "");
     // The file is read once: wait until every frame is accounted for (4 floods, 12 drops).
     wait_port(&sw, 1, "all frames handled", |c| c.rx_packets == frames.len() as u64 && c.rx_dropped == 12);
     wait_port(&sw, 3, "floods sent", |c| c.tx_packets == 4);
@@ -248,7 +256,6 @@ fn a_loaded_worker_keeps_polling_through_a_pause() {
 fn exact_mac_rules_send_each_frame_to_its_rules_port() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.pcap");
     let mac = |i: u8| [2, 0, 0, 0, 1, i];
     // 0..40 to port 2, 40..50 to port 3; 99 has no rule.
     let port_of = |i: u8| match i {
@@ -266,7 +273,6 @@ fn exact_mac_rules_send_each_frame_to_its_rules_port() {
         f[20..24].copy_from_slice(&n.to_be_bytes());
         frames.push(f);
     }
-    write_pcap(std::fs::File::create(&input).unwrap(), &frames).unwrap();
     let want = |port: u32| -> Vec<Vec<u8>> { frames.iter().filter(|f| port_of(f[5]) == Some(port)).cloned().collect() };
 
     let mut config = String::from("[[table]]\nid = 0\nmiss = \"drop\"\n\n");
@@ -279,16 +285,7 @@ fn exact_mac_rules_send_each_frame_to_its_rules_port() {
             config += &format!("[[flow]]\nrule = \"priority=50,dl_dst={dst},actions=output:3\"\n\n");
         }
     }
-    let out2 = dir.path().join("out2.pcap");
-    let out3 = dir.path().join("out3.pcap");
-    let sw = Vswitchd::start(&format!(
-        "{config}[[port]]\nname = \"in\"\nnumber = 1\ndevargs = \"net_pcap0,rx_pcap={}\"\n\n\
-         [[port]]\nname = \"out2\"\nnumber = 2\ndevargs = \"net_pcap1,tx_pcap={}\"\n\n\
-         [[port]]\nname = \"out3\"\nnumber = 3\ndevargs = \"net_pcap2,tx_pcap={}\"\n",
-        input.display(),
-        out2.display(),
-        out3.display()
-    ));
+    let (sw, out2, out3) = three_pcap_ports(dir.path(), &frames, &config);
     let (to2, to3) = (want(2), want(3));
     let missed = frames.len() - to2.len() - to3.len();
     assert_eq!(missed, 15);
@@ -341,7 +338,6 @@ fn udp_frame(nw_dst: [u8; 4], src_port: u16, dst_port: u16, marker: u32) -> Vec<
 fn cache_hits_and_misses_in_one_burst_keep_their_own_paths() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.pcap");
     let mut frames: Vec<Vec<u8>> = Vec::new();
     let mut marker = 0u32;
     let mut next = || {
@@ -361,26 +357,19 @@ fn cache_hits_and_misses_in_one_burst_keep_their_own_paths() {
             frames.push(udp_frame([10, 9, 9, 9], 3000 + k, 2000, next()));
         }
     }
-    write_pcap(std::fs::File::create(&input).unwrap(), &frames).unwrap();
     let to2: Vec<Vec<u8>> = frames.iter().filter(|f| f[30..34] == [10, 0, 0, 2]).cloned().collect();
     let to3: Vec<Vec<u8>> = frames.iter().filter(|f| f[30..34] == [10, 9, 9, 9]).cloned().collect();
 
-    let out2 = dir.path().join("out2.pcap");
-    let out3 = dir.path().join("out3.pcap");
     // Three masks (dl_dst; nw_dst; tp_dst): lookups would probe several subtables, so the
     // worker puts its exact-match cache in front of them.
-    let sw = Vswitchd::start(&format!(
+    let (sw, out2, out3) = three_pcap_ports(
+        dir.path(),
+        &frames,
         "[[table]]\nid = 0\nmiss = \"drop\"\n\n\
          [[flow]]\nrule = \"priority=10,dl_dst=02:00:00:00:00:0b,actions=output:2\"\n\n\
          [[flow]]\nrule = \"priority=20,ip,nw_dst=10.9.9.9,actions=output:3\"\n\n\
-         [[flow]]\nrule = \"priority=30,udp,tp_dst=7,actions=drop\"\n\n\
-         [[port]]\nname = \"in\"\nnumber = 1\ndevargs = \"net_pcap0,rx_pcap={}\"\n\n\
-         [[port]]\nname = \"out2\"\nnumber = 2\ndevargs = \"net_pcap1,tx_pcap={}\"\n\n\
-         [[port]]\nname = \"out3\"\nnumber = 3\ndevargs = \"net_pcap2,tx_pcap={}\"\n",
-        input.display(),
-        out2.display(),
-        out3.display()
-    ));
+         [[flow]]\nrule = \"priority=30,udp,tp_dst=7,actions=drop\"\n\n",
+    );
     wait_port(&sw, 1, "all frames received", |c| c.rx_packets == frames.len() as u64);
     wait_port(&sw, 3, "port 3 frames sent", |c| c.tx_packets >= to3.len() as u64);
     wait_port(&sw, 2, "port 2 frames sent", |c| c.tx_packets >= to2.len() as u64);

@@ -508,7 +508,7 @@ impl Pipeline {
         let bank = self.counters.bank(s.worker);
         // Many flows, one rule each, all sending to the same port (exact MAC or address
         // rules to one uplink): count each packet on its flow and hand the burst over whole.
-        if bad == 0 {
+        if bad == 0 && !burst.is_empty() {
             let n = burst.len();
             let port = s.paths[s.path_of[0] as usize].simple_port;
             let mut same = true;
