@@ -450,22 +450,6 @@ impl Mbuf {
         Some(unsafe { std::slice::from_raw_parts_mut(p, len as usize) })
     }
 
-    /// Whether [`Mbuf::push_front`] of `len` bytes would succeed.
-    #[inline(always)]
-    pub fn can_push_front(&self, len: u16) -> bool {
-        let m = self.raw();
-        m.refcnt == 1 && m.ol_flags & (sys::RTE_MBUF_F_INDIRECT | sys::RTE_MBUF_F_EXTERNAL) == 0 && m.data_off >= len
-    }
-
-    /// [`Mbuf::push_front`] returning the whole frame, new bytes first.
-    #[inline(always)]
-    pub fn push_front_mut(&mut self, len: u16) -> Option<&mut [u8]> {
-        if !self.push_front(len) {
-            return None;
-        }
-        self.data_mut()
-    }
-
     /// Grows the frame by `len` bytes at the front (into the headroom). False, changing
     /// nothing, without headroom or when the buffer is shared.
     #[inline]

@@ -388,8 +388,7 @@ impl Pipeline {
     ) {
         let depth = self.flows.depth;
         let in_no = self.ports.number(in_port);
-        let from_tunnel = self.tunnels.is_tunnel(in_port);
-        if depth == Depth::Meta && !(from_tunnel && self.flows.matches_tunnel) {
+        if depth == Depth::Meta && !(self.flows.matches_tunnel && self.tunnels.is_tunnel(in_port)) {
             // No table looks past in_port (a cross-connect, as `in_port=1,actions=output:2`):
             // the whole burst has one key, so it is classified once and its packets are
             // never read. Decapsulated packets differ only by tunnel metadata, which no table
@@ -407,17 +406,12 @@ impl Pipeline {
                 *cached = (self.generation, in_port, s.paths[0], plan);
                 plan
             };
-            // Encap sends a burst with one packet's tunnel metadata: right for a burst from a
-            // port, not for decapsulated packets, whose metadata may differ.
-            let one_tunnel_meta = !from_tunnel || !matches!(plan.simple_output, Some(p) if self.tunnels.is_tunnel(p));
-            if one_tunnel_meta {
-                if !matches!(plan.simple_output, Some(port) if port != in_port) {
-                    // Actions run per packet: give them what extraction would have (no header parsed).
-                    s.layouts[..burst.len()].fill(Layout::default());
-                }
-                self.run_burst_on_path(s, 0, plan, in_port, burst, burst_bytes, now, stats, out);
-                return;
+            if !matches!(plan.simple_output, Some(port) if port != in_port) {
+                // Actions run per packet: give them what extraction would have (no header parsed).
+                s.layouts[..burst.len()].fill(Layout::default());
             }
+            self.run_burst_on_path(s, 0, plan, in_port, burst, burst_bytes, now, stats, out);
+            return;
         }
         let emc = if self.flows.use_emc && s.emc.is_some() && s.emc_gate.use_now() { s.emc.as_mut() } else { None };
         let mut bad = 0u32;
@@ -590,7 +584,14 @@ impl Pipeline {
     ) {
         self.count_path(s.worker, &s.paths[first], burst.len() as u64, burst_bytes, stats);
         match plan.simple_output {
-            // One key: one set of tunnel metadata for the whole burst.
+            // Decapsulated packets may differ in tunnel metadata that the key leaves out (no
+            // table matches it): each is encapsulated with its own.
+            Some(port) if port != in_port && self.tunnels.is_tunnel(port) && self.tunnels.is_tunnel(in_port) => {
+                for (i, m) in burst.drain().enumerate() {
+                    self.send(port, m, &s.tun_in[i], now, stats, out);
+                }
+            }
+            // From a port: one set of tunnel metadata (none) for the whole burst.
             Some(port) if port != in_port && self.tunnels.is_tunnel(port) => {
                 self.encap_burst(port, burst, &s.tun_in[first], now, stats, out);
             }

@@ -31,6 +31,12 @@ pub(super) const KEY_HASH: [u64; KEY_WORDS] = [
     0xC4CE_B9FE_1A85_EC53,
 ];
 
+/// The final mix of every key hash here: a sum of word products folded to 32 bits.
+#[inline(always)]
+pub(super) fn finish_hash(h: u64) -> u32 {
+    (h ^ (h >> 29) ^ (h >> 47)) as u32
+}
+
 /// Hash of `key & mask` over the words listed in `words` (independent multiplies, so they
 /// pipeline).
 #[inline(always)]
@@ -40,7 +46,7 @@ pub fn hash_masked(key: &FlowKey, mask: &FlowKey, words: &[u8]) -> u32 {
         let w = w as usize;
         h = h.wrapping_add((key.0[w] & mask.0[w]).wrapping_mul(KEY_HASH[w]));
     }
-    (h ^ (h >> 29) ^ (h >> 47)) as u32
+    finish_hash(h)
 }
 
 /// Hash of a whole key (the exact-match cache's).
@@ -50,7 +56,7 @@ pub fn hash_key(key: &FlowKey) -> u32 {
     for (w, k) in key.0.iter().zip(KEY_HASH) {
         h = h.wrapping_add(w.wrapping_mul(k));
     }
-    (h ^ (h >> 29) ^ (h >> 47)) as u32
+    finish_hash(h)
 }
 
 /// What the classifier needs of a rule.
@@ -83,6 +89,11 @@ pub struct Subtable {
 impl Subtable {
     pub fn mask(&self) -> &FlowKey {
         &self.mask
+    }
+
+    /// Key words the mask touches.
+    pub fn words(&self) -> &[u8] {
+        &self.words
     }
 
     pub fn max_priority(&self) -> u16 {

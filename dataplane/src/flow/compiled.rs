@@ -393,6 +393,7 @@ impl FlowTables {
     }
 
     /// Whether table 0 runs as a direct table.
+    #[cfg(test)]
     pub fn has_direct(&self) -> bool {
         self.direct.is_some()
     }

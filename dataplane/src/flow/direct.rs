@@ -8,7 +8,7 @@
 //!
 //! Like the classifier, it is immutable once built and published with the pipeline.
 
-use super::classifier::{BATCH, KEY_HASH};
+use super::classifier::{finish_hash, BATCH, KEY_HASH};
 use super::compiled::{CompiledTable, Path, Step, SIMPLE};
 use super::key::FlowKey;
 use crate::mac_table::PortIdx;
@@ -47,10 +47,10 @@ impl DirectTable {
         if t0.hot.iter().any(|h| h.flags & SIMPLE == 0) {
             return None;
         }
-        let covered: Vec<usize> = (0..subtable.mask().0.len()).filter(|&w| subtable.mask().0[w] != 0).collect();
-        let (words, mask) = match covered[..] {
-            [w] => ([w, w], [subtable.mask().0[w], 0]),
-            [a, b] => ([a, b], [subtable.mask().0[a], subtable.mask().0[b]]),
+        let m = &subtable.mask().0;
+        let (words, mask) = match *subtable.words() {
+            [w] => ([w as usize; 2], [m[w as usize], 0]),
+            [a, b] => ([a as usize, b as usize], [m[a as usize], m[b as usize]]),
             _ => return None,
         };
         // Best rule first: of rules with one value, the classifier answers the highest
@@ -86,8 +86,7 @@ impl DirectTable {
 
     #[inline(always)]
     fn hash_value(&self, v: [u64; 2]) -> u32 {
-        let h = v[0].wrapping_mul(KEY_HASH[self.words[0]]).wrapping_add(v[1].wrapping_mul(KEY_HASH[self.words[1]]));
-        (h ^ (h >> 29) ^ (h >> 47)) as u32
+        finish_hash(v[0].wrapping_mul(KEY_HASH[self.words[0]]).wrapping_add(v[1].wrapping_mul(KEY_HASH[self.words[1]])))
     }
 
     /// The slot a probe for `key` starts at.

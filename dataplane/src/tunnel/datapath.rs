@@ -189,45 +189,6 @@ impl Pipeline {
             Ok(target) => {
                 // The tunnel's tx counters once per burst, not per packet.
                 let (mut packets, mut bytes) = (0, 0);
-                // The usual burst: every packet fits and can grow in place. Encapsulated
-                // where it lies, it goes to the uplink as one burst.
-                let whole = burst
-                    .as_slice()
-                    .iter()
-                    .all(|m| m.pkt_len() as usize <= target.max_frame && m.can_push_front(ENCAP_LEN as u16));
-                if whole {
-                    let mut inner_bytes = 0u64;
-                    // Checked above and nothing else holds these buffers, so nothing lands
-                    // here; should it, that packet is dropped, not sent half-built.
-                    let mut failed = 0u32;
-                    for (i, m) in burst.as_mut_slice().iter_mut().enumerate() {
-                        let inner_len = m.pkt_len() as usize;
-                        let src_port = wire::entropy_port(m.data());
-                        match m.push_front_mut(ENCAP_LEN as u16) {
-                            Some(frame) => {
-                                target.headers.write_completed(frame, src_port, inner_len);
-                                inner_bytes += inner_len as u64;
-                            }
-                            None => failed |= 1 << i,
-                        }
-                    }
-                    let n = burst.len() as u64 - failed.count_ones() as u64;
-                    let c = &stats.ports[port as usize];
-                    bump(&c.tx_packets, n);
-                    bump(&c.tx_bytes, inner_bytes);
-                    if failed == 0 {
-                        out.output_burst(target.uplink, burst, inner_bytes + n * ENCAP_LEN as u64);
-                    } else {
-                        for (i, m) in burst.drain().enumerate() {
-                            if failed & (1 << i) != 0 {
-                                out.drop(m, port, DropReason::NoHeadroom);
-                            } else {
-                                out.output(target.uplink, m);
-                            }
-                        }
-                    }
-                    return;
-                }
                 for m in burst.drain() {
                     if let Some(b) = self.encap_one(&target, m, out) {
                         packets += 1;
