@@ -249,23 +249,32 @@ fn a_loaded_worker_keeps_polling_through_a_pause() {
 }
 
 /// Exact destination-MAC rules, one mask, each sending to one port: table 0 runs as a flat
-/// direct table, and bursts whose packets all go to one port leave as one burst. Every frame
-/// must reach the port of its best rule, in order, byte for byte, and be counted on that
-/// rule; frames no rule matches take the table miss.
+/// direct table. Bursts of hits leave whole when all go to one port, else packet by packet;
+/// bursts with a miss or a malformed frame take the general path. Every frame must reach
+/// the port of its best rule, in order, byte for byte, and be counted on that rule; frames
+/// no rule matches take the table miss; a rule back out the ingress port drops.
 #[test]
 fn exact_mac_rules_send_each_frame_to_its_rules_port() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let mac = |i: u8| [2, 0, 0, 0, 1, i];
-    // 0..40 to port 2, 40..50 to port 3; 99 has no rule.
+    // 0..40 to port 2, 40..50 to port 3, 50 back to port 1 (the ingress); 99 has no rule.
     let port_of = |i: u8| match i {
         0..40 => Some(2),
         40..50 => Some(3),
+        50 => Some(1),
         _ => None,
     };
     let mut frames: Vec<Vec<u8>> = Vec::new();
     for n in 0..320u32 {
         frames.push(frame(mac((n % 40) as u8), A, 60 + (n % 7) as usize)); // all to port 2
+    }
+    for n in 0..96u32 {
+        // Hits only, to both ports and the ingress.
+        let i = if n % 16 == 5 { 50 } else { (n * 3 % 50) as u8 };
+        let mut f = frame(mac(i), A, 60);
+        f[20..24].copy_from_slice(&n.to_be_bytes());
+        frames.push(f);
     }
     for n in 0..150u32 {
         let i = if n % 10 == 9 { 99 } else { (n * 7 % 50) as u8 };
@@ -273,10 +282,16 @@ fn exact_mac_rules_send_each_frame_to_its_rules_port() {
         f[20..24].copy_from_slice(&n.to_be_bytes());
         frames.push(f);
     }
-    let want = |port: u32| -> Vec<Vec<u8>> { frames.iter().filter(|f| port_of(f[5]) == Some(port)).cloned().collect() };
+    let runts = 3;
+    for at in [330, 430, 500] {
+        frames.insert(at, frame(mac(1), A, 60)[..10].to_vec());
+    }
+    let port_of_frame = |f: &[u8]| if f.len() < 14 { None } else { port_of(f[5]) };
+    let want =
+        |port: u32| -> Vec<Vec<u8>> { frames.iter().filter(|f| port_of_frame(f) == Some(port)).cloned().collect() };
 
     let mut config = String::from("[[table]]\nid = 0\nmiss = \"drop\"\n\n");
-    for i in 0..50u8 {
+    for i in 0..=50u8 {
         let m = mac(i);
         let dst = format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5]);
         config += &format!("[[flow]]\nrule = \"priority=100,dl_dst={dst},actions=output:{}\"\n\n", port_of(i).unwrap());
@@ -286,15 +301,26 @@ fn exact_mac_rules_send_each_frame_to_its_rules_port() {
         }
     }
     let (sw, out2, out3) = three_pcap_ports(dir.path(), &frames, &config);
-    let (to2, to3) = (want(2), want(3));
-    let missed = frames.len() - to2.len() - to3.len();
-    assert_eq!(missed, 15);
+    let (to2, to3, hairpins) = (want(2), want(3), want(1).len());
+    let missed = frames.iter().filter(|f| f.len() >= 14 && port_of(f[5]).is_none()).count();
+    assert_eq!((missed, hairpins), (15, 6));
     wait_port(&sw, 3, "port 3 frames sent", |c| c.tx_packets == to3.len() as u64);
     wait_port(&sw, 2, "port 2 frames sent", |c| c.tx_packets == to2.len() as u64);
-    wait_port(&sw, 1, "misses dropped", |c| c.rx_dropped == missed as u64);
+    wait_port(&sw, 1, "misses, hairpins and runts dropped", |c| c.rx_dropped == (missed + hairpins + runts) as u64);
+    let drops = String::from_utf8_lossy(&sw.ctl(&["--json", "show-drops"]).stdout).into_owned();
+    let drops: serde_json::Value = serde_json::from_str(&drops).unwrap();
+    let count =
+        |reason: &str| {
+            drops["drops"].as_array().unwrap().iter().find(|d| d["reason"] == reason).map_or(0, |d| {
+                d["packets"].as_str().map(|p| p.parse::<u64>().unwrap()).or(d["packets"].as_u64()).unwrap()
+            })
+        };
+    assert_eq!(count("table_miss"), missed as u64, "{drops}");
+    assert_eq!(count("destination_on_ingress_port"), hairpins as u64, "{drops}");
+    assert_eq!(count("frame_too_short"), runts as u64, "{drops}");
 
     let flows = String::from_utf8_lossy(&sw.ctl(&["dump-flows"]).stdout).into_owned();
-    for i in [0u8, 7, 39, 40, 49] {
+    for i in [0u8, 7, 39, 40, 49, 50] {
         let m = mac(i);
         let dst = format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5]);
         let line = flows

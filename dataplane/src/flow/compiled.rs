@@ -398,6 +398,12 @@ impl FlowTables {
         self.direct.is_some()
     }
 
+    /// Table 0 as a direct table, when it qualifies.
+    #[inline]
+    pub fn direct(&self) -> Option<&DirectTable> {
+        self.direct.as_ref()
+    }
+
     pub fn table(&self, id: u8) -> Option<&Arc<CompiledTable>> {
         self.tables.get(id as usize).and_then(|t| t.as_ref())
     }

@@ -30,6 +30,13 @@ struct Entry {
 
 const VACANT: Entry = Entry { value: [0; 2], index: EMPTY, id: 0, port: 0 };
 
+/// A probe under way: the masked key and the slot it starts at.
+#[derive(Clone, Copy, Default)]
+pub struct Probe {
+    value: [u64; 2],
+    home: usize,
+}
+
 pub struct DirectTable {
     /// The key words the mask covers (the same word twice with a one-word mask).
     words: [usize; 2],
@@ -89,17 +96,21 @@ impl DirectTable {
         finish_hash(v[0].wrapping_mul(KEY_HASH[self.words[0]]).wrapping_add(v[1].wrapping_mul(KEY_HASH[self.words[1]])))
     }
 
-    /// The slot a probe for `key` starts at.
+    /// Starts the probe for `key`: its masked value and home slot, whose line is prefetched
+    /// so the probes of a burst overlap.
     #[inline(always)]
-    fn home(&self, key: &FlowKey) -> usize {
-        self.hash_value(self.masked(key)) as usize & self.slot_mask
+    pub fn start(&self, key: &FlowKey) -> Probe {
+        let value = self.masked(key);
+        let home = self.hash_value(value) as usize & self.slot_mask;
+        crate::dpdk::prefetch(&self.entries[home]);
+        Probe { value, home }
     }
 
-    /// The matching entry of `key`, probing from `home`.
+    /// The entry of the rule a started probe hits, if any.
     #[inline(always)]
-    fn find(&self, key: &FlowKey, home: usize) -> Option<&Entry> {
-        let v = self.masked(key);
-        let mut at = home;
+    fn find(&self, probe: &Probe) -> Option<&Entry> {
+        let v = probe.value;
+        let mut at = probe.home;
         loop {
             let e = &self.entries[at];
             if e.index == EMPTY {
@@ -112,25 +123,30 @@ impl DirectTable {
         }
     }
 
+    /// The port and counter slot of the rule a started probe hits, if any.
+    #[inline(always)]
+    pub fn finish(&self, probe: &Probe) -> Option<(PortIdx, u32)> {
+        self.find(probe).map(|e| (e.port, e.id))
+    }
+
     /// Sets the path of every key in `todo` that hits (a one-step path to its rule, with its
     /// port and counter slot) and returns the keys that missed. Two passes, so the slot
     /// loads of the burst overlap.
     #[inline]
     pub fn classify_batch(&self, keys: &[FlowKey; BATCH], todo: u32, paths: &mut [Path; BATCH]) -> u32 {
-        let mut homes = [0usize; BATCH];
+        let mut probes = [Probe::default(); BATCH];
         let mut live = todo;
         while live != 0 {
             let i = live.trailing_zeros() as usize;
             live &= live - 1;
-            homes[i] = self.home(&keys[i]);
-            crate::dpdk::prefetch(&self.entries[homes[i]]);
+            probes[i] = self.start(&keys[i]);
         }
         let mut missed = 0u32;
         let mut live = todo;
         while live != 0 {
             let i = live.trailing_zeros() as usize;
             live &= live - 1;
-            match self.find(&keys[i], homes[i]) {
+            match self.find(&probes[i]) {
                 Some(e) => paths[i].set_simple(Step::rule(0, e.index), e.port, e.id),
                 None => missed |= 1 << i,
             }
