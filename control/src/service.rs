@@ -402,15 +402,25 @@ fn field_error(e: crate::convert::FieldError) -> Status {
 
 /// Waits (without blocking the runtime) until every worker runs `generation`.
 async fn wait_live(switch: &Switch, generation: u64, timeout: std::time::Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let start = tokio::time::Instant::now();
+    let deadline = start + timeout;
+    // Workers take a new snapshot at their next poll, or when the doorbell wakes them from
+    // an idle wait: microseconds. A tokio sleep lasts a millisecond at least, so look again
+    // at once for a short while first.
+    let spin_until = start + std::time::Duration::from_millis(2);
     loop {
         if switch.oldest_running_generation() >= generation {
             return true;
         }
-        if tokio::time::Instant::now() >= deadline {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
             return false;
         }
-        tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+        if now < spin_until {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+        }
     }
 }
 
