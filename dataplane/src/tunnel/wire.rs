@@ -136,31 +136,27 @@ impl Template {
     }
 }
 
-/// A UDP source port in the dynamic range from a hash of the inner frame's addresses and
-/// ports, so that ECMP and RSS on the underlay spread different inner flows.
-/// Whole-word reads, no per-byte loop: this runs once per encapsulated packet.
+/// A UDP source port in the dynamic range from a hash of the inner flow, so that ECMP and
+/// RSS on the underlay spread different inner flows: the IPv4 addresses, protocol and ports
+/// when the inner frame is IPv4 (what names its flow), else the MACs and EtherType.
+/// Whole-word reads folded into one word before a single mix: this runs once per
+/// encapsulated packet.
 #[inline]
 pub fn entropy_port(inner: &[u8]) -> u16 {
     let word = |at: usize| u64::from_ne_bytes(inner[at..at + 8].try_into().expect("8 bytes"));
-    let mut h = 0u64;
-    if inner.len() >= 38 {
-        // Both MACs (bytes 0..14, as 0..8 and 6..14).
-        h = word(0).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ word(6).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        if inner[12..14] == [0x08, 0x00] {
-            h ^= word(26).wrapping_mul(0x94D0_49BB_1331_11EB); // IPv4 addresses
-            h ^= (inner[23] as u64).wrapping_mul(0xA076_1D64_78BD_642F); // protocol
-            let l4 = 14 + (inner[14] & 0x0f) as usize * 4;
-            if let Some(p) = inner.get(l4..l4 + 4) {
-                let ports = u32::from_ne_bytes(p.try_into().expect("4 bytes"));
-                h ^= (ports as u64).wrapping_mul(0xE703_7ED1_A0B4_28DB);
-            }
-        }
+    let h = if inner.len() >= 38 && inner[12..14] == [0x08, 0x00] {
+        let l4 = 14 + (inner[14] & 0x0f) as usize * 4;
+        let ports = inner.get(l4..l4 + 4).map_or(0, |p| u32::from_ne_bytes(p.try_into().expect("4 bytes")));
+        word(26) ^ ((ports as u64) << 8 | inner[23] as u64).rotate_left(21)
     } else if inner.len() >= 14 {
-        h = word(0) ^ word(6).rotate_left(17);
-    }
-    h ^= h >> 31;
-    h = h.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    49152 + ((h >> 32) as u16 & 0x3fff)
+        word(0) ^ word(6).rotate_left(17)
+    } else {
+        0
+    };
+    // A multiply-xorshift mix (as in splitmix64), so every input bit reaches the top bits.
+    let mut h = (h ^ (h >> 31)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    49152 + ((h >> 40) as u16 & 0x3fff)
 }
 
 /// The outer fields of a well-formed tunnel packet.
@@ -448,6 +444,14 @@ mod tests {
         }
         assert!(ports_seen.len() > 50, "{} distinct of 64", ports_seen.len());
         assert_eq!(entropy_port(&inner()), entropy_port(&inner()), "stable per flow");
+        // Addresses count as much as ports; 1,024 flows spread over the range.
+        let mut spread = std::collections::BTreeSet::new();
+        for n in 0..1024u32 {
+            let mut f = inner();
+            f[30..34].copy_from_slice(&(0x0a00_0000 + n).to_be_bytes());
+            spread.insert(entropy_port(&f) >> 8);
+        }
+        assert_eq!(spread.len(), 64, "all 64 blocks of 256 ports used");
     }
 
     #[test]
