@@ -401,28 +401,32 @@ fn field_error(e: crate::convert::FieldError) -> Status {
 }
 
 /// Waits (without blocking the runtime) until every worker runs `generation`.
-async fn wait_live(switch: &Switch, generation: u64, timeout: std::time::Duration) -> bool {
-    let start = tokio::time::Instant::now();
-    let deadline = start + timeout;
-    // Workers take a new snapshot at their next poll, or when the doorbell wakes them from
-    // an idle wait: microseconds. A tokio sleep lasts a millisecond at least, so look again
-    // at once for a short while first.
-    let spin_until = start + std::time::Duration::from_millis(2);
+async fn wait_live(switch: &Arc<Switch>, generation: u64, timeout: std::time::Duration) -> bool {
+    // A busy worker takes a new snapshot at its next poll, one waiting for rx interrupts
+    // when the doorbell rings, one in a timed idle sleep when that ends (500 µs by
+    // default): usually well under a millisecond, the least a tokio sleep lasts. So the
+    // first 2 ms are waited for off the runtime in 20 µs sleeps, the rest in tokio's.
+    let quick = timeout.min(std::time::Duration::from_millis(2));
+    let sw = switch.clone();
+    let live = tokio::task::spawn_blocking(move || sw.wait_for_generation(generation, quick, QUICK_POLL))
+        .await
+        .unwrap_or(false);
+    if live {
+        return true;
+    }
+    let deadline = tokio::time::Instant::now() + timeout.saturating_sub(quick);
     loop {
         if switch.oldest_running_generation() >= generation {
             return true;
         }
-        let now = tokio::time::Instant::now();
-        if now >= deadline {
+        if tokio::time::Instant::now() >= deadline {
             return false;
         }
-        if now < spin_until {
-            tokio::task::yield_now().await;
-        } else {
-            tokio::time::sleep(std::time::Duration::from_micros(200)).await;
-        }
+        tokio::time::sleep(std::time::Duration::from_micros(200)).await;
     }
 }
+
+const QUICK_POLL: std::time::Duration = std::time::Duration::from_micros(20);
 
 const WAIT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(5);
 

@@ -480,8 +480,9 @@ impl Switch {
         self.workers.iter().map(|w| w.stats.generation.load(Ordering::Acquire)).min().unwrap_or(u64::MAX)
     }
 
-    /// Waits until every worker runs `generation` or later; false on timeout.
-    pub fn wait_for_generation(&self, generation: u64, timeout: Duration) -> bool {
+    /// Waits until every worker runs `generation` or later, looking every `poll`; false on
+    /// timeout.
+    pub fn wait_for_generation(&self, generation: u64, timeout: Duration, poll: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
             if self.oldest_running_generation() >= generation {
@@ -490,7 +491,7 @@ impl Switch {
             if Instant::now() >= deadline {
                 return false;
             }
-            std::thread::sleep(Duration::from_micros(200));
+            std::thread::sleep(poll);
         }
     }
 

@@ -146,7 +146,7 @@ impl Switch {
         ts.add_port(idx, config.name.clone(), config.number);
         let generation = self.publish_port_maps(&ts);
         // It forwards when the call returns: every worker floods to it and knows its number.
-        self.wait_for_generation(generation, APPLY_TIMEOUT);
+        self.wait_for_generation(generation, APPLY_TIMEOUT, Duration::from_micros(200));
         let port = Arc::new(port);
         self.ports.write().unwrap().push(port.clone());
         drop(ts);
@@ -177,7 +177,7 @@ impl Switch {
         ts.remove_port(idx);
         let generation = self.publish_port_maps(&ts);
         // Once every worker runs the new snapshot, none sends to the port any more.
-        self.wait_for_generation(generation, APPLY_TIMEOUT);
+        self.wait_for_generation(generation, APPLY_TIMEOUT, Duration::from_micros(200));
         for w in &self.workers {
             forget_rx(&mut w.rx.lock().unwrap(), idx);
         }
