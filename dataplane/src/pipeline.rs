@@ -27,7 +27,7 @@ use crate::flow::emc::ExactMatchCache;
 use crate::flow::key::{extract_key, slot, Depth, ExtractError, FlowKey, Layout};
 use crate::l2::{self, L2Decision, L2Settings};
 use crate::mac_table::{MacTable, PortIdx};
-use crate::stats::{bump, DropReason, FlowCounterBanks, WorkerStats};
+use crate::stats::{bump, DropReason, FlowCounterBanks, WorkerBank, WorkerStats};
 use crate::tunnel::neighbor::NeighborTable;
 use crate::tunnel::{TunMeta, TunnelMap};
 use crate::wire::MacAddr;
@@ -198,7 +198,7 @@ pub struct FlowScratch {
     pub worker: usize,
     emc: Option<ExactMatchCache>,
     emc_gate: EmcGate,
-    direct_gates: [DirectGate; META_PATHS],
+    direct_gates: [DirectGate; PORT_SLOTS],
     keys: [FlowKey; BATCH],
     work: [FlowKey; BATCH],
     hashes: [u32; BATCH],
@@ -214,10 +214,11 @@ pub struct FlowScratch {
     pub(crate) decapped: MbufBurst,
     /// Paths of in_port-only pipelines by ingress port (direct-mapped), tagged with the
     /// generation and port they were found for.
-    meta_paths: [(u64, PortIdx, Path, PathPlan); META_PATHS],
+    meta_paths: [(u64, PortIdx, Path, PathPlan); PORT_SLOTS],
 }
 
-const META_PATHS: usize = 8;
+/// Per-ingress-port state is kept direct-mapped in this many slots.
+const PORT_SLOTS: usize = 8;
 
 impl FlowScratch {
     /// Scratch for worker `worker` with an exact-match cache of `emc_entries` (0: none).
@@ -236,7 +237,7 @@ impl FlowScratch {
             reasons: [DropReason::FrameTooShort; BATCH],
             tun_in: [TunMeta::NONE; BATCH],
             decapped: MbufBurst::new(),
-            meta_paths: [(0, 0, Path::default(), PathPlan::default()); META_PATHS],
+            meta_paths: [(0, 0, Path::default(), PathPlan::default()); PORT_SLOTS],
         })
     }
 }
@@ -423,7 +424,7 @@ impl Pipeline {
             // the whole burst has one key, so it is classified once and its packets are
             // never read. Decapsulated packets differ only by tunnel metadata, which no table
             // looks at here.
-            let cached = &mut s.meta_paths[in_port as usize % META_PATHS];
+            let cached = &mut s.meta_paths[in_port as usize % PORT_SLOTS];
             let plan = if cached.0 == self.generation && cached.1 == in_port {
                 s.paths[0] = cached.2;
                 cached.3
@@ -445,9 +446,10 @@ impl Pipeline {
         }
         let emc = if self.flows.use_emc && s.emc.is_some() && s.emc_gate.use_now() { s.emc.as_mut() } else { None };
         if let Some(direct) = self.flows.direct() {
-            let gate = &mut s.direct_gates[in_port as usize % META_PATHS];
+            let gate = &mut s.direct_gates[in_port as usize % PORT_SLOTS];
             if emc.is_none() && !burst.is_empty() && !self.tunnels.is_tunnel(in_port) && gate.use_now() {
-                let done = self.direct_burst(direct, s.worker, in_port, in_no, burst, burst_bytes, now, stats, out);
+                let done =
+                    self.direct_burst(direct, s.worker, &s.tun_in, in_port, in_no, burst, burst_bytes, now, stats, out);
                 gate.record(done);
                 if done {
                     return;
@@ -540,27 +542,23 @@ impl Pipeline {
             return;
         }
         let bank = self.counters.bank(s.worker);
-        // Many flows, one rule each, all sending to the same port (exact MAC or address
-        // rules to one uplink): count each packet on its flow and hand the burst over whole.
+        // Every packet hit a rule that only sends to one port (exact MAC or address rules):
+        // count each on its flow and send, the burst whole when all go to one port.
         if bad == 0 && !burst.is_empty() {
             let n = burst.len();
-            let port = s.paths[s.path_of[0] as usize].simple_port;
-            let mut same = true;
-            for &p in &s.path_of[..n] {
+            let mut hits = [(NO_PORT, 0u32); BATCH];
+            let mut all_simple = true;
+            for (hit, &p) in hits[..n].iter_mut().zip(&s.path_of[..n]) {
                 let path = &s.paths[p as usize];
-                same &= path.simple_port == port;
+                all_simple &= path.simple_port != NO_PORT;
                 if path.simple_port != NO_PORT {
-                    // Start loading the flow's counters: they are written below.
+                    // Start loading the flow's counters: they are written in send_hits.
                     bank.prefetch(path.simple_id);
                 }
+                *hit = (path.simple_port, path.simple_id);
             }
-            if same && port != NO_PORT && port != in_port && !self.tunnels.is_tunnel(port) {
-                for (m, &p) in burst.as_slice().iter().zip(&s.path_of[..n]) {
-                    let id = s.paths[p as usize].simple_id;
-                    bank.bump(id, 1, m.pkt_len() as u64);
-                }
-                bump(&stats.tables[0].matched, n as u64);
-                out.output_burst(port, burst, burst_bytes);
+            if all_simple {
+                self.send_hits(&bank, &s.tun_in, in_port, &hits, burst, burst_bytes, now, stats, out);
                 return;
             }
         }
@@ -606,17 +604,17 @@ impl Pipeline {
     }
 
     /// A burst on a pipeline whose table 0 runs as a direct table, when every packet parses
-    /// and hits it: each packet is counted on its flow and sent, the burst whole when all
-    /// go to one port, and a rule back out the ingress port drops, as an output op does.
-    /// Only the probes and their hits are kept per packet: no key, path or layout, which
-    /// with 1k flows takes a quarter off the time per packet. Returns false, having changed
-    /// nothing, when a packet is malformed or misses: the general path then takes the burst.
+    /// and hits it: sent by [`Pipeline::send_hits`] straight from the probes, with no key,
+    /// path or layout kept per packet (with 1k flows, a quarter off the time per packet).
+    /// Returns false, having changed nothing, when a packet is malformed or misses: the
+    /// general path then takes the burst.
     #[allow(clippy::too_many_arguments)]
     #[inline]
     fn direct_burst<E: Egress>(
         &self,
         direct: &DirectTable,
         worker: usize,
+        tun_in: &[TunMeta; BATCH],
         in_port: PortIdx,
         in_no: u16,
         burst: &mut MbufBurst,
@@ -638,27 +636,50 @@ impl Pipeline {
             *hit = h;
             bank.prefetch(h.1);
         }
-        let port = hits[0].0;
-        let one_port = hits[..n].iter().all(|h| h.0 == port) && port != in_port;
-        for (m, &(_, id)) in burst.as_slice().iter().zip(&hits) {
+        self.send_hits(&bank, tun_in, in_port, &hits, burst, burst_bytes, now, stats, out);
+        true
+    }
+
+    /// Counts and sends a burst whose every packet hit a rule that only sends to one port:
+    /// `hits[i]` is packet i's (port, flow id), its counters prefetched. The burst leaves
+    /// whole when all go to one port (encapsulated as one when that is a tunnel and the
+    /// packets share their metadata, not being decapsulated); a rule back out the ingress
+    /// port drops, as an output op does.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn send_hits<E: Egress>(
+        &self,
+        bank: &WorkerBank<'_>,
+        tun_in: &[TunMeta; BATCH],
+        in_port: PortIdx,
+        hits: &[(PortIdx, u32); BATCH],
+        burst: &mut MbufBurst,
+        burst_bytes: u64,
+        now: u32,
+        stats: &WorkerStats,
+        out: &mut E,
+    ) {
+        let n = burst.len();
+        for (m, &(_, id)) in burst.as_slice().iter().zip(hits) {
             bank.bump(id, 1, m.pkt_len() as u64);
         }
         bump(&stats.tables[0].matched, n as u64);
-        if one_port && self.tunnels.is_tunnel(port) {
-            // Route and neighbour looked up once for the burst.
-            self.encap_burst(port, burst, &TunMeta::NONE, now, stats, out);
-        } else if one_port {
+        let port = hits[0].0;
+        let one_port = hits[..n].iter().all(|h| h.0 == port) && port != in_port;
+        if one_port && !self.tunnels.is_tunnel(port) {
             out.output_burst(port, burst, burst_bytes);
+        } else if one_port && !self.tunnels.is_tunnel(in_port) {
+            // Route and neighbour looked up once for the burst.
+            self.encap_burst(port, burst, &tun_in[0], now, stats, out);
         } else {
-            for (m, &(port, _)) in burst.drain().zip(&hits) {
+            for ((m, &(port, _)), tun) in burst.drain().zip(hits).zip(tun_in) {
                 if port == in_port {
                     out.drop(m, in_port, DropReason::DestinationOnIngressPort);
                 } else {
-                    self.send(port, m, &TunMeta::NONE, now, stats, out);
+                    self.send(port, m, tun, now, stats, out);
                 }
             }
         }
-        true
     }
 
     /// Sends a burst whose packets all have one key, that of packet `first`, along its path

@@ -392,12 +392,6 @@ impl FlowTables {
         FlowTables { tables, depth, l2_only, use_emc: subtables > 2, matches_tunnel, direct }
     }
 
-    /// Whether table 0 runs as a direct table.
-    #[cfg(test)]
-    pub fn has_direct(&self) -> bool {
-        self.direct.is_some()
-    }
-
     /// Table 0 as a direct table, when it qualifies.
     #[inline]
     pub fn direct(&self) -> Option<&DirectTable> {

@@ -164,7 +164,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn direct(flows: &[&str]) -> bool {
-        tables(flows, &[]).has_direct()
+        tables(flows, &[]).direct().is_some()
     }
 
     #[test]
@@ -191,7 +191,7 @@ mod tests {
             ],
             &[(0, MissAction::Normal)],
         );
-        assert!(t.has_direct());
+        assert!(t.direct().is_some());
         let mut keys = [FlowKey::ZERO; BATCH];
         for (i, text) in ["ip,nw_dst=10.0.0.1", "ip,nw_dst=10.0.0.2", "ip,nw_dst=10.0.0.3", "arp"].iter().enumerate() {
             keys[i] = parse_packet(text).unwrap();
@@ -238,7 +238,7 @@ mod tests {
             let texts: Vec<String> = raw.iter().map(|r| flow_text(kind, *r)).collect();
             let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
             let t: FlowTables = tables(&refs, &[]);
-            prop_assert!(t.has_direct());
+            prop_assert!(t.direct().is_some());
             let mut keys = [FlowKey::ZERO; BATCH];
             for (i, v) in probes.iter().enumerate() {
                 keys[i] = parse_packet(&packet_text(kind, *v)).unwrap();
