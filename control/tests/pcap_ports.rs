@@ -415,3 +415,69 @@ fn cache_hits_and_misses_in_one_burst_keep_their_own_paths() {
         .sum();
     assert!(hits > 0, "the exact-match cache was not used: {workers}");
 }
+
+/// Bursts of frames to a VXLAN tunnel where some frames are too long once encapsulated:
+/// those are dropped and counted, every other frame leaves the uplink encapsulated (outer
+/// lengths and checksum right, the inner frame intact), in order. Frames ahead of a long
+/// one are encapsulated in place, the rest one at a time: both halves must agree.
+#[test]
+fn tunnel_bursts_with_oversized_frames_encapsulate_the_rest_in_order() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut frames: Vec<Vec<u8>> = Vec::new();
+    for i in 0..96u32 {
+        let mut f = udp_frame([10, 0, 0, 2], 1000 + i as u16, 2000, i);
+        if i % 7 == 3 {
+            // 1480 bytes: 1530 once encapsulated, over the uplink's 1500-byte MTU.
+            f.resize(1480, 0x5a);
+            f[16..18].copy_from_slice(&(1480u16 - 14).to_be_bytes());
+        }
+        frames.push(f);
+    }
+    let fits: Vec<Vec<u8>> = frames.iter().filter(|f| f.len() == 64).cloned().collect();
+    let too_long = (frames.len() - fits.len()) as u64;
+    let input = dir.path().join("in.pcap");
+    write_pcap(std::fs::File::create(&input).unwrap(), &frames).unwrap();
+    let uplink = dir.path().join("uplink.pcap");
+    let sw = Vswitchd::start(&format!(
+        "[[table]]\nid = 0\nmiss = \"drop\"\n\n\
+         [[flow]]\nrule = \"in_port=1,actions=output:10\"\n\n\
+         [[tunnel]]\nname = \"vx0\"\nnumber = 10\nkind = \"vxlan\"\nuplink = \"up\"\n\
+         remote_ip = \"172.31.0.2\"\nvni = 100\n\n\
+         [[neighbor]]\nip = \"172.31.0.2\"\nmac = \"02:00:00:bb:00:02\"\n\n\
+         [[port]]\nname = \"in\"\nnumber = 1\ndevargs = \"net_pcap0,rx_pcap={}\"\n\n\
+         [[port]]\nname = \"up\"\nnumber = 2\ndevargs = \"net_pcap1,tx_pcap={}\"\nip = \"172.31.0.1/24\"\n",
+        input.display(),
+        uplink.display()
+    ));
+    wait_port(&sw, 1, "all frames received", |c| c.rx_packets == frames.len() as u64);
+    wait_port(&sw, 2, "encapsulated frames sent", |c| c.tx_packets >= fits.len() as u64);
+    let tunnel_drops = rt().block_on(async {
+        let mut c = pb::tunnel_service_client::TunnelServiceClient::new(sw.channel().await);
+        let tunnels = c.list_tunnels(pb::ListTunnelsRequest {}).await.unwrap().into_inner().tunnels;
+        tunnels.into_iter().find(|t| t.spec.as_ref().unwrap().name == "vx0").expect("vx0 listed").drops
+    });
+    let uplink_mac = port(&sw, 2).mac;
+    let (status, log) = sw.stop();
+    assert!(status.success(), "{log}");
+    let mtu = tunnel_drops.iter().find(|d| d.reason == "tunnel_mtu_exceeded").map_or(0, |d| d.packets);
+    assert_eq!(mtu, too_long, "drops on vx0: {tunnel_drops:?}");
+    let mac: Vec<u8> = uplink_mac.split(':').map(|b| u8::from_str_radix(b, 16).unwrap()).collect();
+    let sent = read_pcap(&uplink);
+    assert_eq!(sent.len(), fits.len(), "frames out of the uplink");
+    for (k, (out, inner)) in sent.iter().zip(&fits).enumerate() {
+        assert_eq!(out.len(), inner.len() + 50, "frame {k}: outer length");
+        assert_eq!(&out[..6], &[2, 0, 0, 0xbb, 0, 2], "frame {k}: to the neighbor's MAC");
+        assert_eq!(&out[6..12], &mac[..], "frame {k}: from the uplink's MAC");
+        assert_eq!(&out[12..14], &[0x08, 0x00], "frame {k}: IPv4");
+        assert_eq!(u16::from_be_bytes([out[16], out[17]]) as usize, out.len() - 14, "frame {k}: IP total length");
+        let sum: u32 = out[14..34].chunks(2).map(|w| u16::from_be_bytes([w[0], w[1]]) as u32).sum();
+        assert_eq!((sum & 0xffff) + (sum >> 16), 0xffff, "frame {k}: IP header checksum");
+        assert_eq!(&out[26..34], &[172, 31, 0, 1, 172, 31, 0, 2], "frame {k}: VTEP addresses");
+        assert!(u16::from_be_bytes([out[34], out[35]]) >= 49152, "frame {k}: UDP source port from the flow hash");
+        assert_eq!(&out[36..38], &4789u16.to_be_bytes(), "frame {k}: VXLAN port");
+        assert_eq!(u16::from_be_bytes([out[38], out[39]]) as usize, out.len() - 34, "frame {k}: UDP length");
+        assert_eq!(&out[42..50], &[0x08, 0, 0, 0, 0, 0, 100, 0], "frame {k}: VXLAN header, VNI 100");
+        assert_eq!(&out[50..], &inner[..], "frame {k}: the inner frame, in order and intact");
+    }
+}

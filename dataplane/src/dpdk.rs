@@ -450,23 +450,31 @@ impl Mbuf {
         Some(unsafe { std::slice::from_raw_parts_mut(p, len as usize) })
     }
 
-    /// Grows the frame by `len` bytes at the front (into the headroom). False, changing
-    /// nothing, without headroom or when the buffer is shared.
-    #[inline]
-    pub fn push_front(&mut self, len: u16) -> bool {
-        if self.data_mut().is_none() {
-            return false;
-        }
+    /// Grows the frame by `len` bytes at the front (into the headroom) and returns them, to
+    /// be written: one ownership check, where `push_front` then `data_mut` make two. None,
+    /// changing nothing, without headroom or when the buffer is shared.
+    #[inline(always)]
+    pub fn prepend(&mut self, len: u16) -> Option<&mut [u8]> {
+        self.data_mut()?;
         // SAFETY: exclusively owned (checked above), so no other handle reads these fields.
         // This is rte_pktmbuf_prepend, inlined: that one is an out-of-line call from Rust.
         let m = unsafe { self.0.as_mut() };
         if m.data_off < len {
-            return false;
+            return None;
         }
         m.data_off -= len;
         m.data_len += len;
         m.pkt_len += len as u32;
-        true
+        // SAFETY: the `len` bytes at the new data_off lie in the buffer's headroom, which we
+        // own exclusively; they are now the frame's first bytes.
+        Some(unsafe { std::slice::from_raw_parts_mut((m.buf_addr as *mut u8).add(m.data_off as usize), len as usize) })
+    }
+
+    /// Grows the frame by `len` bytes at the front (into the headroom). False, changing
+    /// nothing, without headroom or when the buffer is shared.
+    #[inline]
+    pub fn push_front(&mut self, len: u16) -> bool {
+        self.prepend(len).is_some()
     }
 
     /// Removes `len` bytes from the front of the frame. False, changing nothing, if the first

@@ -187,12 +187,34 @@ impl Pipeline {
     ) {
         match self.encap_target(port, tun, now, out) {
             Ok(target) => {
+                // Encapsulate in place while every packet can be; then the burst goes to the
+                // uplink whole. The rare packet that cannot (too long, shared, no headroom)
+                // and those after it take the per-packet path.
+                let mut inner_bytes = 0u64;
+                let mut done = 0;
+                for m in burst.as_mut_slice() {
+                    let inner_len = m.pkt_len() as usize;
+                    if inner_len > target.max_frame {
+                        break;
+                    }
+                    let src_port = wire::entropy_port(m.data());
+                    let Some(headers) = m.prepend(ENCAP_LEN as u16) else { break };
+                    target.headers.write_completed(headers, src_port, inner_len);
+                    inner_bytes += inner_len as u64;
+                    done += 1;
+                }
                 // The tunnel's tx counters once per burst, not per packet.
-                let (mut packets, mut bytes) = (0, 0);
-                for m in burst.drain() {
-                    if let Some(b) = self.encap_one(&target, m, out) {
-                        packets += 1;
-                        bytes += b;
+                let (mut packets, mut bytes) = (done as u64, inner_bytes);
+                if done == burst.len() {
+                    out.output_burst(target.uplink, burst, inner_bytes + (done * ENCAP_LEN) as u64);
+                } else {
+                    for (i, m) in burst.drain().enumerate() {
+                        if i < done {
+                            out.output(target.uplink, m);
+                        } else if let Some(b) = self.encap_one(&target, m, out) {
+                            packets += 1;
+                            bytes += b;
+                        }
                     }
                 }
                 let c = &stats.ports[port as usize];
@@ -258,15 +280,12 @@ impl Pipeline {
             };
         }
         let src_port = wire::entropy_port(m.data());
-        if !m.push_front(ENCAP_LEN as u16) {
+        // The buffer is ours alone (copied above if not): only headroom can be missing.
+        let Some(headers) = m.prepend(ENCAP_LEN as u16) else {
             out.drop(m, port, DropReason::NoHeadroom);
             return None;
-        }
-        let Some(frame) = m.data_mut() else {
-            out.drop(m, port, DropReason::BufferShared);
-            return None;
         };
-        target.headers.write_completed(frame, src_port, inner_len);
+        target.headers.write_completed(headers, src_port, inner_len);
         out.output(target.uplink, m);
         Some(inner_len as u64)
     }
