@@ -8,4 +8,7 @@ int vs_rte_errno(void);
 /* rte_pktmbuf_mtod is a macro. */
 void *vs_pktmbuf_mtod(struct rte_mbuf *m);
 
+/* rte_eal_init with a shorter TSC calibration (see shim.c). */
+int vs_eal_init(int argc, char **argv);
+
 #endif
