@@ -11,4 +11,8 @@ void *vs_pktmbuf_mtod(struct rte_mbuf *m);
 /* rte_eal_init with a shorter TSC calibration (see shim.c). */
 int vs_eal_init(int argc, char **argv);
 
+/* Whether vs_eal_init's EAL measured the TSC frequency in the shortened window (1), or did
+ * not need to measure it (0: the CPU reported it). */
+int vs_eal_tsc_calibration_shortened(void);
+
 #endif

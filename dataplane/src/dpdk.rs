@@ -73,6 +73,7 @@ static EAL_STATE: AtomicU8 = AtomicU8::new(EAL_NEVER);
 #[derive(Debug)]
 pub struct Eal {
     tsc_hz: u64,
+    tsc_calibration_shortened: bool,
     runtime_dir: std::path::PathBuf,
 }
 
@@ -102,15 +103,23 @@ impl Eal {
         }
         // SAFETY: the EAL is initialised.
         let tsc_hz = unsafe { sys::rte_get_tsc_hz() };
+        // SAFETY: reads a flag the shim set during vs_eal_init, which has returned.
+        let tsc_calibration_shortened = unsafe { sys::vs_eal_tsc_calibration_shortened() } != 0;
         // SAFETY: returns a pointer to the EAL's static NUL-terminated path string.
         let runtime_dir = unsafe { CStr::from_ptr(sys::rte_eal_get_runtime_dir()) };
         let runtime_dir = std::path::PathBuf::from(runtime_dir.to_string_lossy().into_owned());
-        Ok(Arc::new(Eal { tsc_hz, runtime_dir }))
+        Ok(Arc::new(Eal { tsc_hz, tsc_calibration_shortened, runtime_dir }))
     }
 
     /// Frequency of the time-stamp counter that [`tsc`] reads.
     pub fn tsc_hz(&self) -> u64 {
         self.tsc_hz
+    }
+
+    /// Whether the EAL measured the TSC frequency in the shortened 20 ms window (false: it
+    /// needed no measurement, the CPU reported it).
+    pub fn tsc_calibration_shortened(&self) -> bool {
+        self.tsc_calibration_shortened
     }
 }
 

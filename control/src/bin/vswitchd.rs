@@ -107,6 +107,15 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
+    println!(
+        "TSC {} Hz ({})",
+        switch.tsc_hz(),
+        if switch.tsc_calibration_shortened() {
+            "measured by the EAL in a 20 ms window"
+        } else {
+            "the EAL's calibration was not shortened"
+        }
+    );
     for p in switch.ports() {
         println!(
             "port {} '{}' ({}, {}): {} rx / {} tx queues, MAC {}, link {}",

@@ -189,6 +189,7 @@ pub struct Switch {
     pool: Mutex<Option<Arc<Mempool>>>,
     eal: Mutex<Option<Arc<Eal>>>,
     tsc_hz: u64,
+    tsc_calibration_shortened: bool,
     /// TSC at start, the zero of live-trace times.
     started_tsc: u64,
     /// Desired flows and their bookkeeping; changes are serialised here.
@@ -327,6 +328,7 @@ impl Switch {
         }
 
         let tsc_hz = eal.tsc_hz();
+        let tsc_calibration_shortened = eal.tsc_calibration_shortened();
         let flow_state = flows::FlowState::new(config);
         let switch = Arc::new(Switch {
             plan,
@@ -342,6 +344,7 @@ impl Switch {
             pool: Mutex::new(Some(pool)),
             eal: Mutex::new(Some(eal)),
             tsc_hz,
+            tsc_calibration_shortened,
             started_tsc: crate::dpdk::tsc(),
             flows: Mutex::new(flow_state),
             tunnels: Mutex::new(tunnel_state),
@@ -368,6 +371,11 @@ impl Switch {
 
     pub fn tsc_hz(&self) -> u64 {
         self.tsc_hz
+    }
+
+    /// See [`Eal::tsc_calibration_shortened`].
+    pub fn tsc_calibration_shortened(&self) -> bool {
+        self.tsc_calibration_shortened
     }
 
     pub fn workers(&self) -> &[WorkerRuntime] {

@@ -269,8 +269,9 @@ impl Pipeline {
             out.drop(m, port, DropReason::TunnelMtuExceeded);
             return None;
         }
-        // A buffer also going out elsewhere (flood, several outputs) cannot grow in place.
-        if m.refcnt() != 1 {
+        // A buffer also going out elsewhere (flood, several outputs), or one that is not the
+        // mbuf's own (indirect, external), cannot grow in place: encapsulate a copy.
+        if m.data_mut().is_none() {
             m = match m.deep_copy() {
                 Some(c) => c,
                 None => {
@@ -280,7 +281,8 @@ impl Pipeline {
             };
         }
         let src_port = wire::entropy_port(m.data());
-        // The buffer is ours alone (copied above if not): only headroom can be missing.
+        // The buffer is ours alone and direct (copied above if not): only headroom can be
+        // missing.
         let Some(headers) = m.prepend(ENCAP_LEN as u16) else {
             out.drop(m, port, DropReason::NoHeadroom);
             return None;
