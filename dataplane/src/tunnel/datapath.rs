@@ -193,14 +193,11 @@ impl Pipeline {
                 let mut inner_bytes = 0u64;
                 let mut done = 0;
                 for m in burst.as_mut_slice() {
-                    let inner_len = m.pkt_len() as usize;
-                    if inner_len > target.max_frame {
+                    if m.pkt_len() as usize > target.max_frame {
                         break;
                     }
-                    let src_port = wire::entropy_port(m.data());
-                    let Some(headers) = m.prepend(ENCAP_LEN as u16) else { break };
-                    target.headers.write_completed(headers, src_port, inner_len);
-                    inner_bytes += inner_len as u64;
+                    let Some(inner_len) = Self::write_outer_headers(&target, m) else { break };
+                    inner_bytes += inner_len;
                     done += 1;
                 }
                 // The tunnel's tx counters once per burst, not per packet.
@@ -264,8 +261,7 @@ impl Pipeline {
     #[inline(always)]
     fn encap_one<E: Egress>(&self, target: &EncapTarget, mut m: Mbuf, out: &mut E) -> Option<u64> {
         let port = target.port;
-        let inner_len = m.pkt_len() as usize;
-        if inner_len > target.max_frame {
+        if m.pkt_len() as usize > target.max_frame {
             out.drop(m, port, DropReason::TunnelMtuExceeded);
             return None;
         }
@@ -280,15 +276,29 @@ impl Pipeline {
                 }
             };
         }
-        let src_port = wire::entropy_port(m.data());
         // The buffer is ours alone and direct (copied above if not): only headroom can be
         // missing.
-        let Some(headers) = m.prepend(ENCAP_LEN as u16) else {
-            out.drop(m, port, DropReason::NoHeadroom);
-            return None;
-        };
+        match Self::write_outer_headers(target, &mut m) {
+            Some(inner_len) => {
+                out.output(target.uplink, m);
+                Some(inner_len)
+            }
+            None => {
+                out.drop(m, port, DropReason::NoHeadroom);
+                None
+            }
+        }
+    }
+
+    /// Puts the outer headers in `m`'s headroom; returns the inner frame's length. None,
+    /// leaving `m` as it was, when the buffer cannot grow in place (shared, indirect, no
+    /// headroom). The MTU is the caller's to check.
+    #[inline(always)]
+    fn write_outer_headers(target: &EncapTarget, m: &mut Mbuf) -> Option<u64> {
+        let inner_len = m.pkt_len() as usize;
+        let src_port = wire::entropy_port(m.data());
+        let headers = m.prepend(ENCAP_LEN as u16)?;
         target.headers.write_completed(headers, src_port, inner_len);
-        out.output(target.uplink, m);
         Some(inner_len as u64)
     }
 
