@@ -4,6 +4,9 @@
 //! DPDK is found with `pkg-config libdpdk`. Its `--cflags` are used verbatim: they carry
 //! `-include rte_config.h -march=corei7`, which the `pkg-config` crate would drop and without
 //! which `rte_memcpy.h` does not compile.
+//!
+//! DPDK is linked statically with a chosen set of drivers (see `link_static`);
+//! `VSWITCH_DPDK_LINK=shared` links its shared libraries instead.
 
 use std::env;
 use std::path::PathBuf;
@@ -31,13 +34,13 @@ fn main() {
         println!("cargo:rerun-if-changed={f}");
     }
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
+    println!("cargo:rerun-if-env-changed=VSWITCH_DPDK_LINK");
 
     let version = pkg_config(&["--modversion"]).join("");
     if !version.starts_with("22.11") {
         println!("cargo:warning=built against DPDK {version}; the project is tested with 22.11");
     }
     let cflags = pkg_config(&["--cflags"]);
-    let libs = pkg_config(&["--libs"]);
 
     let wrappers = out.join("static_fns");
     let bindings = bindgen::Builder::default()
@@ -73,7 +76,114 @@ fn main() {
     }
     build.compile("dpdk_static_fns");
 
-    for lib in &libs {
+    if env::var("VSWITCH_DPDK_LINK").is_ok_and(|v| v == "shared") {
+        link_shared();
+    } else {
+        link_static();
+    }
+}
+
+/// The drivers linked in: the PCI functions Kubernetes' SR-IOV device plugin hands out
+/// (Intel iavf/i40e/ice/ixgbe, Mellanox mlx5), the paravirtual NICs (virtio) and every vdev
+/// the switch's port kinds use. `VSWITCH_DPDK_DRIVERS` (comma-separated, DPDK's names such
+/// as `net_bnxt`) adds more.
+const DRIVERS: &[&str] = &[
+    "bus_pci",
+    "bus_vdev",
+    "bus_auxiliary",
+    "common_iavf",
+    "common_mlx5",
+    "mempool_ring",
+    "mempool_stack",
+    "net_af_packet",
+    "net_af_xdp",
+    "net_i40e",
+    "net_iavf",
+    "net_ice",
+    "net_ixgbe",
+    "net_memif",
+    "net_mlx5",
+    "net_null",
+    "net_pcap",
+    "net_ring",
+    "net_tap",
+    "net_vhost",
+    "net_virtio",
+];
+
+/// Driver archives (drivers/ in DPDK's tree) as opposed to libraries (lib/).
+const DRIVER_CLASSES: &[&str] = &[
+    "baseband_",
+    "bus_",
+    "common_",
+    "compress_",
+    "crypto_",
+    "dma_",
+    "event_",
+    "mempool_",
+    "net_",
+    "raw_",
+    "regex_",
+    "vdpa_",
+];
+
+/// DPDK linked statically, with only the drivers in `DRIVERS`. Linked dynamically, the EAL
+/// dlopens every driver in Debian's plugin directory (128 of them, with their libraries) at
+/// each start: 20 to 40 ms of a switch's start-up here, and the rest of it is not much more.
+fn link_static() {
+    println!("cargo:rerun-if-env-changed=VSWITCH_DPDK_DRIVERS");
+    let extra = env::var("VSWITCH_DPDK_DRIVERS").unwrap_or_default();
+    let wanted: Vec<&str> = DRIVERS.iter().copied().chain(extra.split(',').map(str::trim)).collect();
+    let lib_dirs: Vec<PathBuf> = pkg_config(&["--variable=libdir"])
+        .into_iter()
+        .map(PathBuf::from)
+        .chain(["/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib", "/lib"].map(PathBuf::from))
+        .collect();
+    let mut found = Vec::new();
+    let mut whole_archive = false;
+    let mut system_libs: Vec<String> = Vec::new();
+    // Libs.private as DPDK's static build uses it: archives in a --whole-archive group (their
+    // constructors register drivers, buses and log types), then the system libraries.
+    for arg in pkg_config(&["--static", "--libs"]) {
+        match arg.as_str() {
+            "-Wl,--whole-archive" => whole_archive = true,
+            "-Wl,--no-whole-archive" => whole_archive = false,
+            _ => {}
+        }
+        if let Some(dir) = arg.strip_prefix("-L") {
+            println!("cargo:rustc-link-search=native={dir}");
+        } else if let Some(archive) = arg.strip_prefix("-l:lib").and_then(|a| a.strip_suffix(".a")) {
+            let name = archive.strip_prefix("rte_").unwrap_or(archive);
+            if DRIVER_CLASSES.iter().any(|c| name.starts_with(c)) && !wanted.contains(&name) {
+                continue;
+            }
+            found.push(name.to_owned());
+            let modifiers = if whole_archive { "+whole-archive,-bundle" } else { "-bundle" };
+            println!("cargo:rustc-link-lib=static:{modifiers}={archive}");
+        } else if let Some(name) = arg.strip_prefix("-l") {
+            // The shared DPDK libraries come from the Requires line; private dependencies
+            // of the system libraries (libpcap's libsystemd, say) are only needed to link
+            // those statically, and often have no development symlink: leave both out.
+            let linkable = lib_dirs.iter().any(|d| d.join(format!("lib{name}.so")).exists());
+            if !name.starts_with("rte_") && linkable && !system_libs.iter().any(|l| l == name) {
+                system_libs.push(name.to_owned());
+            }
+        }
+    }
+    for w in &wanted {
+        if !w.is_empty() && !found.iter().any(|f| f == w) {
+            panic!("DPDK driver {w} has no static archive (librte_{w}.a) in this DPDK");
+        }
+    }
+    for name in system_libs {
+        println!("cargo:rustc-link-lib=dylib={name}");
+    }
+}
+
+/// DPDK's shared libraries (`VSWITCH_DPDK_LINK=shared`): every driver of the system's plugin
+/// directory is loaded at start, at the cost described above.
+fn link_shared() {
+    for lib in pkg_config(&["--libs"]) {
         if let Some(name) = lib.strip_prefix("-l") {
             println!("cargo:rustc-link-lib=dylib={name}");
         } else if let Some(dir) = lib.strip_prefix("-L") {
