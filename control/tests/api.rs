@@ -256,3 +256,40 @@ fn the_reported_tsc_frequency_matches_the_workers_cycles_per_second() {
     // DPDK rounds the frequency to 10 MHz (0.4% at 2.6 GHz); the rest is sampling jitter.
     assert!((0.98..1.02).contains(&ratio), "{line}; the worker counted {cycles:.0} cycles/s");
 }
+
+/// Start-up runs on the main and the worker cores; afterwards every thread but the worker's
+/// (and the EAL's thread for the worker core's lcore, which only waits) may run on the main
+/// core only. That includes the control threads DPDK starts while ports open (vhost's).
+#[test]
+fn control_threads_stay_on_the_main_core_after_start_up_on_the_worker_core() {
+    let _g = serial();
+    let vhost = std::env::temp_dir().join(format!("{}.sock", unique("vhaff")));
+    let sw = Vswitchd::start(&format!(
+        "{NULL_PORTS}\n[[port]]\nname = \"vm\"\nnumber = 9\ndevargs = \"net_vhost0,iface={},client=0\"\n",
+        vhost.display()
+    ));
+    let threads: Vec<(String, String)> = std::fs::read_dir(format!("/proc/{}/task", sw.pid()))
+        .expect("task list")
+        .map(|t| {
+            let t = t.expect("task").path();
+            let comm = std::fs::read_to_string(t.join("comm")).unwrap_or_default().trim().to_string();
+            let status = std::fs::read_to_string(t.join("status")).unwrap_or_default();
+            let cpus = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap_or("?").trim();
+            (comm, cpus.to_string())
+        })
+        .collect();
+    let (status, log) = sw.stop();
+    let _ = std::fs::remove_file(&vhost);
+    assert!(status.success(), "{log}");
+    for name in ["vswitchd", "eal-intr-thread", "vhost-events", "worker-1"] {
+        assert!(threads.iter().any(|(n, _)| n == name), "no thread {name} in {threads:?}");
+    }
+    for (name, cpus) in &threads {
+        let expected = if name.starts_with("worker-") || name.starts_with("rte-worker-") {
+            WORKER_CORE.to_string()
+        } else {
+            "0".to_string()
+        };
+        assert_eq!(cpus, &expected, "thread {name} may run on cores {cpus}: {threads:?}");
+    }
+}

@@ -15,6 +15,7 @@ use control::server::{self, Listeners};
 use control::service::Api;
 use dataplane::config::{LogFormat, MetricsListen};
 use dataplane::stats::DropReason;
+use dataplane::switch::startup_cores;
 use dataplane::{Config, StartPlan, Switch};
 
 #[derive(Parser)]
@@ -43,6 +44,15 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// Restricts the calling thread (and the threads it starts from now on) to `cores`.
+fn pin_current_thread(cores: &[usize]) -> nix::Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    for &c in cores {
+        set.set(c)?;
+    }
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -96,17 +106,22 @@ fn main() -> ExitCode {
         return fail(e);
     }
 
-    // Everything but the workers (DPDK's control threads, the API, metrics) stays on the
-    // main core: threads inherit this, and a worker that sleeps while idle must not find
-    // them on its core when it wakes up.
+    // DPDK's start-up may use the worker cores, idle until the workers start (see
+    // startup_cores). Then everything but the workers (DPDK's control threads, the API,
+    // metrics) stays on the main core: threads inherit this, and a worker that sleeps while
+    // idle must not find them on its core when it wakes up.
     let main_core = plan.config.eal.main_core;
-    if !core_affinity::set_for_current(core_affinity::CoreId { id: main_core }) {
-        return fail(format!("cannot pin the control plane to core {main_core}"));
+    let startup = startup_cores(&plan.config);
+    if let Err(e) = pin_current_thread(&startup) {
+        return fail(format!("cannot run start-up on cores {startup:?}: {e}"));
     }
     let switch = match Switch::start(plan) {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
+    if let Err(e) = pin_current_thread(&[main_core]) {
+        return fail(format!("cannot pin the control plane to core {main_core}: {e}"));
+    }
     println!(
         "TSC {} Hz ({})",
         switch.tsc_hz(),

@@ -77,11 +77,19 @@ impl StartPlan {
 
 /// The EAL command line for a configuration. PCI scanning is off unless a port is a PCI
 /// device, and then only the configured functions are probed.
+///
+/// The worker cores are EAL lcores too (their EAL threads only wait), though the workers are
+/// this switch's own threads: the EAL gives its control threads the cores of the calling
+/// thread that are not lcores, or else the main core. So a start-up thread allowed on the
+/// main and the worker cores (see [`startup_cores`]) leaves them all on the main core.
 pub fn eal_args(config: &Config, memory: &MemoryPlan) -> Vec<String> {
     let eal = &config.eal;
+    let lcores: Vec<String> = startup_cores(config).iter().map(usize::to_string).collect();
     let mut a = vec![
         "vswitchd".to_string(),
         "-l".into(),
+        lcores.join(","),
+        "--main-lcore".into(),
         eal.main_core.to_string(),
         "--file-prefix".into(),
         eal.file_prefix.clone(),
@@ -115,6 +123,21 @@ pub fn eal_args(config: &Config, memory: &MemoryPlan) -> Vec<String> {
     }
     a.extend(eal.extra_args.iter().cloned());
     a
+}
+
+/// The main core and the worker cores, in order, each once. Start-up may run on any of them:
+/// the workers' cores stay idle until the workers start, while the main core is often shared
+/// with the rest of the pod or node, and the EAL's start-up is tens of milliseconds of
+/// hugepage zeroing and probing. The EAL pins its thread to the main core before it returns.
+pub fn startup_cores(config: &Config) -> Vec<usize> {
+    let mut cores = vec![config.eal.main_core];
+    for w in &config.workers {
+        if !cores.contains(&w.core) {
+            cores.push(w.core);
+        }
+    }
+    cores.sort_unstable();
+    cores
 }
 
 /// A port of the running switch.
@@ -607,7 +630,7 @@ mod tests {
         let a = eal_args(&config, &mem);
         assert!(a.contains(&"--no-pci".to_string()));
         assert!(a.contains(&"--in-memory".to_string()));
-        assert_eq!(a[1..3], ["-l".to_string(), "0".to_string()]);
+        assert_eq!(a[1..5], ["-l", "0,1", "--main-lcore", "0"]);
         let mut pci = config.clone();
         pci.ports[0].devargs = "0000:03:00.1".into();
         pci.eal.no_huge = true;
