@@ -130,6 +130,15 @@ const DRIVER_CLASSES: &[&str] = &[
 /// DPDK linked statically, with only the drivers in `DRIVERS`. Linked dynamically, the EAL
 /// dlopens every driver in Debian's plugin directory (128 of them, with their libraries) at
 /// each start: 20 to 40 ms of a switch's start-up here, and the rest of it is not much more.
+///
+/// Two parts, as DPDK's own applications link:
+/// - the libraries (lib/ in DPDK's tree) as plain archives, for every binary: the linker
+///   takes the members a binary calls, so vswitchctl and vswitch-cni, which never start the
+///   EAL, get none of DPDK (vswitch-cni runs on the node, which has no DPDK);
+/// - the drivers, which nothing calls (their constructors register them), inside
+///   --whole-archive, for the binaries and tests that start the EAL only: their build scripts
+///   pass `DEP_DPDK_DRIVER_LINK_ARGS` to the linker. The libraries and system libraries
+///   follow them again there, for linkers that read archives in one pass.
 fn link_static() {
     println!("cargo:rerun-if-env-changed=VSWITCH_DPDK_DRIVERS");
     let extra = env::var("VSWITCH_DPDK_DRIVERS").unwrap_or_default();
@@ -139,27 +148,19 @@ fn link_static() {
         .map(PathBuf::from)
         .chain(["/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib", "/lib"].map(PathBuf::from))
         .collect();
-    let mut found = Vec::new();
-    let mut whole_archive = false;
+    let mut drivers = Vec::new();
+    let mut libraries = Vec::new();
     let mut system_libs: Vec<String> = Vec::new();
-    // Libs.private as DPDK's static build uses it: archives in a --whole-archive group (their
-    // constructors register drivers, buses and log types), then the system libraries.
     for arg in pkg_config(&["--static", "--libs"]) {
-        match arg.as_str() {
-            "-Wl,--whole-archive" => whole_archive = true,
-            "-Wl,--no-whole-archive" => whole_archive = false,
-            _ => {}
-        }
         if let Some(dir) = arg.strip_prefix("-L") {
             println!("cargo:rustc-link-search=native={dir}");
         } else if let Some(archive) = arg.strip_prefix("-l:lib").and_then(|a| a.strip_suffix(".a")) {
             let name = archive.strip_prefix("rte_").unwrap_or(archive);
-            if DRIVER_CLASSES.iter().any(|c| name.starts_with(c)) && !wanted.contains(&name) {
-                continue;
+            if !DRIVER_CLASSES.iter().any(|c| name.starts_with(c)) {
+                libraries.push(archive.to_owned());
+            } else if wanted.contains(&name) {
+                drivers.push(archive.to_owned());
             }
-            found.push(name.to_owned());
-            let modifiers = if whole_archive { "+whole-archive,-bundle" } else { "-bundle" };
-            println!("cargo:rustc-link-lib=static:{modifiers}={archive}");
         } else if let Some(name) = arg.strip_prefix("-l") {
             // The shared DPDK libraries come from the Requires line; private dependencies
             // of the system libraries (libpcap's libsystemd, say) are only needed to link
@@ -170,14 +171,23 @@ fn link_static() {
             }
         }
     }
-    for w in &wanted {
-        if !w.is_empty() && !found.iter().any(|f| f == w) {
+    for w in wanted.iter().filter(|w| !w.is_empty()) {
+        if !drivers.iter().any(|d| d.strip_prefix("rte_") == Some(*w)) {
             panic!("DPDK driver {w} has no static archive (librte_{w}.a) in this DPDK");
         }
     }
-    for name in system_libs {
+    for archive in &libraries {
+        println!("cargo:rustc-link-lib=static:-bundle={archive}");
+    }
+    for name in &system_libs {
         println!("cargo:rustc-link-lib=dylib={name}");
     }
+    let mut app = vec!["-Wl,--whole-archive".to_owned()];
+    app.extend(drivers.iter().map(|d| format!("-l:lib{d}.a")));
+    app.push("-Wl,--no-whole-archive".to_owned());
+    app.extend(libraries.iter().map(|l| format!("-l:lib{l}.a")));
+    app.extend(system_libs.iter().map(|l| format!("-l{l}")));
+    println!("cargo:driver_link_args={}", app.join(" "));
 }
 
 /// DPDK's shared libraries (`VSWITCH_DPDK_LINK=shared`): every driver of the system's plugin
@@ -192,4 +202,6 @@ fn link_shared() {
     }
     // rte_vdev_init and friends live in the vdev bus driver, which the .pc Libs line leaves out.
     println!("cargo:rustc-link-lib=dylib=rte_bus_vdev");
+    // The EAL loads the drivers itself.
+    println!("cargo:driver_link_args=");
 }

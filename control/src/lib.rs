@@ -1,7 +1,9 @@
 //! The control plane: the gRPC API over a running switch, its server, and the client side
 //! used by `vswitchctl`.
 
-pub mod client;
+/// Connecting to the API; in `vswitch-proto` so that vswitch-cni, which runs on the node,
+/// links none of the switch (nor DPDK).
+pub use vswitch_proto::client;
 pub mod convert;
 pub mod metrics;
 pub mod server;

@@ -184,6 +184,35 @@ fn manifests_and_the_chart_validate_against_the_kubernetes_schemas() {
     }
 }
 
+/// The shared libraries `binary` names (DT_NEEDED).
+fn needed_libraries(binary: &str) -> Vec<String> {
+    let readelf = Command::new("readelf").args(["-d", binary]).output().unwrap();
+    assert!(readelf.status.success(), "readelf -d {binary}");
+    String::from_utf8_lossy(&readelf.stdout)
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| Some(l.split('[').nth(1)?.trim_end_matches(']').to_string()))
+        .collect()
+}
+
+/// The CNI plugin runs on the node, which has no DPDK: it links none of DPDK, nor the
+/// libraries DPDK's drivers need (only vswitchd starts the EAL). vswitchctl's release build
+/// links none either, but this debug one keeps a little of the EAL (its constructors hold
+/// what unused code named, which link-time optimisation removes in a release build).
+#[test]
+fn the_cni_plugin_links_no_dpdk() {
+    let binary = env!("CARGO_BIN_EXE_vswitch-cni");
+    let needed = needed_libraries(binary);
+    for lib in &needed {
+        let base = ["libc.so", "libm.so", "libgcc_s.so", "ld-linux"].iter().any(|b| lib.starts_with(b));
+        assert!(base, "{binary} needs {lib}: {needed:?}");
+    }
+    let symbols = Command::new("nm").args(["--defined-only", binary]).output().unwrap();
+    assert!(symbols.status.success(), "nm {binary}");
+    assert!(!String::from_utf8_lossy(&symbols.stdout).contains("rte_eal_init"), "{binary} holds DPDK's EAL");
+    assert!(needed_libraries(VSWITCHD).iter().any(|l| l.starts_with("libnuma")), "vswitchd does link DPDK");
+}
+
 /// DPDK and its drivers are linked in statically; the shared libraries vswitchd needs
 /// directly must come from packages the runtime stage installs (apt brings their own
 /// dependencies), except glibc's and libgcc's, which every Debian image has.
@@ -191,12 +220,7 @@ fn manifests_and_the_chart_validate_against_the_kubernetes_schemas() {
 fn the_image_installs_every_library_vswitchd_links() {
     let dockerfile = std::fs::read_to_string(Path::new(ROOT).join("docker/Dockerfile")).unwrap();
     let runtime = &dockerfile[dockerfile.rfind("FROM debian:bookworm-slim").expect("a Debian 12 slim stage")..];
-    let readelf = Command::new("readelf").args(["-d", VSWITCHD]).output().unwrap();
-    let needed: Vec<String> = String::from_utf8_lossy(&readelf.stdout)
-        .lines()
-        .filter(|l| l.contains("(NEEDED)"))
-        .filter_map(|l| Some(l.split('[').nth(1)?.trim_end_matches(']').to_string()))
-        .collect();
+    let needed = needed_libraries(VSWITCHD);
     assert!(!needed.iter().any(|l| l.starts_with("librte")), "DPDK is linked shared: {needed:?}");
     assert!(needed.iter().any(|l| l.starts_with("libnuma")), "{needed:?}");
     for lib in needed {

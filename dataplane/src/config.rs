@@ -243,7 +243,7 @@ impl ControlConfig {
 }
 
 /// Where the daemon listens and `vswitchctl` looks by default.
-pub const DEFAULT_SOCKET: &str = "/run/vswitch/vswitchd.sock";
+pub const DEFAULT_SOCKET: &str = vswitch_proto::DEFAULT_SOCKET;
 
 impl Default for ControlConfig {
     fn default() -> Self {

@@ -68,7 +68,7 @@ struct NetConf {
 }
 
 fn default_socket() -> String {
-    dataplane::config::DEFAULT_SOCKET.to_string()
+    vswitch_proto::DEFAULT_SOCKET.to_string()
 }
 fn default_base() -> u32 {
     1000
@@ -215,7 +215,7 @@ fn ipam(env: &Env, command: &str, conf: &Value) -> Result<Option<Value>> {
 }
 
 async fn connect(socket: &str) -> Result<tonic::transport::Channel> {
-    control::client::connect(socket).await.map_err(|e| CniError::new(code::TRY_AGAIN_LATER, e, ""))
+    vswitch_proto::client::connect(socket).await.map_err(|e| CniError::new(code::TRY_AGAIN_LATER, e, ""))
 }
 
 fn refused(what: &str, s: tonic::Status) -> CniError {
