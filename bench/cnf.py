@@ -107,6 +107,10 @@ class Run:
                 except subprocess.TimeoutExpired:
                     p.kill()
         self.delete_netns()
+        # DPDK's runtime directories of what this run started: OVS-DPDK, testpmd and a
+        # killed process leave theirs behind.
+        for tag in ("vscnf", "vsprov", "ovscnf", "tpcnf", "tgcnf"):
+            shutil.rmtree(f"/var/run/dpdk/{tag}{os.getpid()}", ignore_errors=True)
         if os.environ.get("CNF_KEEP"):
             print(f"logs kept in {self.dir}")
         else:

@@ -41,6 +41,7 @@ TP_PID=""
 cleanup() {
   [[ -n $VS_PID ]] && kill -INT "$VS_PID" 2>/dev/null && wait "$VS_PID" 2>/dev/null || true
   [[ -n $TP_PID ]] && kill -INT "$TP_PID" 2>/dev/null && wait "$TP_PID" 2>/dev/null || true
+  rm -rf "/var/run/dpdk/tpflows$$"  # testpmd leaves its DPDK runtime directory
 }
 trap cleanup EXIT
 CTL=("$BIN/vswitchctl" --server "$WORK/vswitchd.sock")

@@ -38,6 +38,7 @@ RUN=$WORK/ovs
 cleanup() {
   [[ -n $VS_PID ]] && kill -INT "$VS_PID" 2>/dev/null && wait "$VS_PID" 2>/dev/null || true
   ovs_stop
+  rm -rf "/var/run/dpdk/vstunovs$$"  # OVS-DPDK leaves its DPDK runtime directory
 }
 trap cleanup EXIT
 CTL=("$BIN/vswitchctl" --server "$WORK/vswitchd.sock")

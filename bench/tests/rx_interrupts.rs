@@ -26,6 +26,7 @@ struct Rig {
     dir: tempfile::TempDir,
     switch: Child,
     tgen: Option<(Child, ChildStdin, BufReader<ChildStdout>)>,
+    tgen_prefix: String,
 }
 
 impl Drop for Rig {
@@ -39,9 +40,16 @@ impl Drop for Rig {
         let _ = self.switch.kill();
         let _ = self.switch.wait();
         if let Some((mut child, stdin, _)) = self.tgen.take() {
+            // On end of input the generator stops and tears its EAL down; killed, it would
+            // leave its runtime directory behind.
             drop(stdin);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
             let _ = child.kill();
             let _ = child.wait();
+            let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", self.tgen_prefix));
         }
     }
 }
@@ -92,7 +100,7 @@ rule = "in_port=1,actions=output:2"
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start vswitchd");
-        let mut rig = Rig { dir, switch, tgen: None };
+        let mut rig = Rig { dir, switch, tgen: None, tgen_prefix: unique("tgirq") };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !rig.dir.path().join("sw.sock").exists() {
             assert!(Instant::now() < deadline, "vswitchd's API did not come up: {}", rig.log());
@@ -102,7 +110,7 @@ rule = "in_port=1,actions=output:2"
         let mut tgen = Command::new(bin_dir().join("tgen"))
             .args(["--tx", &format!("net_virtio_user0,path={}", p("a.sock"))])
             .args(["--rx", &format!("net_virtio_user1,path={}", p("b.sock"))])
-            .args(["--file-prefix", &unique("tgirq"), "--core", "0", "--serve"])
+            .args(["--file-prefix", &rig.tgen_prefix, "--core", "0", "--serve"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
