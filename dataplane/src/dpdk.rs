@@ -131,14 +131,12 @@ impl Drop for Eal {
             sys::rte_eal_cleanup();
         }
         EAL_STATE.store(EAL_DOWN, Ordering::Release);
-        // The EAL leaves its runtime directory behind, and unlinks its telemetry sockets
-        // (dpdk_telemetry.v2, and the legacy "telemetry" one that librte_metrics asks for) only
+        // The EAL leaves its runtime directory behind, and unlinks its telemetry sockets only
         // at exit. Remove both now; remove_dir only succeeds on an empty directory, so
         // anything another tool put there stays.
         if let Ok(entries) = std::fs::read_dir(&self.runtime_dir) {
             for e in entries.flatten() {
-                let name = e.file_name();
-                if name == "telemetry" || name.to_string_lossy().starts_with("dpdk_telemetry") {
+                if e.file_name().to_string_lossy().starts_with("dpdk_telemetry") {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
