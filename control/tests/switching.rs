@@ -175,6 +175,41 @@ fn mac_entries_age_out() {
     assert!(left.iter().all(|e| e.mac != topo.host(1).mac && e.mac != topo.host(2).mac), "aged out: {left:?}");
 }
 
+/// A stop signal the moment the switch says it runs (as a supervisor reading its output may
+/// send it) still stops it cleanly: the handlers are in before "running" is printed.
+#[test]
+fn a_signal_right_after_start_stops_cleanly() {
+    use std::io::BufRead;
+    let _g = serial();
+    for signal in [nix::sys::signal::Signal::SIGINT, nix::sys::signal::Signal::SIGTERM].repeat(3) {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = unique("vssig");
+        let config = dir.path().join("vswitchd.toml");
+        let body = "[[port]]\nname = \"a\"\nnumber = 1\ndevargs = \"net_null0,no-rx=1\"\n";
+        std::fs::write(&config, test_config(&prefix, &dir.path().join("sw.sock"), "", body)).unwrap();
+        let mut child = std::process::Command::new(VSWITCHD)
+            .arg("--config")
+            .arg(&config)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut log = String::new();
+        while !log.contains("vswitchd: running") {
+            assert!(out.read_line(&mut log).unwrap() > 0, "vswitchd ended during start:\n{log}");
+        }
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+        let status = wait_timeout(&mut child, Duration::from_secs(30)).expect("vswitchd exits");
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut rest);
+        log += &rest;
+        assert_eq!(status.code(), Some(0), "{signal}: {status}:\n{log}");
+        assert!(log.contains("stopped cleanly"), "{signal}: {log}");
+        assert_eq!(dpdk_leftovers(&prefix), Vec::<String>::new(), "{signal}: DPDK files left behind");
+    }
+}
+
 #[test]
 fn sigterm_stops_cleanly_and_returns_memory() {
     let _g = serial();

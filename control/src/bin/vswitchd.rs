@@ -188,6 +188,13 @@ async fn run(
     listen: Option<std::net::SocketAddr>,
     metrics_listen: MetricsListen,
 ) -> Result<(), String> {
+    // Signal handlers first: until they are in, SIGINT or SIGTERM kills the process before
+    // the switch is shut down cleanly (the shutdown future below only runs once polled, after
+    // "running" is announced).
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return Err("cannot install signal handlers for SIGINT and SIGTERM".into());
+    };
     let listeners = Listeners::bind(&socket, listen).await.map_err(|e| e.to_string())?;
     println!("API on unix:{}", socket.display());
     if let Some(addr) = listeners.tcp_addr() {
@@ -235,12 +242,7 @@ async fn run(
             }
         })
     };
-    let shutdown = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
-            tracing::error!("cannot install signal handlers; stop vswitchd with SIGKILL");
-            return std::future::pending().await;
-        };
+    let shutdown = async move {
         let name = tokio::select! {
             _ = int.recv() => "SIGINT",
             _ = term.recv() => "SIGTERM",
