@@ -738,6 +738,15 @@ def versions():
     }
 
 
+def timer_wake(seconds):
+    """What a timer wake-up costs on the forwarding core (`wakecost`: a thread that only
+    sleeps, as an idle worker without rx interrupts does): the floor under idle CPU and under
+    the wait for the first packet after idle on this machine."""
+    out = subprocess.run([os.path.join(BIN, "wakecost"), "--core", str(SUT_CORE), "--sleep-us", "32,500",
+                          "--seconds", str(seconds), "--json"], capture_output=True, text=True)
+    return json.loads(out.stdout)["sleeps"] if out.returncode == 0 else None
+
+
 def markdown(results):
     lines = ["| scenario | system | zero-loss Mpps | max Mpps (offered/received) | p50 / p99 / p99.9 µs at 50% | cycles/pkt | CPU cores at 90% | RSS MiB | forwarding thread preempted /s |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -761,6 +770,14 @@ def markdown(results):
         lines.append(f"| {s} | {d['deploy_seconds'] or '-'} | {d.get('policy_update_seconds', '-')} | {prov} | "
                      f"{d['idle_cpu_cores']} | {d['idle_rss_mib']} | {wake(d.get('idle_wake_us'))} | "
                      f"{wake(d.get('deep_idle_wake_us'))} |")
+    wakes = results["machine"].get("timer_wake") or []
+    if wakes:
+        lines += ["", f"Timer wake-ups on core {SUT_CORE} (`wakecost`: a thread that only sleeps, as an idle worker "
+                      "without rx interrupts does):"]
+    for w in wakes:
+        o = w["oversleep_us"]
+        lines.append(f"- {w['sleep_us']} µs sleeps: {w['cpu_cores']} cores ({w['cpu_us_per_wake']} µs of CPU per "
+                     f"wake), oversleep p50 / p99 {o['p50']} / {o['p99']} µs")
     return "\n".join(lines)
 
 
@@ -841,6 +858,7 @@ def main():
                "settings": {k: v for k, v in vars(args).items() if k != "out"}, "scenarios": [], "systems": {}}
     isolated = isolate(GEN_CORE) if args.isolate else {}
     try:
+        results["machine"]["timer_wake"] = timer_wake(0.3 if args.smoke else 2.0)
         for system in args.systems.split(","):
             results["systems"][system] = deployment(run, system, 1 if args.smoke else 3)
             results["systems"][system].update(idle_wake(run, system, 2.0 if args.smoke else 6.0))

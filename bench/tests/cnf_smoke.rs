@@ -1,6 +1,6 @@
 //! The benchmark runner works end to end: `bench/cnf.py --smoke` starts this switch with
 //! memif ports, drives `tgen` through it, provisions endpoints at run time, and writes figures
-//! that make sense.
+//! that make sense, with the timer wake-up cost of the forwarding core.
 
 use std::path::Path;
 use std::process::Command;
@@ -42,8 +42,12 @@ fn cnf_runner_smoke() {
     assert!(zero_loss <= p2p["max_offered_mpps"].as_f64().unwrap() * 1.02, "{p2p}");
     assert!(p2p["cycles_per_packet"].as_f64().unwrap() > 0.0, "{p2p}");
     assert!(json["machine"]["dpdk"].as_str().unwrap().starts_with("22.11"), "{}", json["machine"]);
+    // The machine's timer wake-up cost on the forwarding core, for the idle figures.
+    let wakes = json["machine"]["timer_wake"].as_array().expect("timer wake figures");
+    assert_eq!(wakes.iter().map(|w| w["sleep_us"].as_u64().unwrap()).collect::<Vec<_>>(), [32, 500]);
+    assert!(wakes.iter().all(|w| w["cpu_us_per_wake"].as_f64().unwrap() > 0.0), "{wakes:?}");
     let table = std::fs::read_to_string(out_dir.path().join("smoke.md")).expect("smoke.md");
-    assert!(table.contains("| p2p | vswitchd |"), "{table}");
+    assert!(table.contains("| p2p | vswitchd |") && table.contains("- 500 µs sleeps: "), "{table}");
     let svg = std::fs::read_to_string(out_dir.path().join("smoke.svg")).expect("smoke.svg");
     assert!(svg.starts_with("<svg") && svg.contains("p2p · vswitchd") && svg.trim_end().ends_with("</svg>"));
 }

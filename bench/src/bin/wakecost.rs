@@ -1,0 +1,145 @@
+//! wakecost: what one timer wake-up costs on this machine, the floor under an idle worker's
+//! CPU and under the wait for the first packet after idle.
+//!
+//! An idle worker whose queues have no rx interrupt (memif, af_packet) sleeps and polls: its
+//! CPU is wakes per second times the cost of one wake, and the first packet after idle waits
+//! up to one sleep plus the oversleep. Both costs belong to the kernel and, in a VM, the
+//! hypervisor (timer interrupt, halt exit, scheduling), not to the switch. This runs the
+//! worker's own sleep (`std::thread::sleep`, 2 µs timer slack) on a pinned thread that does
+//! nothing else, and reads the CPU the scheduler charges it (/proc/thread-self/schedstat).
+//!
+//!   wakecost --core 1 --sleep-us 32,100,500,1000 --seconds 1 [--json]
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use hdrhistogram::Histogram;
+
+#[derive(Parser)]
+#[command(about = "CPU charged per timer wake-up, and oversleep, for a thread that only sleeps")]
+struct Args {
+    /// Core to pin the sleeping thread to (the worker's).
+    #[arg(long, default_value_t = 1)]
+    core: usize,
+    /// Sleep lengths to measure, µs.
+    #[arg(long, value_delimiter = ',', default_value = "32,100,500,1000")]
+    sleep_us: Vec<u64>,
+    /// Seconds per sleep length.
+    #[arg(long, default_value_t = 1.0)]
+    seconds: f64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One sleep length's figures.
+struct Figures {
+    sleep_us: u64,
+    wakes_per_s: f64,
+    cpu_cores: f64,
+    cpu_us_per_wake: f64,
+    oversleep_p50_us: f64,
+    oversleep_p99_us: f64,
+    oversleep_max_us: f64,
+}
+
+/// (run time ns, timeslices) the scheduler has charged the calling thread.
+fn schedstat() -> std::io::Result<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat")?;
+    let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().unwrap_or(0));
+    let run_ns = fields.next().unwrap_or(0);
+    let slices = fields.nth(1).unwrap_or(0);
+    Ok((run_ns, slices))
+}
+
+fn measure(sleep_us: u64, seconds: f64) -> std::io::Result<Figures> {
+    let sleep = Duration::from_micros(sleep_us);
+    let mut oversleep = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).expect("histogram bounds");
+    // Settle first: the first wakes after a change of pace are not typical.
+    for _ in 0..10 {
+        std::thread::sleep(sleep);
+    }
+    let (run0, _) = schedstat()?;
+    let start = Instant::now();
+    let mut wakes = 0u64;
+    while start.elapsed().as_secs_f64() < seconds {
+        let t = Instant::now();
+        std::thread::sleep(sleep);
+        let over = t.elapsed().saturating_sub(sleep);
+        oversleep.saturating_record(over.as_nanos().max(1) as u64);
+        wakes += 1;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let (run1, _) = schedstat()?;
+    let cpu_s = run1.saturating_sub(run0) as f64 / 1e9;
+    Ok(Figures {
+        sleep_us,
+        wakes_per_s: wakes as f64 / elapsed,
+        cpu_cores: cpu_s / elapsed,
+        cpu_us_per_wake: cpu_s * 1e6 / wakes.max(1) as f64,
+        oversleep_p50_us: oversleep.value_at_quantile(0.5) as f64 / 1e3,
+        oversleep_p99_us: oversleep.value_at_quantile(0.99) as f64 / 1e3,
+        oversleep_max_us: oversleep.max() as f64 / 1e3,
+    })
+}
+
+fn main() {
+    let args = Args::parse();
+    if args.sleep_us.is_empty() || args.sleep_us.contains(&0) || args.seconds.is_nan() || args.seconds <= 0.0 {
+        eprintln!("wakecost: --sleep-us needs lengths above 0 and --seconds a positive number");
+        std::process::exit(2);
+    }
+    if !core_affinity::set_for_current(core_affinity::CoreId { id: args.core }) {
+        eprintln!("wakecost: cannot pin to core {}", args.core);
+        std::process::exit(1);
+    }
+    // As the worker: a sleep of a few µs must not turn into the default 50 µs slack.
+    dataplane::dpdk::set_timer_slack(2_000);
+    let figures: Vec<Figures> = match args.sleep_us.iter().map(|&us| measure(us, args.seconds)).collect() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("wakecost: reading /proc/thread-self/schedstat: {e}");
+            std::process::exit(1);
+        }
+    };
+    if args.json {
+        let rows: Vec<serde_json::Value> = figures
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "sleep_us": f.sleep_us,
+                    "wakes_per_s": round(f.wakes_per_s, 0),
+                    "cpu_cores": round(f.cpu_cores, 4),
+                    "cpu_us_per_wake": round(f.cpu_us_per_wake, 1),
+                    "oversleep_us": {
+                        "p50": round(f.oversleep_p50_us, 1),
+                        "p99": round(f.oversleep_p99_us, 1),
+                        "max": round(f.oversleep_max_us, 1),
+                    },
+                })
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "core": args.core, "sleeps": rows }));
+        return;
+    }
+    println!("core {}: a thread that only sleeps", args.core);
+    println!("| sleep µs | wakes/s | CPU cores | CPU µs per wake | oversleep p50 / p99 / max µs |");
+    println!("|---|---|---|---|---|");
+    for f in &figures {
+        println!(
+            "| {} | {:.0} | {:.4} | {:.1} | {:.1} / {:.1} / {:.1} |",
+            f.sleep_us,
+            f.wakes_per_s,
+            f.cpu_cores,
+            f.cpu_us_per_wake,
+            f.oversleep_p50_us,
+            f.oversleep_p99_us,
+            f.oversleep_max_us
+        );
+    }
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let k = 10f64.powi(digits);
+    (x * k).round() / k
+}
