@@ -222,6 +222,19 @@ fn second_daemon_on_the_same_socket_is_refused() {
     assert!(sw.ctl(&["list-ports"]).status.success());
 }
 
+/// Ports whose driver has no rx interrupts (net_null here, as memif and af_packet) start
+/// without DPDK logging an error: the switch only asks whether they have them.
+#[test]
+fn ports_without_rx_interrupts_start_without_an_error_in_the_log() {
+    let _g = serial();
+    let sw = Vswitchd::start(NULL_PORTS);
+    assert!(sw.ctl(&["list-ports"]).status.success());
+    let (status, log) = sw.stop();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("net_null"), "{log}");
+    assert!(!log.contains("Rx Intr handle unset"), "{log}");
+}
+
 /// Where the CPU does not report the TSC frequency (VMs), the EAL measures it in a 20 ms
 /// window instead of 100 ms (dpdk-sys/shim.c). The switch says which happened, and the
 /// frequency it reports must be right either way: the worker's cycle counters (busy plus
