@@ -242,13 +242,10 @@ impl ControlConfig {
     }
 }
 
-/// Where the daemon listens and `vswitchctl` looks by default.
-pub const DEFAULT_SOCKET: &str = vswitch_proto::DEFAULT_SOCKET;
-
 impl Default for ControlConfig {
     fn default() -> Self {
         ControlConfig {
-            socket: PathBuf::from(DEFAULT_SOCKET),
+            socket: PathBuf::from(vswitch_proto::DEFAULT_SOCKET),
             listen: None,
             log_format: LogFormat::Text,
             metrics: None,
@@ -761,7 +758,7 @@ mod tests {
         assert_eq!(c.ports[0].mtu, 1500);
         assert_eq!(c.switch.mac_aging_seconds, 300);
         assert!(c.eal.in_memory);
-        assert_eq!(c.control.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(c.control.socket, PathBuf::from(vswitch_proto::DEFAULT_SOCKET));
         assert!(c.problems(&[0, 1]).is_empty(), "{:?}", c.problems(&[0, 1]));
     }
 

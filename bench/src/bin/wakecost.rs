@@ -43,13 +43,10 @@ struct Figures {
     oversleep_max_us: f64,
 }
 
-/// (run time ns, timeslices) the scheduler has charged the calling thread.
-fn schedstat() -> std::io::Result<(u64, u64)> {
+/// Run time (ns) the scheduler has charged the calling thread.
+fn run_ns() -> std::io::Result<u64> {
     let text = std::fs::read_to_string("/proc/thread-self/schedstat")?;
-    let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().unwrap_or(0));
-    let run_ns = fields.next().unwrap_or(0);
-    let slices = fields.nth(1).unwrap_or(0);
-    Ok((run_ns, slices))
+    Ok(text.split_whitespace().next().and_then(|f| f.parse().ok()).unwrap_or(0))
 }
 
 fn measure(sleep_us: u64, seconds: f64) -> std::io::Result<Figures> {
@@ -59,7 +56,7 @@ fn measure(sleep_us: u64, seconds: f64) -> std::io::Result<Figures> {
     for _ in 0..10 {
         std::thread::sleep(sleep);
     }
-    let (run0, _) = schedstat()?;
+    let run0 = run_ns()?;
     let start = Instant::now();
     let mut wakes = 0u64;
     while start.elapsed().as_secs_f64() < seconds {
@@ -70,7 +67,7 @@ fn measure(sleep_us: u64, seconds: f64) -> std::io::Result<Figures> {
         wakes += 1;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let (run1, _) = schedstat()?;
+    let run1 = run_ns()?;
     let cpu_s = run1.saturating_sub(run0) as f64 / 1e9;
     Ok(Figures {
         sleep_us,

@@ -17,7 +17,7 @@ use pb::tunnel_service_client::TunnelServiceClient;
 #[command(name = "vswitchctl", version, about = "Control and inspect a running vswitchd")]
 struct Args {
     /// The daemon's API: a Unix socket path or http://HOST:PORT.
-    #[arg(long, short, global = true, env = "VSWITCH_SERVER", default_value = dataplane::config::DEFAULT_SOCKET)]
+    #[arg(long, short, global = true, env = "VSWITCH_SERVER", default_value = vswitch_proto::DEFAULT_SOCKET)]
     server: String,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
