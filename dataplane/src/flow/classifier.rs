@@ -186,15 +186,16 @@ pub struct Classifier {
 pub const BATCH: usize = 32;
 
 impl Classifier {
-    /// Builds the classifier of `rules` (index i of the result refers to `rules[i]`).
-    pub fn build(rules: &[(Match, RuleRef)]) -> Classifier {
+    /// Builds the classifier of `rules` (index i of the result refers to the i-th rule). An
+    /// iterator, walked a few times, so that no copy of every match is made for the build.
+    pub fn build(rules: impl Iterator<Item = (Match, RuleRef)> + Clone) -> Classifier {
         // Group by mask.
         let mut by_mask: rustc_hash::FxHashMap<FlowKey, Vec<u32>> = Default::default();
-        for (i, (m, _)) in rules.iter().enumerate() {
+        for (i, (m, _)) in rules.clone().enumerate() {
             by_mask.entry(m.mask).or_default().push(i as u32);
         }
-        let values: Box<[FlowKey]> = rules.iter().map(|(m, _)| m.value).collect();
-        let refs: Box<[RuleRef]> = rules.iter().map(|(_, r)| *r).collect();
+        let values: Box<[FlowKey]> = rules.clone().map(|(m, _)| m.value).collect();
+        let refs: Box<[RuleRef]> = rules.map(|(_, r)| r).collect();
         let mut subtables: Vec<Subtable> = by_mask
             .into_iter()
             .map(|(mask, mut members)| {
@@ -407,7 +408,7 @@ mod tests {
             "priority=30,tcp,nw_dst=10.1.0.0/16,tp_dst=80,actions=drop",
             "priority=5,actions=drop",
         ]);
-        let c = Classifier::build(&r);
+        let c = Classifier::build(r.iter().copied());
         assert_eq!(c.subtables().len(), 4);
         assert_eq!(c.lookup(&key("tcp,nw_dst=10.1.2.3,tp_dst=80")), Some(2));
         assert_eq!(c.lookup(&key("tcp,nw_dst=10.1.2.3,tp_dst=81")), Some(1));
@@ -422,7 +423,7 @@ mod tests {
             "priority=50,in_port=1,actions=drop",
             "priority=50,in_port=1,actions=drop",
         ]);
-        let c = Classifier::build(&r);
+        let c = Classifier::build(r.iter().copied());
         assert_eq!(c.lookup(&key("in_port=1")), Some(1));
         assert_eq!(c.lookup(&key("in_port=2")), None);
         assert_eq!(lookup_linear(&r, &key("in_port=1")), Some(1));
@@ -430,7 +431,7 @@ mod tests {
 
     #[test]
     fn empty_table_matches_nothing() {
-        let c = Classifier::build(&[]);
+        let c = Classifier::build(std::iter::empty());
         assert_eq!(c.lookup(&FlowKey::ZERO), None);
         let mut out = [Some(7); BATCH];
         c.lookup_batch(&[FlowKey::ZERO; BATCH], 0b11, &mut out);
@@ -447,7 +448,7 @@ mod tests {
                 (m, RuleRef { priority: 100, id: i })
             })
             .collect();
-        let c = Classifier::build(&r);
+        let c = Classifier::build(r.iter().copied());
         for i in (0..5000u32).step_by(7) {
             let mut k = FlowKey::ZERO;
             slot::ETH_TYPE.set(&mut k, 0x0800);
@@ -516,7 +517,7 @@ mod tests {
         ) {
             let rules: Vec<(Match, RuleRef)> =
                 raw.into_iter().enumerate().map(|(i, (m, p))| (m, RuleRef { priority: p, id: i as u32 })).collect();
-            let c = Classifier::build(&rules);
+            let c = Classifier::build(rules.iter().copied());
             let mut batch = [None; BATCH];
             let todo = if keys.len() == BATCH { u32::MAX } else { (1u32 << keys.len()) - 1 };
             let mut padded = [FlowKey::ZERO; BATCH];

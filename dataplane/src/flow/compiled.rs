@@ -210,8 +210,6 @@ pub struct CompiledTable {
 
 impl CompiledTable {
     pub fn build(id: u8, rules: Vec<CompiledRule>, miss: MissAction) -> CompiledTable {
-        let refs: Vec<(Match, RuleRef)> =
-            rules.iter().map(|r| (r.matching, RuleRef { priority: r.priority, id: r.id })).collect();
         let hot = rules
             .iter()
             .map(|r| {
@@ -225,7 +223,9 @@ impl CompiledTable {
                 }
             })
             .collect();
-        CompiledTable { id, classifier: Classifier::build(&refs), rules: rules.into_boxed_slice(), hot, miss }
+        let classifier =
+            Classifier::build(rules.iter().map(|r| (r.matching, RuleRef { priority: r.priority, id: r.id })));
+        CompiledTable { id, classifier, rules: rules.into_boxed_slice(), hot, miss }
     }
 }
 
