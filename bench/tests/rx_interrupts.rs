@@ -152,6 +152,14 @@ rule = "in_port=1,actions=output:2"
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Packets the switch dropped on `port` for `reason`.
+    fn drops(&self, port: &str, reason: &str) -> u64 {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.ctl(&["--json", "show-drops", "--port", port, "--all"])).unwrap();
+        let entry = v["drops"].as_array().unwrap().iter().find(|d| d["reason"] == reason);
+        entry.map_or(0, |d| count(d, "packets"))
+    }
+
     fn worker(&self) -> serde_json::Value {
         let v: serde_json::Value = serde_json::from_str(&self.ctl(&["--json", "list-workers"])).unwrap();
         v["workers"][0].clone()
@@ -216,10 +224,20 @@ fn idle_worker_waits_for_rx_interrupts_and_forwards_what_comes() {
     let woken = rig.worker();
     assert!(count(&woken, "interrupt_waits") >= count(&after, "interrupt_waits") + sent, "{woken}");
 
-    // Traffic at 1 Mpps after idle: nothing lost while the worker wakes up.
+    // Traffic at 1 Mpps after idle: the switch loses nothing while the worker wakes up. A
+    // late wake-up leaves the generator's ring full (those sends fail and count as
+    // tx_failed, not sent); it cannot lose what was sent. What the switch cannot help is a
+    // full receive ring at the generator, which shares core 0 with everything else: it
+    // counts those packets as tx_queue_full on port b. Every packet not received must be one
+    // of those, and they must stay rare. (On a noisy host this burst once lost 32 packets
+    // with an 11.8 ms latency maximum; stopping the generator for 15 ms in the middle of the
+    // burst lost none.)
+    let full_before = rig.drops("b", "tx_queue_full");
     let burst = rig.trial(1.0, 1.0);
-    assert_eq!(burst["lost"], 0, "{burst}");
-    assert_eq!(burst["stamped"], burst["sent"], "{burst}");
+    let full = rig.drops("b", "tx_queue_full") - full_before;
+    assert_eq!(burst["lost"].as_u64(), Some(full), "tx_queue_full on b: {full}; {burst}");
+    assert_eq!(burst["stamped"], burst["received"], "{burst}");
+    assert!(full <= burst["sent"].as_u64().unwrap() / 100, "tx_queue_full on b: {full}; {burst}");
 }
 
 #[test]
