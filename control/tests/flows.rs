@@ -651,6 +651,19 @@ fn flow_files_load_replace_and_point_at_errors() {
     assert!(text.contains("1 added, 2 deleted"), "{text}");
     let flows: Vec<String> = dump(&sw).into_iter().map(|f| f.text).collect();
     assert_eq!(flows, vec!["table=0,priority=5,in_port=1,actions=drop".to_string()]);
+    // A bad line in a replacement names its line too (after the delete the request starts
+    // with), and replaces nothing.
+    std::fs::write(
+        &repl,
+        "# new policy\npriority=6,in_port=2,actions=drop\npriority=7,ip,nw_dstt=1.2.3.4,actions=drop\n",
+    )
+    .unwrap();
+    let out = sw.ctl(&["replace-flows", repl.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:3: unknown field 'nw_dstt'", repl.display())), "{err}");
+    assert!(err.contains("priority=7,ip,nw_dstt=1.2.3.4,actions=drop\n  ") && err.trim_end().ends_with('^'), "{err}");
+    assert_eq!(dump(&sw).len(), 1, "a bad replacement changes nothing");
     // Texts through the API name their index.
     let e = rt().block_on(async {
         pb::flow_service_client::FlowServiceClient::new(sw.channel().await)

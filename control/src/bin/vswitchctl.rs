@@ -225,14 +225,10 @@ fn read_flows(path: &std::path::Path) -> Result<(Vec<String>, Vec<usize>), Strin
 
 /// Turns the daemon's "texts[i]: message (at column C)" (or "ops[i].add_text: ...") into
 /// "FILE:LINE: message" with the line and a caret under the column. `offset` is the number
-/// of operations before the first text.
-fn file_error(
-    status: tonic::Status,
-    path: &std::path::Path,
-    texts: &[String],
-    lines: &[usize],
-    offset: usize,
-) -> String {
+/// of operations before the first text. The file is read again for this: the request took
+/// the texts (a copy of 10k rules costs more than reading them twice when one is bad).
+fn file_error(status: tonic::Status, path: &std::path::Path, offset: usize) -> String {
+    let Ok((texts, lines)) = read_flows(path) else { return status_text(status) };
     let msg = status.message();
     let index = msg
         .strip_prefix("texts[")
@@ -607,16 +603,16 @@ async fn run(args: Args) -> Result<(), String> {
             print_tx(&r, json)?;
         }
         Command::AddFlows { file, no_wait } => {
-            let (texts, lines) = read_flows(&file)?;
+            let (texts, _) = read_flows(&file)?;
             let r = flow_client(channel)
-                .add_flows(pb::AddFlowsRequest { flows: vec![], texts: texts.clone(), wait: !no_wait })
+                .add_flows(pb::AddFlowsRequest { flows: vec![], texts, wait: !no_wait })
                 .await
-                .map_err(|s| file_error(s, &file, &texts, &lines, 0))?
+                .map_err(|s| file_error(s, &file, 0))?
                 .into_inner();
             print_tx(&r, json)?;
         }
         Command::ReplaceFlows { file, table, no_wait } => {
-            let (texts, lines) = read_flows(&file)?;
+            let (texts, _) = read_flows(&file)?;
             let filter = pb::FlowFilter { table: table.map(|t| t as u32), ..Default::default() };
             let mut ops = vec![pb::FlowOp {
                 op: Some(pb::flow_op::Op::Delete(pb::DeleteFlowsRequest {
@@ -625,11 +621,11 @@ async fn run(args: Args) -> Result<(), String> {
                     wait: false,
                 })),
             }];
-            ops.extend(texts.iter().map(|t| pb::FlowOp { op: Some(pb::flow_op::Op::AddText(t.clone())) }));
+            ops.extend(texts.into_iter().map(|t| pb::FlowOp { op: Some(pb::flow_op::Op::AddText(t)) }));
             let r = flow_client(channel)
                 .transact(pb::TransactRequest { ops, wait: !no_wait })
                 .await
-                .map_err(|s| file_error(s, &file, &texts, &lines, 1))?
+                .map_err(|s| file_error(s, &file, 1))?
                 .into_inner();
             print_tx(&r, json)?;
         }
