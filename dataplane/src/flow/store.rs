@@ -104,6 +104,11 @@ fn key_of(flow: &StoredFlow) -> FlowKeyInTable {
     (flow.spec.priority, flow.spec.matching)
 }
 
+/// The index hash of a stored flow (what rehashing and re-pointing need).
+fn flow_hash(flow: &StoredFlow) -> u64 {
+    key_hash(&key_of(flow))
+}
+
 fn has_key(flow: &StoredFlow, key: &FlowKeyInTable) -> bool {
     flow.spec.priority == key.0 && flow.spec.matching == key.1
 }
@@ -130,7 +135,7 @@ impl FlowMap {
             self.flows.reserve(additional);
         }
         let flows = &self.flows;
-        self.index.reserve(additional, |&i| key_hash(&key_of(&flows[i as usize])));
+        self.index.reserve(additional, |&i| flow_hash(&flows[i as usize]));
     }
 
     /// Where the flow with key hash `hash` that `is` picks sits.
@@ -147,17 +152,14 @@ impl FlowMap {
         let key = key_of(&flow);
         let flows = &self.flows;
         let next = flows.len() as u32;
-        let found = match self.index.entry(
-            hash,
-            |&i| has_key(&flows[i as usize], &key),
-            |&i| key_hash(&key_of(&flows[i as usize])),
-        ) {
-            Entry::Occupied(e) => Some(*e.get() as usize),
-            Entry::Vacant(e) => {
-                e.insert(next);
-                None
-            }
-        };
+        let found =
+            match self.index.entry(hash, |&i| has_key(&flows[i as usize], &key), |&i| flow_hash(&flows[i as usize])) {
+                Entry::Occupied(e) => Some(*e.get() as usize),
+                Entry::Vacant(e) => {
+                    e.insert(next);
+                    None
+                }
+            };
         match found {
             Some(i) => Some(std::mem::replace(&mut self.flows[i], flow)),
             None => {
@@ -180,7 +182,7 @@ impl FlowMap {
             // The last flow moves into the hole: its index slot follows it.
             let slot = self
                 .index
-                .find_mut(key_hash(&key_of(&self.flows[last])), |&j| j as usize == last)
+                .find_mut(flow_hash(&self.flows[last]), |&j| j as usize == last)
                 .expect("every flow is indexed");
             *slot = i as u32;
         }
@@ -481,7 +483,7 @@ impl FlowStore {
                     self.free_ids.push(id);
                 }
                 Undo::Restore(t, f) => {
-                    let hash = key_hash(&key_of(&f));
+                    let hash = flow_hash(&f);
                     if self.tables[t as usize].flows.insert(hash, *f).is_none() {
                         self.count += 1;
                     }
