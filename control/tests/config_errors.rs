@@ -74,6 +74,19 @@ fn two_workers_on_one_core() {
 }
 
 #[test]
+fn idle_sleeps_too_long_or_tiers_out_of_order() {
+    let f = start_failing(&format!(
+        "{HEAD}{NULL_PORT}{WORKER}[switch]\nidle_long_sleep_us = 20000\nidle_deep_after_ms = 500\nidle_long_after_ms = 200\n"
+    ));
+    for msg in [
+        "switch.idle_long_sleep_us: 20000 is over 10000 (10 ms)",
+        "switch.idle_long_after_ms: 200 is below idle_deep_after_ms (500)",
+    ] {
+        assert_clean_failure(&f, msg);
+    }
+}
+
+#[test]
 fn several_problems_are_listed_together() {
     let f = start_failing(&format!(
         "{HEAD}[[port]]\nname = \"a\"\nnumber = 0\ndevargs = \"net_null0\"\nmtu = 20\n[[port]]\nname = \"a\"\nnumber = 2\ndevargs = \"net_null1\"\n"

@@ -248,6 +248,51 @@ fn a_loaded_worker_keeps_polling_through_a_pause() {
     assert!(after_pause > before, "without the load gate the pause is slept through");
 }
 
+/// Sleeps of an idle worker on ports without rx interrupts grow with the pause: deep sleeps
+/// (`idle_deep_sleep_us`) after `idle_deep_after_ms`, long ones (`idle_long_sleep_us`)
+/// after `idle_long_after_ms`. Counted as sleeps per second of wall time: a worker that
+/// only takes 5 ms sleeps cannot take more than 200 in a second.
+#[test]
+fn an_idle_worker_sleeps_longer_the_longer_it_idles() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.pcap");
+    let frames: Vec<Vec<u8>> = (0..10).map(|_| frame(B, A, 60)).collect();
+    write_pcap(std::fs::File::create(&input).unwrap(), &frames).unwrap();
+    let sw = Vswitchd::start(&format!(
+        "[switch]\nidle_deep_after_ms = 100\nidle_deep_sleep_us = 500\n\
+         idle_long_after_ms = 1500\nidle_long_sleep_us = 5000\n\n\
+         [[port]]\nname = \"in\"\nnumber = 1\ndevargs = \"net_pcap0,rx_pcap={}\"\n\n\
+         [[port]]\nname = \"out\"\nnumber = 2\ndevargs = \"net_null0,no-rx=1\"\n",
+        input.display()
+    ));
+    wait_port(&sw, 2, "every frame forwarded", |c| c.tx_packets == 10);
+    let last_packet = std::time::Instant::now();
+    let rate = |from_ms: u64, to_ms: u64| -> f64 {
+        let at = |ms: u64| {
+            std::thread::sleep(
+                (last_packet + std::time::Duration::from_millis(ms))
+                    .saturating_duration_since(std::time::Instant::now()),
+            );
+            (worker_sleeps(&sw), std::time::Instant::now())
+        };
+        let (a, ta) = at(from_ms);
+        let (b, tb) = at(to_ms);
+        assert!(ta.duration_since(last_packet) < std::time::Duration::from_millis(from_ms + 300), "test too slow");
+        (b - a) as f64 / (tb - ta).as_secs_f64()
+    };
+    // Deep idle: 500 µs sleeps, some 2,000 a second less the time each wake-up takes.
+    let deep = rate(300, 1300);
+    // Long idle: 5 ms sleeps (the doubling from 500 µs reaches 5 ms within 8 ms).
+    let long = rate(2000, 3000);
+    let (status, log) = sw.stop();
+    assert!(status.success(), "{log}");
+    eprintln!("sleeps per second: deep idle {deep:.0}, long idle {long:.0}");
+    assert!(deep > 400.0, "deep idle took {deep:.0} sleeps a second: were they long sleeps already?");
+    assert!(long <= 202.0, "long idle took {long:.0} sleeps a second: more than 5 ms sleeps allow");
+    assert!(long > 50.0, "long idle took {long:.0} sleeps a second: is the worker sleeping at all?");
+}
+
 /// Exact destination-MAC rules, one mask, each sending to one port: table 0 runs as a flat
 /// direct table. Bursts of hits leave whole when all go to one port, else packet by packet;
 /// bursts with a miss or a malformed frame take the general path. Every frame must reach

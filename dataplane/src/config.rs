@@ -146,6 +146,12 @@ pub struct SwitchConfig {
     /// a long pause waits up to one deep sleep.
     pub idle_deep_after_ms: u32,
     pub idle_deep_sleep_us: u32,
+    /// After this many ms without packets (0: never), sleeps grow on to
+    /// `idle_long_sleep_us`: on a VM each timer wake-up costs 20-40 µs of CPU, so a switch
+    /// idle for seconds halves its CPU again, and the first packet after such a pause waits
+    /// up to one long sleep.
+    pub idle_long_after_ms: u32,
+    pub idle_long_sleep_us: u32,
     /// In deep idle, a worker whose rx queues all give rx interrupts (vhost-user, tap, most
     /// NIC VFs) blocks until one fires instead of sleeping `idle_deep_sleep_us` at a time:
     /// no CPU while idle, and the first packet waits for one wake-up. Ports are set up with
@@ -186,6 +192,8 @@ impl Default for SwitchConfig {
             idle_sleep_max_us: 32,
             idle_deep_after_ms: 100,
             idle_deep_sleep_us: 500,
+            idle_long_after_ms: 1000,
+            idle_long_sleep_us: 1000,
             idle_interrupts: true,
             idle_load_pps: 100_000,
             idle_load_hold_ms: 1000,
@@ -471,16 +479,21 @@ impl Config {
         if let Err(e) = self.control.metrics_listen() {
             p.push(e);
         }
-        if self.switch.idle_deep_sleep_us > 10_000 {
-            p.push(format!(
-                "switch.idle_deep_sleep_us: {} is over 10000 (10 ms): packets would wait that long after idle",
-                self.switch.idle_deep_sleep_us
-            ));
+        for (field, value) in [
+            ("idle_sleep_max_us", self.switch.idle_sleep_max_us),
+            ("idle_deep_sleep_us", self.switch.idle_deep_sleep_us),
+            ("idle_long_sleep_us", self.switch.idle_long_sleep_us),
+        ] {
+            if value > 10_000 {
+                p.push(format!(
+                    "switch.{field}: {value} is over 10000 (10 ms): packets would wait that long after idle"
+                ));
+            }
         }
-        if self.switch.idle_sleep_max_us > 10_000 {
+        let (deep, long) = (self.switch.idle_deep_after_ms, self.switch.idle_long_after_ms);
+        if long != 0 && deep != 0 && long < deep {
             p.push(format!(
-                "switch.idle_sleep_max_us: {} is over 10000 (10 ms): packets would wait that long after idle",
-                self.switch.idle_sleep_max_us
+                "switch.idle_long_after_ms: {long} is below idle_deep_after_ms ({deep}): long idle comes after deep idle"
             ));
         }
 

@@ -131,6 +131,9 @@ pub struct IdleSettings {
     /// TSC cycles without packets after which sleeps may grow to `deep_sleep_us` (0: never).
     pub deep_cycles: u64,
     pub deep_sleep_us: u32,
+    /// TSC cycles without packets after which sleeps may grow on to `long_sleep_us` (0: never).
+    pub long_cycles: u64,
+    pub long_sleep_us: u32,
     /// In deep idle, wait for rx interrupts instead of sleeping when every rx queue of the
     /// worker gives one.
     pub interrupts: bool,
@@ -139,6 +142,20 @@ pub struct IdleSettings {
     /// TSC cycles of `LOAD_WINDOW`, and how long a loaded worker keeps from sleeping.
     pub load_window_cycles: u64,
     pub load_hold_cycles: u64,
+}
+
+impl IdleSettings {
+    /// The longest sleep allowed after `idle_cycles` TSC cycles without packets.
+    #[inline]
+    fn sleep_cap_us(&self, idle_cycles: u64) -> u32 {
+        if self.long_cycles > 0 && idle_cycles > self.long_cycles {
+            self.long_sleep_us
+        } else if self.deep_cycles > 0 && idle_cycles > self.deep_cycles {
+            self.deep_sleep_us
+        } else {
+            self.sleep_max_us
+        }
+    }
 }
 
 /// Length of the window over which a worker's packet rate is judged loaded or not.
@@ -560,8 +577,7 @@ fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
                 // worker costs little CPU and the first packet waits at most one sleep.
                 interrupts.disarm(&mut rx);
                 std::thread::sleep(std::time::Duration::from_micros(sleep_us as u64));
-                let cap = if deep { idle.deep_sleep_us } else { idle.sleep_max_us };
-                sleep_us = (sleep_us * 2).min(cap.max(1));
+                sleep_us = (sleep_us * 2).min(idle.sleep_cap_us(end.wrapping_sub(last_busy)).max(1));
             }
             let woke = dpdk::tsc();
             poll_start = woke;
@@ -630,11 +646,27 @@ mod tests {
             sleep_max_us: 32,
             deep_cycles: 100_000,
             deep_sleep_us: 500,
+            long_cycles: 1_000_000,
+            long_sleep_us: 1000,
             interrupts: false,
             load_packets: 1000,
             load_window_cycles: 10_000,
             load_hold_cycles: 1_000_000,
         }
+    }
+
+    #[test]
+    fn sleeps_grow_with_the_length_of_the_idle_period() {
+        let idle = settings();
+        assert_eq!(idle.sleep_cap_us(0), 32);
+        assert_eq!(idle.sleep_cap_us(100_000), 32, "deep idle starts after deep_cycles");
+        assert_eq!(idle.sleep_cap_us(100_001), 500);
+        assert_eq!(idle.sleep_cap_us(1_000_000), 500);
+        assert_eq!(idle.sleep_cap_us(1_000_001), 1000);
+        let never_long = IdleSettings { long_cycles: 0, ..settings() };
+        assert_eq!(never_long.sleep_cap_us(u64::MAX / 2), 500);
+        let never_deep = IdleSettings { deep_cycles: 0, long_cycles: 0, ..settings() };
+        assert_eq!(never_deep.sleep_cap_us(u64::MAX / 2), 32);
     }
 
     #[test]

@@ -317,6 +317,8 @@ impl Switch {
                     sleep_max_us: config.switch.idle_sleep_max_us,
                     deep_cycles: eal.tsc_hz() / 1000 * config.switch.idle_deep_after_ms as u64,
                     deep_sleep_us: config.switch.idle_deep_sleep_us,
+                    long_cycles: eal.tsc_hz() / 1000 * config.switch.idle_long_after_ms as u64,
+                    long_sleep_us: config.switch.idle_long_sleep_us,
                     interrupts: config.switch.idle_interrupts,
                     load_packets: config.switch.idle_load_pps as u64 / (1000 / LOAD_WINDOW_MS),
                     load_window_cycles: eal.tsc_hz() / 1000 * LOAD_WINDOW_MS,
