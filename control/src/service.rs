@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use dataplane::flow::store::{FlowOp, TxError};
 use dataplane::mac_table::FlushFilter;
 use dataplane::stats::DropReason;
 use dataplane::switch::PortView;
@@ -400,21 +401,10 @@ fn field_error(e: crate::convert::FieldError) -> Status {
     Status::invalid_argument(e.to_string())
 }
 
-/// Waits (without blocking the runtime) until every worker runs `generation`.
+/// Waits (without blocking the runtime) until every worker runs `generation`, after
+/// `QUICK_WAIT` spent waiting on the request's own thread.
 async fn wait_live(switch: &Arc<Switch>, generation: u64, timeout: std::time::Duration) -> bool {
-    // A busy worker takes a new snapshot at its next poll, one waiting for rx interrupts
-    // when the doorbell rings, one in a timed idle sleep when that ends (500 µs by
-    // default): usually well under a millisecond, the least a tokio sleep lasts. So the
-    // first 2 ms are waited for off the runtime in 20 µs sleeps, the rest in tokio's.
-    let quick = timeout.min(std::time::Duration::from_millis(2));
-    let sw = switch.clone();
-    let live = tokio::task::spawn_blocking(move || sw.wait_for_generation(generation, quick, QUICK_POLL))
-        .await
-        .unwrap_or(false);
-    if live {
-        return true;
-    }
-    let deadline = tokio::time::Instant::now() + timeout.saturating_sub(quick);
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if switch.oldest_running_generation() >= generation {
             return true;
@@ -426,26 +416,38 @@ async fn wait_live(switch: &Arc<Switch>, generation: u64, timeout: std::time::Du
     }
 }
 
+/// A busy worker takes a new snapshot at its next poll, one waiting for rx interrupts when
+/// the doorbell rings, one in a timed idle sleep when that ends (1 ms at most by default):
+/// usually well under a millisecond, the least a tokio sleep lasts. So the first 2 ms are
+/// waited for in 20 µs sleeps.
+const QUICK_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
 const QUICK_POLL: std::time::Duration = std::time::Duration::from_micros(20);
 
 const WAIT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Api {
-    /// Runs a transaction off the async threads (compiling large tables takes a while),
-    /// then optionally waits for it to be live.
-    async fn run_transaction(
+    /// Builds the ops (`ops` may parse thousands of rules), runs the transaction and waits
+    /// the first moments for it to go live, all on this thread: `block_in_place` hands the
+    /// runtime's other tasks to another thread instead of handing this work to one. On a
+    /// core shared with a busy process each hand-off waits for the scheduler, often a
+    /// millisecond or more. The API runs on vswitchd's multi-thread runtime.
+    async fn run_transaction<I: IntoIterator<Item = Result<FlowOp, TxError>>>(
         &self,
-        ops: Vec<dataplane::flow::store::FlowOp>,
-        name_op: impl Fn(usize) -> String + Send + 'static,
+        ops: impl FnOnce() -> I,
+        name_op: impl Fn(usize) -> String,
         wait: bool,
     ) -> Result<Response<pb::TransactResponse>, Status> {
-        let switch = self.switch.clone();
-        let result = tokio::task::spawn_blocking(move || switch.transact(&ops))
-            .await
-            .map_err(|e| Status::internal(format!("transaction task failed: {e}")))?;
-        let outcome =
-            result.map_err(|e| Status::invalid_argument(format!("{}.{}: {}", name_op(e.op), e.field, e.message)))?;
-        let live = wait && wait_live(&self.switch, outcome.generation, WAIT_DEFAULT).await;
+        let switch = &self.switch;
+        let (outcome, live) = tokio::task::block_in_place(|| {
+            let outcome = switch.transact(ops()).map_err(|e| {
+                // An op that failed to parse has no field: its message says where.
+                let at = if e.field.is_empty() { name_op(e.op) } else { format!("{}.{}", name_op(e.op), e.field) };
+                Status::invalid_argument(format!("{at}: {}", e.message))
+            })?;
+            let live = wait && switch.wait_for_generation(outcome.generation, QUICK_WAIT, QUICK_POLL);
+            Ok::<_, Status>((outcome, live))
+        })?;
+        let live = live || (wait && wait_live(switch, outcome.generation, WAIT_DEFAULT - QUICK_WAIT).await);
         Ok(Response::new(pb::TransactResponse {
             generation: outcome.generation,
             added: outcome.added as u64,
@@ -467,34 +469,35 @@ impl pb::flow_service_server::FlowService for Api {
             ops.push(op);
             kinds.push(kind);
         }
-        self.run_transaction(ops, move |i| format!("ops[{i}].{}", kinds.get(i).copied().unwrap_or("op")), req.wait)
-            .await
+        let name = move |i: usize| format!("ops[{i}].{}", kinds.get(i).copied().unwrap_or("op"));
+        self.run_transaction(|| ops.into_iter().map(Ok), name, req.wait).await
     }
 
     async fn add_flows(&self, req: Request<pb::AddFlowsRequest>) -> Result<Response<pb::TransactResponse>, Status> {
-        let t0 = std::time::Instant::now();
         let req = req.into_inner();
-        let ops = req
+        let typed = req
             .flows
             .iter()
             .enumerate()
             .map(|(i, f)| {
                 crate::convert::flow_to_model(f)
-                    .map(dataplane::flow::store::FlowOp::Add)
+                    .map(FlowOp::Add)
                     .map_err(|e| field_error(e.under(&format!("flows[{i}]"))))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let typed = ops.len();
-        let mut ops = ops;
-        ops.reserve(req.texts.len());
-        for (i, text) in req.texts.iter().enumerate() {
-            let spec =
-                dataplane::flow::parse_flow(text).map_err(|e| Status::invalid_argument(format!("texts[{i}]: {e}")))?;
-            ops.push(dataplane::flow::store::FlowOp::Add(spec));
-        }
-        tracing::debug!(flows = ops.len(), convert_ms = t0.elapsed().as_secs_f64() * 1e3, "AddFlows decoded");
-        let name = move |i: usize| if i < typed { format!("flows[{i}]") } else { format!("texts[{}]", i - typed) };
-        self.run_transaction(ops, name, req.wait).await
+        let n_typed = typed.len();
+        // Each text is parsed as the transaction reaches it: 10,000 rules never sit in
+        // memory as parsed ops all at once (2.5 MB, each page of it a fault in a fresh
+        // process).
+        let texts = req.texts.iter().enumerate().map(|(i, text)| {
+            dataplane::flow::parse_flow(text).map(FlowOp::Add).map_err(|e| TxError {
+                op: n_typed + i,
+                field: String::new(),
+                message: e.to_string(),
+            })
+        });
+        let name = move |i: usize| if i < n_typed { format!("flows[{i}]") } else { format!("texts[{}]", i - n_typed) };
+        self.run_transaction(|| typed.into_iter().map(Ok).chain(texts), name, req.wait).await
     }
 
     async fn modify_flows(
@@ -504,9 +507,9 @@ impl pb::flow_service_server::FlowService for Api {
         let req = req.into_inner();
         let filter = crate::convert::filter_to_model(req.filter.as_ref()).map_err(field_error)?;
         let actions = crate::convert::actions_to_model(&req.actions).map_err(field_error)?;
-        let op = dataplane::flow::store::FlowOp::Modify { filter, actions, strict: req.strict };
+        let op = FlowOp::Modify { filter, actions, strict: req.strict };
         // The only op: its errors need no index.
-        let resp = self.run_transaction(vec![op], |_| "modify".to_string(), req.wait).await;
+        let resp = self.run_transaction(|| [Ok(op)], |_| "modify".to_string(), req.wait).await;
         resp.map_err(|s| Status::new(s.code(), s.message().trim_start_matches("modify.").to_string()))
     }
 
@@ -516,8 +519,8 @@ impl pb::flow_service_server::FlowService for Api {
     ) -> Result<Response<pb::TransactResponse>, Status> {
         let req = req.into_inner();
         let filter = crate::convert::filter_to_model(req.filter.as_ref()).map_err(field_error)?;
-        let op = dataplane::flow::store::FlowOp::Delete { filter, strict: req.strict };
-        self.run_transaction(vec![op], |_| "delete".to_string(), req.wait).await
+        let op = FlowOp::Delete { filter, strict: req.strict };
+        self.run_transaction(|| [Ok(op)], |_| "delete".to_string(), req.wait).await
     }
 
     async fn dump_flows(&self, req: Request<pb::DumpFlowsRequest>) -> Result<Response<pb::DumpFlowsResponse>, Status> {
@@ -568,8 +571,8 @@ impl pb::flow_service_server::FlowService for Api {
             return Err(Status::invalid_argument(format!("table: {} is not a table (0 to 254)", req.table)));
         }
         let miss = crate::convert::miss_to_model("miss", &req.miss).map_err(field_error)?;
-        let op = dataplane::flow::store::FlowOp::SetMiss { table: req.table as u8, miss };
-        let resp = self.run_transaction(vec![op], |_| "set_miss".to_string(), req.wait).await;
+        let op = FlowOp::SetMiss { table: req.table as u8, miss };
+        let resp = self.run_transaction(|| [Ok(op)], |_| "set_miss".to_string(), req.wait).await;
         resp.map_err(|s| Status::new(s.code(), s.message().trim_start_matches("set_miss.").to_string()))
     }
 

@@ -71,6 +71,8 @@ pub struct TxSummary {
     pub added: usize,
     pub modified: usize,
     pub deleted: usize,
+    /// Ops applied.
+    pub ops: usize,
     /// Tables to compile again.
     pub tables: BTreeSet<u8>,
     /// Flow ids no longer used: their counter slots may be reused once every worker has
@@ -314,32 +316,40 @@ impl FlowStore {
     }
 
     /// Applies `ops` in order, all or nothing. `port_exists` says which output port numbers
-    /// are valid; `baseline` reads a counter slot's current (packets, bytes).
+    /// are valid; `baseline` reads a counter slot's current (packets, bytes). The ops are
+    /// taken one at a time (a caller may parse each as it comes, and never hold them all);
+    /// an `Err` among them undoes what came before and is returned as it is.
     pub fn apply(
         &mut self,
-        ops: &[FlowOp],
+        ops: impl IntoIterator<Item = Result<FlowOp, TxError>>,
         port_exists: &dyn Fn(u32) -> bool,
         baseline: &dyn Fn(u32) -> (u64, u64),
     ) -> Result<TxSummary, TxError> {
-        let mut undo = Vec::with_capacity(ops.len());
+        let mut ops = ops.into_iter();
+        let mut undo = Vec::with_capacity(ops.size_hint().0);
         let mut sum = TxSummary::default();
-        // Grow each table once for its adds, not step by step (100k adds would rehash a
-        // few hundred MB as the table doubles).
-        let mut adds = [0usize; MAX_TABLES];
-        for op in ops {
-            if let FlowOp::Add(spec) = op {
-                if let Some(n) = adds.get_mut(spec.table as usize) {
-                    *n += 1;
+        // A table grows once for the ops still to come when the first add reaches it, not
+        // step by step (100k adds would rehash a few hundred MB as the table doubles).
+        // Reserved room for adds that go elsewhere costs address space, not memory.
+        let mut reserved = [false; MAX_TABLES];
+        let now = (SystemTime::now(), Instant::now());
+        let mut count = 0;
+        while let Some(op) = ops.next() {
+            let i = count;
+            count += 1;
+            let op = match op {
+                Ok(op) => op,
+                Err(e) => {
+                    self.rollback(undo);
+                    return Err(e);
+                }
+            };
+            if let FlowOp::Add(spec) = &op {
+                if let Some(done @ false) = reserved.get_mut(spec.table as usize) {
+                    *done = true;
+                    self.tables[spec.table as usize].flows.reserve(1 + ops.size_hint().0);
                 }
             }
-        }
-        for (t, n) in adds.into_iter().enumerate() {
-            if n > 0 {
-                self.tables[t].flows.reserve(n);
-            }
-        }
-        let now = (SystemTime::now(), Instant::now());
-        for (i, op) in ops.iter().enumerate() {
             if let Err((field, message)) = self.apply_one(op, port_exists, baseline, now, &mut undo, &mut sum) {
                 self.rollback(undo);
                 return Err(TxError { op: i, field, message });
@@ -348,11 +358,12 @@ impl FlowStore {
         if self.count > self.max_flows {
             self.rollback(undo);
             return Err(TxError {
-                op: ops.len().saturating_sub(1),
+                op: count.saturating_sub(1),
                 field: "flow".into(),
                 message: format!("the switch holds at most {} flows", self.max_flows),
             });
         }
+        sum.ops = count;
         // Ids of replaced and deleted flows go free after the grace period; ids taken and
         // given back within this transaction never reached a worker.
         for u in &undo {
@@ -374,7 +385,7 @@ impl FlowStore {
 
     fn apply_one(
         &mut self,
-        op: &FlowOp,
+        op: FlowOp,
         port_exists: &dyn Fn(u32) -> bool,
         baseline: &dyn Fn(u32) -> (u64, u64),
         (now, now_mono): (SystemTime, Instant),
@@ -395,16 +406,15 @@ impl FlowStore {
                 validate_actions(spec.table, &spec.matching, &spec.actions, port_exists)
                     .map_err(|e| (format!("actions[{}]", e.index), e.message))?;
                 let id = self.alloc_id();
-                let flow =
-                    StoredFlow { id, spec: spec.clone(), created: now, created_mono: now_mono, baseline: baseline(id) };
-                let hash = key_hash(&(spec.priority, spec.matching));
-                let replaced = self.tables[spec.table as usize].flows.insert(hash, flow).map(Box::new);
+                let (table, hash) = (spec.table, key_hash(&(spec.priority, spec.matching)));
+                let flow = StoredFlow { id, spec, created: now, created_mono: now_mono, baseline: baseline(id) };
+                let replaced = self.tables[table as usize].flows.insert(hash, flow).map(Box::new);
                 if replaced.is_none() {
                     self.count += 1;
                 }
-                undo.push(Undo::Added { table: spec.table, hash, id, replaced });
+                undo.push(Undo::Added { table, hash, id, replaced });
                 sum.added += 1;
-                sum.tables.insert(spec.table);
+                sum.tables.insert(table);
             }
             FlowOp::Modify { filter, actions, strict } => {
                 for t in 0..MAX_TABLES as u8 {
@@ -414,12 +424,12 @@ impl FlowStore {
                     let keys: Vec<FlowKeyInTable> = self.tables[t as usize]
                         .flows
                         .values()
-                        .filter(|f| selects(filter, *strict, t, &f.spec))
+                        .filter(|f| selects(&filter, strict, t, &f.spec))
                         .map(key_of)
                         .collect();
                     for k in keys {
                         let flow = self.tables[t as usize].flows.get_mut(&k).expect("selected");
-                        validate_actions(t, &flow.spec.matching, actions, port_exists).map_err(|e| {
+                        validate_actions(t, &flow.spec.matching, &actions, port_exists).map_err(|e| {
                             (format!("actions[{}]", e.index), format!("{} (for the flow {})", e.message, flow.spec))
                         })?;
                         undo.push(Undo::Restore(t, Box::new(flow.clone())));
@@ -436,7 +446,7 @@ impl FlowStore {
                     }
                     let table = &mut self.tables[t as usize].flows;
                     let keys: Vec<FlowKeyInTable> =
-                        table.values().filter(|f| selects(filter, *strict, t, &f.spec)).map(key_of).collect();
+                        table.values().filter(|f| selects(&filter, strict, t, &f.spec)).map(key_of).collect();
                     for k in keys {
                         let flow = table.remove(&k).expect("selected");
                         self.count -= 1;
@@ -447,18 +457,18 @@ impl FlowStore {
                 }
             }
             FlowOp::SetMiss { table, miss } => {
-                if *table as usize >= MAX_TABLES {
+                if table as usize >= MAX_TABLES {
                     return Err(("table".into(), format!("{table}: tables are 0 to {}", MAX_TABLES - 1)));
                 }
                 if let MissAction::Goto(next) = miss {
-                    if next <= table || *next as usize >= MAX_TABLES {
+                    if next <= table || next as usize >= MAX_TABLES {
                         return Err(("miss".into(), format!("goto_table:{next} must go forward from table {table}")));
                     }
                 }
-                let state = &mut self.tables[*table as usize];
-                undo.push(Undo::Miss(*table, state.miss));
-                state.miss = Some(*miss);
-                sum.tables.insert(*table);
+                let state = &mut self.tables[table as usize];
+                undo.push(Undo::Miss(table, state.miss));
+                state.miss = Some(miss);
+                sum.tables.insert(table);
             }
         }
         Ok(())
@@ -539,6 +549,18 @@ mod tests {
         FlowOp::Add(parse_flow(text).unwrap())
     }
 
+    impl FlowStore {
+        /// `apply` of a slice of ops, each taken as it is (none fails to come).
+        fn apply_all(
+            &mut self,
+            ops: &[FlowOp],
+            port_exists: &dyn Fn(u32) -> bool,
+            baseline: &dyn Fn(u32) -> (u64, u64),
+        ) -> Result<TxSummary, TxError> {
+            self.apply(ops.iter().cloned().map(Ok), port_exists, baseline)
+        }
+    }
+
     fn store() -> FlowStore {
         FlowStore::new(1000, MissAction::Normal)
     }
@@ -552,10 +574,27 @@ mod tests {
     }
 
     #[test]
+    fn an_error_among_the_ops_undoes_those_before_it_and_comes_back_as_it_is() {
+        let mut s = store();
+        s.apply_all(&[add("priority=1,in_port=1,actions=output:2")], &ports, &zero).unwrap();
+        let snapshot = |s: &FlowStore| s.flows(0).iter().map(|f| (f.id, f.spec.clone())).collect::<Vec<_>>();
+        let before = snapshot(&s);
+        let bad = TxError { op: 2, field: String::new(), message: "texts[2]: unknown field 'bogus'".into() };
+        let ops = vec![
+            Ok(add("priority=1,in_port=1,actions=output:3")),
+            Ok(add("priority=2,in_port=2,actions=drop")),
+            Err(bad.clone()),
+            Ok(add("priority=3,in_port=3,actions=drop")),
+        ];
+        assert_eq!(s.apply(ops, &ports, &zero).unwrap_err(), bad);
+        assert_eq!(snapshot(&s), before, "the replaced flow is back, the added one gone, nothing after the error");
+    }
+
+    #[test]
     fn add_replace_modify_delete() {
         let mut s = store();
         let r = s
-            .apply(
+            .apply_all(
                 &[
                     add("priority=10,in_port=1,actions=output:2"),
                     add("priority=10,in_port=2,actions=output:1"),
@@ -568,7 +607,7 @@ mod tests {
         assert_eq!((r.added, s.len()), (3, 3));
         assert_eq!(r.tables, BTreeSet::from([0, 1]));
         // Same table, priority and match: replaced, not added.
-        let r = s.apply(&[add("priority=10,in_port=1,actions=output:3")], &ports, &zero).unwrap();
+        let r = s.apply_all(&[add("priority=10,in_port=1,actions=output:3")], &ports, &zero).unwrap();
         assert_eq!(s.len(), 3);
         assert_eq!(r.freed_ids, vec![0], "the replaced flow's id is freed");
         // Non-strict modify of every flow in table 0.
@@ -577,26 +616,26 @@ mod tests {
             actions: vec![Action::Output(4)],
             strict: false,
         };
-        assert_eq!(s.apply(&[m], &ports, &zero).unwrap().modified, 2);
+        assert_eq!(s.apply_all(&[m], &ports, &zero).unwrap().modified, 2);
         assert!(s.flows(0).iter().all(|f| f.spec.actions == vec![Action::Output(4)]));
         // Strict delete needs the exact priority and match.
         let d = FlowOp::Delete { filter: parse_filter("priority=11,in_port=2").unwrap(), strict: true };
-        assert_eq!(s.apply(&[d], &ports, &zero).unwrap().deleted, 0);
+        assert_eq!(s.apply_all(&[d], &ports, &zero).unwrap().deleted, 0);
         let d = FlowOp::Delete { filter: parse_filter("priority=10,in_port=2").unwrap(), strict: true };
-        assert_eq!(s.apply(&[d], &ports, &zero).unwrap().deleted, 1);
+        assert_eq!(s.apply_all(&[d], &ports, &zero).unwrap().deleted, 1);
         // Non-strict delete with an empty filter removes everything.
         let d = FlowOp::Delete { filter: FlowFilter::default(), strict: false };
-        assert_eq!(s.apply(&[d], &ports, &zero).unwrap().deleted, 2);
+        assert_eq!(s.apply_all(&[d], &ports, &zero).unwrap().deleted, 2);
         assert!(s.is_empty());
     }
 
     #[test]
     fn one_bad_op_changes_nothing_and_is_named() {
         let mut s = store();
-        s.apply(&[add("priority=1,in_port=1,actions=output:2")], &ports, &zero).unwrap();
+        s.apply_all(&[add("priority=1,in_port=1,actions=output:2")], &ports, &zero).unwrap();
         let before: Vec<String> = s.flows(0).iter().map(|f| f.spec.to_string()).collect();
         let err = s
-            .apply(
+            .apply_all(
                 &[
                     FlowOp::Delete { filter: FlowFilter::default(), strict: false },
                     add("priority=2,in_port=2,actions=output:1"),
@@ -617,8 +656,8 @@ mod tests {
     #[test]
     fn an_undone_replace_restores_the_flow_and_its_id_and_frees_the_new_ids() {
         let mut s = store();
-        s.apply(&[add("priority=1,in_port=1,actions=output:2")], &ports, &zero).unwrap();
-        s.apply(&[add("priority=1,in_port=2,actions=output:1")], &ports, &zero).unwrap();
+        s.apply_all(&[add("priority=1,in_port=1,actions=output:2")], &ports, &zero).unwrap();
+        s.apply_all(&[add("priority=1,in_port=2,actions=output:1")], &ports, &zero).unwrap();
         let ids = |s: &FlowStore| -> Vec<(String, u32)> {
             let mut v: Vec<_> = s.flows(0).iter().map(|f| (f.spec.to_string(), f.id)).collect();
             v.sort();
@@ -626,7 +665,7 @@ mod tests {
         };
         let before = ids(&s);
         let err = s
-            .apply(
+            .apply_all(
                 &[
                     add("priority=1,in_port=1,actions=output:3"), // replaces id 0
                     add("priority=1,in_port=3,actions=output:1"),
@@ -641,7 +680,11 @@ mod tests {
         assert_eq!(s.len(), 2);
         // The two ids the failed transaction took are free again, and only those.
         let r = s
-            .apply(&[add("priority=1,in_port=3,actions=drop"), add("priority=1,in_port=4,actions=drop")], &ports, &zero)
+            .apply_all(
+                &[add("priority=1,in_port=3,actions=drop"), add("priority=1,in_port=4,actions=drop")],
+                &ports,
+                &zero,
+            )
             .unwrap();
         assert!(r.freed_ids.is_empty());
         let mut new: Vec<u32> = s.flows(0).iter().map(|f| f.id).filter(|&id| id > 1).collect();
@@ -652,13 +695,13 @@ mod tests {
     #[test]
     fn modify_checks_actions_against_each_selected_flow() {
         let mut s = store();
-        s.apply(&[add("priority=1,ip,actions=drop"), add("priority=2,arp,actions=drop")], &ports, &zero).unwrap();
+        s.apply_all(&[add("priority=1,ip,actions=drop"), add("priority=2,arp,actions=drop")], &ports, &zero).unwrap();
         let m = FlowOp::Modify {
             filter: FlowFilter::default(),
             actions: vec![Action::DecTtl, Action::Output(1)],
             strict: false,
         };
-        let err = s.apply(&[m], &ports, &zero).unwrap_err();
+        let err = s.apply_all(&[m], &ports, &zero).unwrap_err();
         assert_eq!(err.field, "actions[0]");
         assert!(err.message.contains("dec_ttl needs") && err.message.contains("arp"), "{}", err.message);
         assert!(s.flows(0).iter().all(|f| f.spec.actions.is_empty()), "nothing modified");
@@ -669,9 +712,9 @@ mod tests {
         let mut s = store();
         assert_eq!(s.miss(0), MissAction::Normal);
         assert_eq!(s.miss(1), MissAction::Drop);
-        let err = s.apply(&[FlowOp::SetMiss { table: 2, miss: MissAction::Goto(1) }], &ports, &zero).unwrap_err();
+        let err = s.apply_all(&[FlowOp::SetMiss { table: 2, miss: MissAction::Goto(1) }], &ports, &zero).unwrap_err();
         assert_eq!(err.field, "miss");
-        s.apply(&[FlowOp::SetMiss { table: 2, miss: MissAction::Goto(5) }], &ports, &zero).unwrap();
+        s.apply_all(&[FlowOp::SetMiss { table: 2, miss: MissAction::Goto(5) }], &ports, &zero).unwrap();
         assert_eq!(s.miss(2), MissAction::Goto(5));
     }
 
@@ -679,7 +722,7 @@ mod tests {
     fn capacity_is_enforced_atomically() {
         let mut s = FlowStore::new(2, MissAction::Drop);
         let err = s
-            .apply(
+            .apply_all(
                 &[
                     add("priority=1,in_port=1,actions=drop"),
                     add("priority=1,in_port=2,actions=drop"),
@@ -696,14 +739,14 @@ mod tests {
     #[test]
     fn ids_are_reused_only_after_the_grace_period() {
         let mut s = store();
-        s.apply(&[add("priority=1,in_port=1,actions=drop")], &ports, &zero).unwrap();
-        let r = s.apply(&[FlowOp::Delete { filter: FlowFilter::default(), strict: false }], &ports, &zero).unwrap();
+        s.apply_all(&[add("priority=1,in_port=1,actions=drop")], &ports, &zero).unwrap();
+        let r = s.apply_all(&[FlowOp::Delete { filter: FlowFilter::default(), strict: false }], &ports, &zero).unwrap();
         assert_eq!(r.freed_ids, vec![0]);
         s.retire(r.freed_ids, 7);
-        s.apply(&[add("priority=1,in_port=2,actions=drop")], &ports, &zero).unwrap();
+        s.apply_all(&[add("priority=1,in_port=2,actions=drop")], &ports, &zero).unwrap();
         assert_eq!(s.flows(0)[0].id, 1, "id 0 is still in its grace period");
         s.reclaim(7);
-        s.apply(&[add("priority=1,in_port=3,actions=drop")], &ports, &|id| (id as u64 * 10, 5)).unwrap();
+        s.apply_all(&[add("priority=1,in_port=3,actions=drop")], &ports, &|id| (id as u64 * 10, 5)).unwrap();
         let reused = s.flows(0).into_iter().find(|f| f.id == 0).expect("id 0 reused");
         assert_eq!(reused.baseline, (0, 5));
     }
@@ -768,11 +811,11 @@ mod tests {
                 _ => add(&format!("table={table},priority={priority},in_port={port},actions=output:{}", kind + 1)),
             };
             let mut s = store();
-            s.apply(&before.into_iter().map(to_op).collect::<Vec<_>>(), &ports, &zero).unwrap();
+            s.apply_all(&before.into_iter().map(to_op).collect::<Vec<_>>(), &ports, &zero).unwrap();
             let (was, count) = (snapshot(&s), s.len());
             let mut ops: Vec<FlowOp> = tx.into_iter().map(to_op).collect();
             ops.push(add("priority=9,in_port=1,actions=output:9"));
-            prop_assert!(s.apply(&ops, &ports, &zero).is_err());
+            prop_assert!(s.apply_all(&ops, &ports, &zero).is_err());
             prop_assert_eq!(snapshot(&s), was);
             prop_assert_eq!(s.len(), count);
         });

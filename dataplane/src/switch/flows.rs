@@ -187,17 +187,28 @@ impl Switch {
     }
 
     /// Applies a transaction: all of it or nothing. On success the change is published as
-    /// one new snapshot (nothing is published when nothing changed).
-    pub fn transact(&self, ops: &[FlowOp]) -> Result<TxOutcome, TxError> {
+    /// one new snapshot (nothing is published when nothing changed). The ops are taken one
+    /// at a time; an `Err` among them fails the transaction with that error.
+    pub fn transact(&self, ops: impl IntoIterator<Item = Result<FlowOp, TxError>>) -> Result<TxOutcome, TxError> {
         let mut fs = self.flows.lock().unwrap();
         self.transact_locked(&mut fs, ops)
     }
 
-    fn transact_locked(&self, fs: &mut FlowState, ops: &[FlowOp]) -> Result<TxOutcome, TxError> {
+    fn transact_locked(
+        &self,
+        fs: &mut FlowState,
+        ops: impl IntoIterator<Item = Result<FlowOp, TxError>>,
+    ) -> Result<TxOutcome, TxError> {
         let t0 = Instant::now();
-        check_counter_room(fs, ops)?;
         let current = self.shared.pipeline.load();
         let ports = current.ports.clone();
+        let mut room = CounterRoom::default();
+        let counter_names = &fs.counter_names;
+        let ops = ops.into_iter().enumerate().map(|(i, op)| {
+            let op = op?;
+            room.check(counter_names, i, &op)?;
+            Ok(op)
+        });
         let summary = fs.store.apply(ops, &|n| ports.index_of(n).is_some(), &|id| current.counters.read(id))?;
         let outcome = |generation| TxOutcome {
             generation,
@@ -221,7 +232,7 @@ impl Switch {
         let generation = self.publish(|p, g| Pipeline { generation: g, flows, counters, ..p.clone() });
         fs.store.retire(summary.freed_ids.clone(), generation);
         tracing::debug!(
-            ops = ops.len(),
+            ops = summary.ops,
             generation,
             apply_ms = (t1 - t0).as_secs_f64() * 1e3,
             compile_ms = (t2 - t1).as_secs_f64() * 1e3,
@@ -240,7 +251,7 @@ impl Switch {
             return Ok(());
         }
         let n_tables = fs.config_tables.len();
-        self.transact_locked(&mut fs, &ops).map(|_| ()).map_err(|e| {
+        self.transact_locked(&mut fs, ops.into_iter().map(Ok)).map(|_| ()).map_err(|e| {
             if e.op >= n_tables {
                 format!("flow {}: {}: {}", e.op - n_tables + 1, e.field, e.message)
             } else {
@@ -348,14 +359,13 @@ impl Switch {
         if expired.is_empty() {
             return;
         }
-        let ops: Vec<FlowOp> = expired
-            .into_iter()
-            .map(|(table, priority, matching)| FlowOp::Delete {
+        let ops = expired.into_iter().map(|(table, priority, matching)| {
+            Ok(FlowOp::Delete {
                 filter: FlowFilter { table: Some(table), matching, priority: Some(priority), ..Default::default() },
                 strict: true,
             })
-            .collect();
-        if let Err(e) = self.transact_locked(&mut fs, &ops) {
+        });
+        if let Err(e) = self.transact_locked(&mut fs, ops) {
             tracing::warn!("removing expired flows failed: {e}");
         }
     }
@@ -549,20 +559,25 @@ fn counter_slot(counter_names: &mut Vec<String>, name: &str) -> u16 {
     }
 }
 
-/// Refuses a transaction that would need more named counters than there are slots.
-fn check_counter_room(fs: &FlowState, ops: &[FlowOp]) -> Result<(), TxError> {
-    let mut new: Vec<&str> = Vec::new();
-    for (i, op) in ops.iter().enumerate() {
+/// Refuses a transaction that would need more named counters than there are slots: the
+/// names its ops add so far.
+#[derive(Default)]
+struct CounterRoom {
+    new: Vec<String>,
+}
+
+impl CounterRoom {
+    fn check(&mut self, counter_names: &[String], i: usize, op: &FlowOp) -> Result<(), TxError> {
         let actions = match op {
             FlowOp::Add(s) => &s.actions,
             FlowOp::Modify { actions, .. } => actions,
-            _ => continue,
+            _ => return Ok(()),
         };
         for (j, a) in actions.iter().enumerate() {
             if let Action::Counter(name) = a {
-                if !fs.counter_names.iter().any(|n| n == name) && !new.contains(&name.as_str()) {
-                    new.push(name);
-                    if fs.counter_names.len() + new.len() > MAX_NAMED_COUNTERS {
+                if !counter_names.iter().any(|n| n == name) && !self.new.contains(name) {
+                    self.new.push(name.clone());
+                    if counter_names.len() + self.new.len() > MAX_NAMED_COUNTERS {
                         return Err(TxError {
                             op: i,
                             field: format!("actions[{j}]"),
@@ -574,6 +589,6 @@ fn check_counter_room(fs: &FlowState, ops: &[FlowOp]) -> Result<(), TxError> {
                 }
             }
         }
+        Ok(())
     }
-    Ok(())
 }
