@@ -11,10 +11,17 @@ use crate::dpdk::{BURST, MBUF_HEADROOM};
 const MBUF_HEADER: u64 = 128;
 /// Mempool per-object header, rounded to a cache line.
 const MEMPOOL_OBJ_OVERHEAD: u64 = 64;
-/// EAL heap, memzones, ethdev and queue structures; measured at 20 to 40 MiB for a few vdev
-/// ports and rounded up so a start never fails for want of a page.
-const EAL_BASE_BYTES: u64 = 48 << 20;
+/// EAL heap, memzones, ethdev and queue structures, as the hugepage check counts them: a
+/// start with two memif ports takes about 4 MiB besides the pool (static DPDK 22.11,
+/// 2026-12-06); drivers with rings in hugepages (NICs, vhost) take more, so the check asks
+/// for four times that and 1 MiB a queue.
+const EAL_BASE_BYTES: u64 = 16 << 20;
 const PER_QUEUE_BYTES: u64 = 1 << 20;
+/// What the EAL takes at start besides the pool: preallocated with it (`-m`). Whatever
+/// else is needed the EAL adds page by page as ports and queues come. Each hugepage faulted
+/// at start costs up to a millisecond on a VM (the host clears 2 MiB), so preallocating the
+/// whole check's figure made a start 30 ms slower for pages that were never used.
+const EAL_START_BYTES: u64 = 4 << 20;
 /// DPDK's standard mbuf data room (2048 + headroom), enough for a 1500-byte MTU.
 const DEFAULT_DATA_ROOM: u32 = 2048 + MBUF_HEADROOM;
 
@@ -28,8 +35,11 @@ pub struct MemoryPlan {
     pub parts: Vec<(String, u64)>,
     pub pool_bytes: u64,
     pub overhead_bytes: u64,
+    /// Memory the EAL takes at start (`-m`): the pool and the EAL's own, or the user's
+    /// `eal.memory_mb`, or everything without hugepages (the EAL cannot grow then).
+    pub prealloc_bytes: u64,
     pub hugepage_size: u64,
-    /// Hugepages to reserve (0 with `no_huge`).
+    /// Hugepages the switch may come to use, which must be free at start (0 with `no_huge`).
     pub hugepages: u64,
     /// Mbufs kept for ports added at run time.
     pub runtime_port_mbufs: u64,
@@ -43,10 +53,15 @@ impl MemoryPlan {
     /// What to pass as EAL `-m`, in MiB.
     pub fn memory_mb(&self) -> u64 {
         if self.hugepages > 0 {
-            (self.hugepages * self.hugepage_size) >> 20
+            (self.prealloc_hugepages() * self.hugepage_size) >> 20
         } else {
             self.total_bytes().div_ceil(1 << 20)
         }
+    }
+
+    /// Hugepages faulted in at start.
+    pub fn prealloc_hugepages(&self) -> u64 {
+        self.prealloc_bytes.div_ceil(self.hugepage_size).min(self.hugepages)
     }
 }
 
@@ -66,7 +81,13 @@ impl fmt::Display for MemoryPlan {
             writeln!(f, "  {n:>8} mbufs  {what}")?;
         }
         if self.hugepages > 0 {
-            write!(f, "  => {} hugepages of {} KiB", self.hugepages, self.hugepage_size >> 10)
+            write!(
+                f,
+                "  => {} hugepages of {} KiB, {} of them taken at start (the EAL adds the rest as needed)",
+                self.hugepages,
+                self.hugepage_size >> 10,
+                self.prealloc_hugepages()
+            )
         } else {
             write!(f, "  => no hugepages (eal.no_huge)")
         }
@@ -169,11 +190,16 @@ impl MemoryPlan {
         let queues: u64 =
             config.ports.iter().map(|p| p.rx_queues as u64 + workers).sum::<u64>() + spare * (1 + workers);
         let mut overhead = EAL_BASE_BYTES + queues * PER_QUEUE_BYTES;
+        let mut prealloc = pool_bytes + EAL_START_BYTES;
         if let Some(mb) = config.eal.memory_mb {
             // The user's figure is the total; whatever the pool leaves is for the EAL.
             overhead = ((mb as u64) << 20).saturating_sub(pool_bytes);
+            prealloc = pool_bytes + overhead;
         }
         let total = pool_bytes + overhead;
+        if config.eal.no_huge {
+            prealloc = total;
+        }
         let hugepages = if config.eal.no_huge { 0 } else { total.div_ceil(hugepage_size) };
         MemoryPlan {
             mbufs: mbufs.min(u32::MAX as u64) as u32,
@@ -181,6 +207,7 @@ impl MemoryPlan {
             parts,
             pool_bytes,
             overhead_bytes: overhead,
+            prealloc_bytes: prealloc.min(total),
             hugepage_size,
             hugepages,
             runtime_port_mbufs,
@@ -285,6 +312,25 @@ mod tests {
         assert_eq!(plan.data_room, 2176);
         assert_eq!(plan.hugepages, plan.total_bytes().div_ceil(2 << 20));
         assert!(plan.to_string().contains("rx descriptor rings"));
+    }
+
+    #[test]
+    fn the_eal_takes_the_pool_and_its_own_start_at_start_and_the_rest_as_needed() {
+        let plan = MemoryPlan::for_config(&config(""), 2 << 20);
+        let start = (plan.pool_bytes + EAL_START_BYTES).div_ceil(2 << 20);
+        assert_eq!(plan.prealloc_hugepages(), start);
+        assert_eq!(plan.memory_mb(), start * 2);
+        assert!(plan.hugepages > start, "the check counts spare ports' queues and a margin");
+        assert!(plan.to_string().contains(&format!("{start} of them taken at start")), "{plan}");
+        // The user's memory_mb is what the EAL takes at start.
+        let mut c = config("");
+        c.eal.memory_mb = Some(512);
+        assert_eq!(MemoryPlan::for_config(&c, 2 << 20).memory_mb(), 512);
+        // Without hugepages the EAL cannot grow: it gets everything at start.
+        c.eal.memory_mb = None;
+        c.eal.no_huge = true;
+        let plan = MemoryPlan::for_config(&c, 2 << 20);
+        assert_eq!(plan.memory_mb(), plan.total_bytes().div_ceil(1 << 20));
     }
 
     #[test]

@@ -464,7 +464,6 @@ fn set_field_action(value: Word<'_>, field: Word<'_>) -> Result<Action, ParseErr
 
 /// Parses an action list (the text after `actions=`); `offset` is its position in the input.
 pub fn parse_actions(text: &str, offset: usize) -> Result<Vec<Action>, ParseError> {
-    let mut out = Vec::new();
     let mut start = 0;
     let items: Vec<Word<'_>> = text
         .split(',')
@@ -476,6 +475,8 @@ pub fn parse_actions(text: &str, offset: usize) -> Result<Vec<Action>, ParseErro
         .filter(|w| !w.text.is_empty())
         .collect();
     let n = items.len();
+    // The list lives as long as its flow: no room to spare (a growing Vec starts at 4).
+    let mut out = Vec::with_capacity(n);
     for w in items {
         let (name, arg) = match w.text.split_once(':') {
             Some((n, _)) => (n, Some(w.sub(n.len() + 1, w.text.len()))),
