@@ -180,6 +180,8 @@ pub struct Classifier {
     /// array stays in cache where whole rule records would not).
     priorities: Box<[u16]>,
     ids: Box<[u32]>,
+    /// Per rule: its subtable, whose mask is the rest of the rule's match (trace, dumps).
+    rule_subtables: Box<[u32]>,
 }
 
 /// Lookups of one burst: up to 32 packets.
@@ -189,16 +191,28 @@ impl Classifier {
     /// Builds the classifier of `rules` (index i of the result refers to the i-th rule). An
     /// iterator, walked a few times, so that no copy of every match is made for the build.
     pub fn build(rules: impl Iterator<Item = (Match, RuleRef)> + Clone) -> Classifier {
-        // Group by mask.
-        let mut by_mask: rustc_hash::FxHashMap<FlowKey, Vec<u32>> = Default::default();
-        for (i, (m, _)) in rules.clone().enumerate() {
-            by_mask.entry(m.mask).or_default().push(i as u32);
-        }
+        // Group by mask, remembering each rule's group.
+        let mut group_of: rustc_hash::FxHashMap<FlowKey, u32> = Default::default();
+        let mut groups: Vec<(FlowKey, Vec<u32>)> = Vec::new();
+        let mut rule_subtables: Box<[u32]> = rules
+            .clone()
+            .enumerate()
+            .map(|(i, (m, _))| {
+                let g = *group_of.entry(m.mask).or_insert_with(|| {
+                    groups.push((m.mask, Vec::new()));
+                    groups.len() as u32 - 1
+                });
+                groups[g as usize].1.push(i as u32);
+                g
+            })
+            .collect();
+        drop(group_of);
         let values: Box<[FlowKey]> = rules.clone().map(|(m, _)| m.value).collect();
         let refs: Box<[RuleRef]> = rules.map(|(_, r)| r).collect();
-        let mut subtables: Vec<Subtable> = by_mask
+        let mut subtables: Vec<(u32, Subtable)> = groups
             .into_iter()
-            .map(|(mask, mut members)| {
+            .enumerate()
+            .map(|(g, (mask, mut members))| {
                 let words: Box<[u8]> = (0..KEY_WORDS as u8).filter(|&w| mask.0[w as usize] != 0).collect();
                 // Best rule first, so that of several with the same masked value the best
                 // takes the bucket and the others (never reachable) are skipped.
@@ -229,13 +243,31 @@ impl Classifier {
                     }
                 }
                 st.buckets = buckets;
-                st
+                (g as u32, st)
             })
             .collect();
-        subtables.sort_by(|a, b| b.max_priority.cmp(&a.max_priority).then(a.mask.cmp(&b.mask)));
+        subtables.sort_by(|(_, a), (_, b)| b.max_priority.cmp(&a.max_priority).then(a.mask.cmp(&b.mask)));
+        let mut position = vec![0u32; subtables.len()];
+        for (at, (g, _)) in subtables.iter().enumerate() {
+            position[*g as usize] = at as u32;
+        }
+        for g in rule_subtables.iter_mut() {
+            *g = position[*g as usize];
+        }
         let priorities = refs.iter().map(|r| r.priority).collect();
         let ids = refs.iter().map(|r| r.id).collect();
-        Classifier { subtables: subtables.into_boxed_slice(), values, priorities, ids }
+        let subtables = subtables.into_iter().map(|(_, st)| st).collect();
+        Classifier { subtables, values, priorities, ids, rule_subtables }
+    }
+
+    /// The match of rule `rule` (index into the rules given to `build`).
+    pub fn rule_match(&self, rule: usize) -> Match {
+        Match { value: self.values[rule], mask: self.subtables[self.rule_subtables[rule] as usize].mask }
+    }
+
+    /// The masked value of rule `rule`.
+    pub fn value(&self, rule: usize) -> &FlowKey {
+        &self.values[rule]
     }
 
     pub fn len(&self) -> usize {
@@ -518,6 +550,9 @@ mod tests {
             let rules: Vec<(Match, RuleRef)> =
                 raw.into_iter().enumerate().map(|(i, (m, p))| (m, RuleRef { priority: p, id: i as u32 })).collect();
             let c = Classifier::build(rules.iter().copied());
+            for (i, (m, _)) in rules.iter().enumerate() {
+                prop_assert_eq!(c.rule_match(i), *m, "rule {}", i);
+            }
             let mut batch = [None; BATCH];
             let todo = if keys.len() == BATCH { u32::MAX } else { (1u32 << keys.len()) - 1 };
             let mut padded = [FlowKey::ZERO; BATCH];

@@ -150,8 +150,8 @@ pub struct CompiledRule {
     pub table: u8,
     pub priority: u16,
     pub cookie: u64,
-    pub matching: Match,
-    /// The actions as written (for trace and dumps).
+    /// The actions as written (for trace and dumps). The match is the classifier's
+    /// ([`CompiledTable::rule_match`]): kept once, not in every rule too.
     pub actions: Arc<[Action]>,
     pub ops: Box<[Op]>,
     pub goto: Option<u8>,
@@ -209,7 +209,13 @@ pub struct CompiledTable {
 }
 
 impl CompiledTable {
-    pub fn build(id: u8, rules: Vec<CompiledRule>, miss: MissAction) -> CompiledTable {
+    /// The table of `rules` and their `matches`, in the same order.
+    pub fn build(
+        id: u8,
+        rules: Vec<CompiledRule>,
+        matches: impl Iterator<Item = Match> + Clone,
+        miss: MissAction,
+    ) -> CompiledTable {
         let hot = rules
             .iter()
             .map(|r| {
@@ -224,8 +230,14 @@ impl CompiledTable {
             })
             .collect();
         let classifier =
-            Classifier::build(rules.iter().map(|r| (r.matching, RuleRef { priority: r.priority, id: r.id })));
+            Classifier::build(matches.zip(rules.iter().map(|r| RuleRef { priority: r.priority, id: r.id })));
+        debug_assert_eq!(classifier.len(), rules.len(), "a match for every rule");
         CompiledTable { id, classifier, rules: rules.into_boxed_slice(), hot, miss }
+    }
+
+    /// The match of the rule at `index`.
+    pub fn rule_match(&self, index: usize) -> Match {
+        self.classifier.rule_match(index)
     }
 }
 
@@ -351,7 +363,7 @@ pub struct FlowTables {
 impl Default for FlowTables {
     /// A pipeline with no flows whose table 0 sends everything to the L2 switch.
     fn default() -> Self {
-        let t0 = CompiledTable::build(0, Vec::new(), MissAction::Normal);
+        let t0 = CompiledTable::build(0, Vec::new(), std::iter::empty(), MissAction::Normal);
         FlowTables::new(vec![Some(Arc::new(t0))])
     }
 }
@@ -416,6 +428,12 @@ impl FlowTables {
     pub fn rule(&self, step: Step) -> Option<&CompiledRule> {
         let i = step.rule_index()?;
         self.table(step.table()).map(|t| &t.rules[i as usize])
+    }
+
+    /// The match of the rule a step refers to.
+    pub fn rule_match(&self, step: Step) -> Option<Match> {
+        let i = step.rule_index()?;
+        self.table(step.table()).map(|t| t.rule_match(i as usize))
     }
 
     /// The hot part of the rule a step refers to.
@@ -578,7 +596,7 @@ pub(crate) mod tests {
 
     /// Compiles flows written in ovs-ofctl syntax (output:N goes to port index N).
     pub fn tables(flows: &[&str], misses: &[(u8, MissAction)]) -> FlowTables {
-        let mut by_table: std::collections::BTreeMap<u8, Vec<CompiledRule>> = Default::default();
+        let mut by_table: std::collections::BTreeMap<u8, Vec<(CompiledRule, Match)>> = Default::default();
         for (i, text) in flows.iter().enumerate() {
             let f = parse_flow(text).unwrap();
             let ops = f
@@ -594,24 +612,26 @@ pub(crate) mod tests {
                 })
                 .collect();
             let goto = f.actions.iter().find_map(|a| if let Action::GotoTable(t) = a { Some(*t) } else { None });
-            by_table.entry(f.table).or_default().push(CompiledRule {
+            let rule = CompiledRule {
                 id: i as u32,
                 table: f.table,
                 priority: f.priority,
                 cookie: f.cookie,
-                matching: f.matching,
                 actions: f.actions.clone().into(),
                 ops,
                 goto,
                 modifies: f.actions.iter().any(|a| a.changes_key()),
-            });
+            };
+            by_table.entry(f.table).or_default().push((rule, f.matching));
         }
         let mut ids: std::collections::BTreeSet<u8> = by_table.keys().copied().collect();
         ids.extend(misses.iter().map(|m| m.0));
         let mut out = vec![None; MAX_TABLES];
         for id in ids {
             let miss = misses.iter().find(|m| m.0 == id).map_or(MissAction::Drop, |m| m.1);
-            out[id as usize] = Some(Arc::new(CompiledTable::build(id, by_table.remove(&id).unwrap_or_default(), miss)));
+            let (rules, matches): (Vec<CompiledRule>, Vec<Match>) =
+                by_table.remove(&id).unwrap_or_default().into_iter().unzip();
+            out[id as usize] = Some(Arc::new(CompiledTable::build(id, rules, matches.into_iter(), miss)));
         }
         FlowTables::new(out)
     }

@@ -67,7 +67,7 @@ impl DirectTable {
         let n = (t0.rules.len() * 2).next_power_of_two().max(2);
         let mut d = DirectTable { words, mask, entries: vec![VACANT; n].into_boxed_slice(), slot_mask: n - 1 };
         for i in order {
-            let v = &t0.rules[i].matching.value;
+            let v = t0.classifier.value(i);
             let value = [v.0[words[0]] & mask[0], v.0[words[1]] & mask[1]];
             let mut at = d.hash_value(value) as usize & d.slot_mask;
             loop {

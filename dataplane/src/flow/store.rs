@@ -280,7 +280,7 @@ impl FlowStore {
     }
 
     /// The flows of one table, in no particular order (for compiling).
-    pub fn flows_unordered(&self, table: u8) -> impl Iterator<Item = &StoredFlow> {
+    pub fn flows_unordered(&self, table: u8) -> impl Iterator<Item = &StoredFlow> + Clone {
         self.tables[table as usize].flows.values()
     }
 

@@ -172,7 +172,6 @@ impl Switch {
             table: spec.table,
             priority: spec.priority,
             cookie: spec.cookie,
-            matching: spec.matching,
             actions: spec.actions.clone().into(),
             modifies: ops.iter().any(|o| o.changes_key()),
             ops: ops.into_boxed_slice(),
@@ -183,7 +182,7 @@ impl Switch {
     fn compile_table(&self, fs: &mut FlowState, ports: &PortMap, t: u8) -> CompiledTable {
         let FlowState { store, counter_names, .. } = fs;
         let rules = store.flows_unordered(t).map(|f| Self::translate(counter_names, ports, f.id, &f.spec)).collect();
-        CompiledTable::build(t, rules, fs.store.miss(t))
+        CompiledTable::build(t, rules, store.flows_unordered(t).map(|f| f.spec.matching), store.miss(t))
     }
 
     /// Applies a transaction: all of it or nothing. On success the change is published as
@@ -383,15 +382,15 @@ impl Switch {
         let mut sent = false;
         for step in path.steps() {
             let mut ts = TraceStep { table: step.table(), flow: None, miss: None, effects: Vec::new() };
-            match flows.rule(*step) {
-                Some(rule) => {
+            match flows.rule(*step).zip(flows.rule_match(*step)) {
+                Some((rule, matching)) => {
                     ts.flow = Some(FlowSpec {
                         table: rule.table,
                         priority: rule.priority,
                         cookie: rule.cookie,
                         idle_timeout: 0,
                         hard_timeout: 0,
-                        matching: rule.matching,
+                        matching,
                         actions: rule.actions.to_vec(),
                     });
                     for op in rule.ops.iter() {
