@@ -428,9 +428,9 @@ const WAIT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(5);
 impl Api {
     /// Builds the ops (`ops` may parse thousands of rules), runs the transaction and waits
     /// the first moments for it to go live, all on this thread: `block_in_place` hands the
-    /// runtime's other tasks to another thread instead of handing this work to one. On a
-    /// core shared with a busy process each hand-off waits for the scheduler, often a
-    /// millisecond or more. The API runs on vswitchd's multi-thread runtime.
+    /// runtime's other tasks (other requests, the metrics endpoint) to another thread, so
+    /// milliseconds of parsing and compiling block none of them, and this work needs no
+    /// hand-off to the blocking pool. The API runs on vswitchd's multi-thread runtime.
     async fn run_transaction<I: IntoIterator<Item = Result<FlowOp, TxError>>>(
         &self,
         ops: impl FnOnce() -> I,
