@@ -119,7 +119,12 @@ impl Field {
     }
 
     pub fn from_name(name: &str) -> Option<Field> {
-        Field::ALL.iter().copied().find(|f| f.names().contains(&name))
+        // One hash probe instead of comparing with every name of every field in turn: a
+        // 10,000-rule transaction looks up tens of thousands of names.
+        static BY_NAME: std::sync::OnceLock<rustc_hash::FxHashMap<&'static str, Field>> = std::sync::OnceLock::new();
+        let by_name =
+            BY_NAME.get_or_init(|| Field::ALL.iter().flat_map(|&f| f.names().iter().map(move |&n| (n, f))).collect());
+        by_name.get(name).copied()
     }
 
     pub fn kind(self) -> Kind {
