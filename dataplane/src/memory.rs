@@ -55,7 +55,7 @@ impl MemoryPlan {
         if self.hugepages > 0 {
             (self.prealloc_hugepages() * self.hugepage_size) >> 20
         } else {
-            self.total_bytes().div_ceil(1 << 20)
+            self.prealloc_bytes.div_ceil(1 << 20)
         }
     }
 
@@ -190,16 +190,18 @@ impl MemoryPlan {
         let queues: u64 =
             config.ports.iter().map(|p| p.rx_queues as u64 + workers).sum::<u64>() + spare * (1 + workers);
         let mut overhead = EAL_BASE_BYTES + queues * PER_QUEUE_BYTES;
-        let mut prealloc = pool_bytes + EAL_START_BYTES;
         if let Some(mb) = config.eal.memory_mb {
             // The user's figure is the total; whatever the pool leaves is for the EAL.
             overhead = ((mb as u64) << 20).saturating_sub(pool_bytes);
-            prealloc = pool_bytes + overhead;
         }
         let total = pool_bytes + overhead;
-        if config.eal.no_huge {
-            prealloc = total;
-        }
+        // The user's figure is taken at start as given; without hugepages the EAL cannot
+        // grow, so it takes everything then too.
+        let prealloc = if config.eal.memory_mb.is_some() || config.eal.no_huge {
+            total
+        } else {
+            (pool_bytes + EAL_START_BYTES).min(total)
+        };
         let hugepages = if config.eal.no_huge { 0 } else { total.div_ceil(hugepage_size) };
         MemoryPlan {
             mbufs: mbufs.min(u32::MAX as u64) as u32,
@@ -207,7 +209,7 @@ impl MemoryPlan {
             parts,
             pool_bytes,
             overhead_bytes: overhead,
-            prealloc_bytes: prealloc.min(total),
+            prealloc_bytes: prealloc,
             hugepage_size,
             hugepages,
             runtime_port_mbufs,

@@ -145,12 +145,18 @@ pub struct IdleSettings {
 }
 
 impl IdleSettings {
+    /// Whether `idle_cycles` TSC cycles without packets make deep idle.
+    #[inline]
+    fn is_deep(&self, idle_cycles: u64) -> bool {
+        self.deep_cycles > 0 && idle_cycles > self.deep_cycles
+    }
+
     /// The longest sleep allowed after `idle_cycles` TSC cycles without packets.
     #[inline]
     fn sleep_cap_us(&self, idle_cycles: u64) -> u32 {
         if self.long_cycles > 0 && idle_cycles > self.long_cycles {
             self.long_sleep_us
-        } else if self.deep_cycles > 0 && idle_cycles > self.deep_cycles {
+        } else if self.is_deep(idle_cycles) {
             self.deep_sleep_us
         } else {
             self.sleep_max_us
@@ -556,7 +562,7 @@ fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
             // A long idle period (no traffic for `deep_cycles`) allows longer sleeps, or a
             // wait for an rx interrupt: little CPU when nothing comes, short sleeps while
             // traffic only pauses.
-            let deep = idle.deep_cycles > 0 && end.wrapping_sub(last_busy) > idle.deep_cycles;
+            let deep = idle.is_deep(end.wrapping_sub(last_busy));
             let next = if deep && interrupts.usable { IdleState::Interrupt } else { IdleState::Sleeping };
             if state != next {
                 state = next;

@@ -325,45 +325,13 @@ impl FlowStore {
         port_exists: &dyn Fn(u32) -> bool,
         baseline: &dyn Fn(u32) -> (u64, u64),
     ) -> Result<TxSummary, TxError> {
-        let mut ops = ops.into_iter();
+        let ops = ops.into_iter();
         let mut undo = Vec::with_capacity(ops.size_hint().0);
         let mut sum = TxSummary::default();
-        // A table grows once for the ops still to come when the first add reaches it, not
-        // step by step (100k adds would rehash a few hundred MB as the table doubles).
-        // Reserved room for adds that go elsewhere costs address space, not memory.
-        let mut reserved = [false; MAX_TABLES];
-        let now = (SystemTime::now(), Instant::now());
-        let mut count = 0;
-        while let Some(op) = ops.next() {
-            let i = count;
-            count += 1;
-            let op = match op {
-                Ok(op) => op,
-                Err(e) => {
-                    self.rollback(undo);
-                    return Err(e);
-                }
-            };
-            if let FlowOp::Add(spec) = &op {
-                if let Some(done @ false) = reserved.get_mut(spec.table as usize) {
-                    *done = true;
-                    self.tables[spec.table as usize].flows.reserve(1 + ops.size_hint().0);
-                }
-            }
-            if let Err((field, message)) = self.apply_one(op, port_exists, baseline, now, &mut undo, &mut sum) {
-                self.rollback(undo);
-                return Err(TxError { op: i, field, message });
-            }
-        }
-        if self.count > self.max_flows {
+        if let Err(e) = self.apply_each(ops, port_exists, baseline, &mut undo, &mut sum) {
             self.rollback(undo);
-            return Err(TxError {
-                op: count.saturating_sub(1),
-                field: "flow".into(),
-                message: format!("the switch holds at most {} flows", self.max_flows),
-            });
+            return Err(e);
         }
-        sum.ops = count;
         // Ids of replaced and deleted flows go free after the grace period; ids taken and
         // given back within this transaction never reached a worker.
         for u in &undo {
@@ -381,6 +349,46 @@ impl FlowStore {
             sum.freed_ids.retain(|id| !live.contains(id));
         }
         Ok(sum)
+    }
+
+    /// `apply` without the undoing: what is done so far is in `undo` when it fails.
+    fn apply_each(
+        &mut self,
+        ops: impl Iterator<Item = Result<FlowOp, TxError>>,
+        port_exists: &dyn Fn(u32) -> bool,
+        baseline: &dyn Fn(u32) -> (u64, u64),
+        undo: &mut Vec<Undo>,
+        sum: &mut TxSummary,
+    ) -> Result<(), TxError> {
+        // A table grows once for the ops still to come when the first add reaches it, not
+        // step by step (100k adds would rehash a few hundred MB as the table doubles).
+        // Reserved room for adds that go elsewhere costs address space, not memory.
+        let mut reserved = [false; MAX_TABLES];
+        let now = (SystemTime::now(), Instant::now());
+        let mut ops = ops.enumerate();
+        while let Some((i, op)) = ops.next() {
+            sum.ops = i + 1;
+            let op = op?;
+            if let FlowOp::Add(spec) = &op {
+                if let Some(done @ false) = reserved.get_mut(spec.table as usize) {
+                    *done = true;
+                    self.tables[spec.table as usize].flows.reserve(1 + ops.size_hint().0);
+                }
+            }
+            self.apply_one(op, port_exists, baseline, now, undo, sum).map_err(|(field, message)| TxError {
+                op: i,
+                field,
+                message,
+            })?;
+        }
+        if self.count > self.max_flows {
+            return Err(TxError {
+                op: sum.ops.saturating_sub(1),
+                field: "flow".into(),
+                message: format!("the switch holds at most {} flows", self.max_flows),
+            });
+        }
+        Ok(())
     }
 
     fn apply_one(
