@@ -104,6 +104,9 @@ struct Results {
     skipped: u64,
     seconds: f64,
     first_rx: Option<u128>,
+    /// When the last flow's first frame came (Unix ns): a policy change is live on every
+    /// flow by then.
+    every_flow_rx: Option<u128>,
     hist: Histogram<u64>,
 }
 
@@ -132,9 +135,11 @@ impl Io<'_> {
             skipped: 0,
             seconds,
             first_rx: None,
+            every_flow_rx: None,
             hist: Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds"),
         };
         let mut last_seq: Vec<Option<u32>> = vec![None; self.flows as usize];
+        let mut flows_unseen = self.flows;
         let mut burst = MbufBurst::new();
         let mut rx = MbufBurst::new();
         let start = dpdk::tsc();
@@ -199,7 +204,14 @@ impl Io<'_> {
                     if let Some(last) = last_seq.get_mut(flow as usize) {
                         match *last {
                             Some(l) if seq_before(s, l) => r.reordered += 1,
-                            _ => *last = Some(s),
+                            Some(_) => *last = Some(s),
+                            None => {
+                                *last = Some(s);
+                                flows_unseen -= 1;
+                                if flows_unseen == 0 {
+                                    r.every_flow_rx = Some(unix_ns());
+                                }
+                            }
                         }
                     }
                     if r.first_rx.is_none() {
@@ -321,6 +333,7 @@ fn run(args: Args) -> Result<(), String> {
             "offered_mpps": r.sent as f64 / r.seconds / 1e6,
             "received_mpps": r.stamped as f64 / r.seconds / 1e6,
             "first_rx_unix_ns": r.first_rx.map(|t| t as u64),
+            "every_flow_rx_unix_ns": r.every_flow_rx.map(|t| t as u64),
             "latency_ns": {
                 "min": if r.hist.is_empty() { 0 } else { r.hist.min() },
                 "p50": q(0.5),
