@@ -194,6 +194,13 @@ impl prometheus_client::collector::Collector for SwitchCollector {
             Gauge,
             [(vec![], s.generation() as f64)],
         )?;
+        rows(
+            &mut enc,
+            "vswitch_eal_mapped_bytes",
+            "Memory the DPDK EAL holds (hugepages unless eal.no_huge)",
+            Gauge,
+            [(vec![], s.eal_mapped_bytes() as f64)],
+        )?;
         if let Some((available, in_use)) = s.pool_usage() {
             rows(
                 &mut enc,

@@ -180,6 +180,7 @@ impl pb::switch_service_server::SwitchService for Api {
                 hugepage_size: m.hugepage_size,
                 mbufs_available: available,
                 mbufs_in_use: in_use,
+                mapped_bytes: s.eal_mapped_bytes(),
             }),
             mac_aging_seconds: s.plan.config.switch.mac_aging_seconds,
             mac_table_capacity: s.mac_table_capacity() as u32,

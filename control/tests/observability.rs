@@ -228,6 +228,9 @@ fn metrics_parse_name_everything_and_move_with_traffic() {
     let bursts = after.value("vswitch_worker_rx_burst_size_count", &[("worker", "0")]).unwrap();
     assert!(bursts > before.value("vswitch_worker_rx_burst_size_count", &[("worker", "0")]).unwrap());
     assert!(after.value("vswitch_worker_busy_seconds_total", &[("worker", "0")]).unwrap() > 0.0);
+    // The EAL holds whole hugepages, the pool among them.
+    let mapped = after.value("vswitch_eal_mapped_bytes", &[]).unwrap();
+    assert!(mapped >= (2 << 20) as f64 && mapped % (2 << 20) as f64 == 0.0, "{mapped}");
     assert!(after.value("vswitch_table_lookups_total", &[("table", "0")]).unwrap() >= 6.0);
     assert!(after.value("vswitch_tunnel_encap_packets_total", &[("tunnel", "vx0")]).is_some());
     // Control plane: the show-drops call above is counted with its code; a bad request too.

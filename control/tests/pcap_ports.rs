@@ -529,3 +529,30 @@ fn tunnel_bursts_with_oversized_frames_encapsulate_the_rest_in_order() {
         assert_eq!(&out[50..], &inner[..], "frame {k}: the inner frame, in order and intact");
     }
 }
+
+/// `get-info` tells the memory the EAL holds now: exactly the hugepages the system lost to
+/// the switch, fewer than the start-up check asked to be free (the EAL maps the pool and a
+/// little at start, and more only as ports need it).
+#[test]
+fn info_reports_the_hugepages_the_eal_holds() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.pcap");
+    write_pcap(std::fs::File::create(&input).unwrap(), &[frame(B, A, 60)]).unwrap();
+    let free_before = free_hugepages();
+    let sw = Vswitchd::start(&format!(
+        "[[port]]\nname = \"in\"\nnumber = 1\ndevargs = \"net_pcap0,rx_pcap={}\"\n\n\
+         [[port]]\nname = \"out\"\nnumber = 2\ndevargs = \"net_null0,no-rx=1\"\n",
+        input.display()
+    ));
+    wait_port(&sw, 2, "the frame forwarded", |c| c.tx_packets == 1);
+    let m = info(&sw).memory.unwrap();
+    let taken = free_before - free_hugepages();
+    let (status, log) = sw.stop();
+    assert!(status.success(), "{log}");
+    eprintln!("EAL holds {} bytes; {taken} hugepages taken; the check asked for {}", m.mapped_bytes, m.hugepages);
+    assert_eq!(m.hugepage_size, 2 << 20);
+    assert_eq!(m.mapped_bytes, taken * m.hugepage_size, "mapped bytes are the hugepages the system lost");
+    assert!(m.mapped_bytes >= m.pool_bytes, "the pool is in them: {m:?}");
+    assert!(taken < m.hugepages, "fewer taken than checked for at start: {m:?}");
+}

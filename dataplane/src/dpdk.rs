@@ -121,6 +121,26 @@ impl Eal {
     pub fn tsc_calibration_shortened(&self) -> bool {
         self.tsc_calibration_shortened
     }
+
+    /// Bytes of memory the EAL has mapped into its heaps on every socket: the hugepages it
+    /// holds now (it maps more as ports and pools need them).
+    pub fn mapped_bytes(&self) -> u64 {
+        // SAFETY: the EAL is initialised (self exists); rte_socket_count only reads its config.
+        let sockets = unsafe { sys::rte_socket_count() };
+        (0..sockets)
+            .map(|i| {
+                let mut stats = sys::rte_malloc_socket_stats::default();
+                // SAFETY: the EAL is initialised; idx < rte_socket_count(). The heap lock is
+                // taken inside; `stats` is a valid struct the call fills.
+                let ok = unsafe { sys::rte_malloc_get_socket_stats(sys::rte_socket_id_by_idx(i), &mut stats) } == 0;
+                if ok {
+                    stats.heap_totalsz_bytes as u64
+                } else {
+                    0
+                }
+            })
+            .sum()
+    }
 }
 
 impl Drop for Eal {

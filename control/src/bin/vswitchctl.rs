@@ -365,10 +365,11 @@ async fn run(args: Args) -> Result<(), String> {
             println!("vswitchd {} ({})", info.version, info.dpdk_version);
             println!("uptime: {:.0} s, pipeline generation {}", info.uptime_seconds, info.generation);
             println!(
-                "memory: {} mbufs of {} B ({} in use), {} hugepages of {}",
+                "memory: {} mbufs of {} B ({} in use); {} mapped, {} hugepages of {} checked free at start",
                 m.mbufs,
                 m.mbuf_data_room,
                 m.mbufs_in_use,
+                human_bytes(m.mapped_bytes),
                 m.hugepages,
                 human_bytes(m.hugepage_size)
             );

@@ -412,6 +412,11 @@ impl Switch {
         self.shared.pipeline.generation()
     }
 
+    /// Bytes of memory the EAL holds now (0 once it is shut down).
+    pub fn eal_mapped_bytes(&self) -> u64 {
+        self.eal.lock().unwrap().as_ref().map_or(0, |e| e.mapped_bytes())
+    }
+
     /// Mbufs free and in use in the packet pool.
     pub fn pool_usage(&self) -> Option<(u32, u32)> {
         let pool = self.pool.lock().unwrap();
