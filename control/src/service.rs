@@ -490,15 +490,26 @@ impl pb::flow_service_server::FlowService for Api {
         // Each text is parsed as the transaction reaches it: 10,000 rules never sit in
         // memory as parsed ops all at once (2.5 MB, each page of it a fault in a fresh
         // process).
-        let texts = req.texts.iter().enumerate().map(|(i, text)| {
+        let n_texts = req.texts.len();
+        let parse = |op: usize, text: &str| {
             dataplane::flow::parse_flow(text).map(FlowOp::Add).map_err(|e| TxError {
-                op: n_typed + i,
+                op,
                 field: String::new(),
                 message: e.to_string(),
             })
-        });
-        let name = move |i: usize| if i < n_typed { format!("flows[{i}]") } else { format!("texts[{}]", i - n_typed) };
-        self.run_transaction(|| typed.into_iter().map(Ok).chain(texts), name, req.wait).await
+        };
+        let texts = req.texts.iter().enumerate().map(|(i, text)| parse(n_typed + i, text));
+        let file =
+            dataplane::flow::flow_lines(&req.text).enumerate().map(|(k, (_, text))| parse(n_typed + n_texts + k, text));
+        let name = |i: usize| match i.checked_sub(n_typed + n_texts) {
+            // The k-th flow of the file: its line is looked up again (errors only).
+            Some(k) => {
+                dataplane::flow::flow_lines(&req.text).nth(k).map_or("text".into(), |(line, _)| format!("text:{line}"))
+            }
+            None if i < n_typed => format!("flows[{i}]"),
+            None => format!("texts[{}]", i - n_typed),
+        };
+        self.run_transaction(|| typed.into_iter().map(Ok).chain(texts).chain(file), name, req.wait).await
     }
 
     async fn modify_flows(

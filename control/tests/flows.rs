@@ -675,4 +675,29 @@ fn flow_files_load_replace_and_point_at_errors() {
             .unwrap_err()
     });
     assert_eq!(e.message(), "texts[1].actions[0]: output:77: no port number 77");
+    // A whole file in `text`: its flows come after `texts`, errors name the file's line,
+    // and a bad line anywhere adds nothing.
+    let add_text = |text: &str| {
+        let req = pb::AddFlowsRequest {
+            texts: vec!["priority=30,in_port=1,actions=drop".into()],
+            text: text.into(),
+            wait: true,
+            ..Default::default()
+        };
+        rt().block_on(async {
+            pb::flow_service_client::FlowServiceClient::new(sw.channel().await).add_flows(req).await
+        })
+    };
+    let file = "# policy\n\npriority=31,in_port=1,actions=drop\n  priority=32,in_port=2,actions=output:1\n";
+    let e = add_text(&format!("{file}priority=33,in_port=1,actions=output:77\n")).unwrap_err();
+    assert_eq!(e.message(), "text:5.actions[0]: output:77: no port number 77");
+    let e = add_text(&format!("{file}#\npriority=33,in_port=1,nw_dstt=1.2.3.4,actions=drop\n")).unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().starts_with("text:6: unknown field 'nw_dstt'"), "{}", e.message());
+    assert_eq!(dump(&sw).len(), 1, "a bad text adds nothing");
+    let r = add_text(file).unwrap().into_inner();
+    assert_eq!((r.added, r.live), (3, true));
+    let mut prios: Vec<u32> = dump(&sw).iter().map(|f| f.flow.as_ref().unwrap().priority.unwrap()).collect();
+    prios.sort();
+    assert_eq!(prios, [5, 30, 31, 32]);
 }

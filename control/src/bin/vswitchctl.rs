@@ -208,34 +208,36 @@ fn syntax_error(what: &str, input: &str, e: &dataplane::flow::parse::ParseError)
 /// Flows of a file: one per line, blank lines and # comments skipped. Returns the flow
 /// texts and, for each, its line number. The daemon parses them (one parse, no
 /// conversion): the fast way to load 100,000 flows.
-fn read_flows(path: &std::path::Path) -> Result<(Vec<String>, Vec<usize>), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut flows = Vec::new();
-    let mut lines = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        flows.push(line.to_string());
-        lines.push(n + 1);
-    }
-    Ok((flows, lines))
+fn read_file(path: &std::path::Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-/// Turns the daemon's "texts[i]: message (at column C)" (or "ops[i].add_text: ...") into
-/// "FILE:LINE: message" with the line and a caret under the column. `offset` is the number
-/// of operations before the first text. The file is read again for this: the request took
-/// the texts (a copy of 10k rules costs more than reading them twice when one is bad).
+/// The flows of a flow file, one text each, and the line each is on.
+fn read_flows(path: &std::path::Path) -> Result<(Vec<String>, Vec<usize>), String> {
+    let text = read_file(path)?;
+    Ok(dataplane::flow::flow_lines(&text).map(|(line, flow)| (flow.to_string(), line)).unzip())
+}
+
+/// Turns the daemon's "text:LINE: message (at column C)", "texts[i]: ..." or
+/// "ops[i].add_text: ..." into "FILE:LINE: message" with the line and a caret under the
+/// column. `offset` is the number of operations before the first text. The file is read
+/// again for this: the request took its text.
 fn file_error(status: tonic::Status, path: &std::path::Path, offset: usize) -> String {
     let Ok((texts, lines)) = read_flows(path) else { return status_text(status) };
     let msg = status.message();
-    let index = msg
-        .strip_prefix("texts[")
-        .or_else(|| msg.strip_prefix("ops["))
-        .and_then(|r| r.split(']').next())
-        .and_then(|i| i.parse::<usize>().ok())
-        .and_then(|i| i.checked_sub(offset));
+    let index = match msg.strip_prefix("text:") {
+        Some(rest) => rest
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|l| l.parse::<usize>().ok())
+            .and_then(|line| lines.iter().position(|&l| l == line)),
+        None => msg
+            .strip_prefix("texts[")
+            .or_else(|| msg.strip_prefix("ops["))
+            .and_then(|r| r.split(']').next())
+            .and_then(|i| i.parse::<usize>().ok())
+            .and_then(|i| i.checked_sub(offset)),
+    };
     let Some(i) = index.filter(|i| *i < texts.len()) else { return status_text(status) };
     let detail = msg.split_once(": ").map_or(msg, |(_, d)| d);
     let column = detail.rsplit_once("(at column ").and_then(|(_, c)| c.trim_end_matches(')').parse::<usize>().ok());
@@ -595,8 +597,8 @@ async fn run(args: Args) -> Result<(), String> {
             let r = FlowServiceClient::new(channel)
                 .add_flows(pb::AddFlowsRequest {
                     flows: vec![control::convert::flow_from_model(&spec)],
-                    texts: vec![],
                     wait: !no_wait,
+                    ..Default::default()
                 })
                 .await
                 .map_err(status_text)?
@@ -604,9 +606,10 @@ async fn run(args: Args) -> Result<(), String> {
             print_tx(&r, json)?;
         }
         Command::AddFlows { file, no_wait } => {
-            let (texts, _) = read_flows(&file)?;
+            // The file goes as it is, one string: the daemon splits it into flows.
+            let text = read_file(&file)?;
             let r = flow_client(channel)
-                .add_flows(pb::AddFlowsRequest { flows: vec![], texts, wait: !no_wait })
+                .add_flows(pb::AddFlowsRequest { text, wait: !no_wait, ..Default::default() })
                 .await
                 .map_err(|s| file_error(s, &file, 0))?
                 .into_inner();

@@ -15,4 +15,4 @@ pub mod store;
 pub use action::{Action, MAX_TABLES};
 pub use key::{FlowKey, KEY_WORDS};
 pub use matching::{Field, Match};
-pub use parse::{parse_filter, parse_flow, parse_packet, FlowFilter, FlowSpec};
+pub use parse::{flow_lines, parse_filter, parse_flow, parse_packet, FlowFilter, FlowSpec};

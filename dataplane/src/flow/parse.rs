@@ -410,6 +410,15 @@ fn parse_items(input: &str, mode: Mode) -> Result<Parsed, ParseError> {
     Ok(p)
 }
 
+/// The flows of a flow file (`ovs-ofctl add-flows` syntax): each non-blank line that does
+/// not start with `#`, trimmed, with its line number (from 1).
+pub fn flow_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| (i + 1, line.trim()))
+        .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
+}
+
 /// Parses a flow (`add-flow` syntax). Actions are required (`actions=drop` for none).
 pub fn parse_flow(input: &str) -> Result<FlowSpec, ParseError> {
     let p = parse_items(input, Mode::Flow)?;
@@ -545,6 +554,13 @@ pub fn parse_actions(text: &str, offset: usize) -> Result<Vec<Action>, ParseErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flow_lines_skip_blanks_and_comments_and_keep_line_numbers() {
+        let text = "# policy\n  in_port=1,actions=drop  \n\n\t\n#x\nin_port=2,actions=drop";
+        let lines: Vec<_> = flow_lines(text).collect();
+        assert_eq!(lines, [(2, "in_port=1,actions=drop"), (6, "in_port=2,actions=drop")]);
+    }
 
     #[test]
     fn the_issue_example() {
