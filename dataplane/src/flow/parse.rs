@@ -411,13 +411,37 @@ fn parse_items(input: &str, mode: Mode) -> Result<Parsed, ParseError> {
 }
 
 /// The flows of a flow file (`ovs-ofctl add-flows` syntax): each non-blank line that does
-/// not start with `#`, trimmed, with its line number (from 1).
-pub fn flow_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
-    text.lines()
-        .enumerate()
-        .map(|(i, line)| (i + 1, line.trim()))
-        .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
+/// not start with `#`, trimmed, with its line number (from 1). The flows are counted first,
+/// so the iterator knows its length: a transaction reserves room for all of them at once.
+pub fn flow_lines(text: &str) -> FlowLines<'_> {
+    FlowLines { lines: text.lines().enumerate(), left: text.lines().filter(|l| is_flow_line(l.trim())).count() }
 }
+
+fn is_flow_line(trimmed: &str) -> bool {
+    !trimmed.is_empty() && !trimmed.starts_with('#')
+}
+
+/// See [`flow_lines`].
+pub struct FlowLines<'a> {
+    lines: std::iter::Enumerate<std::str::Lines<'a>>,
+    left: usize,
+}
+
+impl<'a> Iterator for FlowLines<'a> {
+    type Item = (usize, &'a str);
+
+    fn next(&mut self) -> Option<(usize, &'a str)> {
+        let (i, line) = self.lines.find(|(_, l)| is_flow_line(l.trim()))?;
+        self.left -= 1;
+        Some((i + 1, line.trim()))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for FlowLines<'_> {}
 
 /// Parses a flow (`add-flow` syntax). Actions are required (`actions=drop` for none).
 pub fn parse_flow(input: &str) -> Result<FlowSpec, ParseError> {
@@ -558,8 +582,9 @@ mod tests {
     #[test]
     fn flow_lines_skip_blanks_and_comments_and_keep_line_numbers() {
         let text = "# policy\n  in_port=1,actions=drop  \n\n\t\n#x\nin_port=2,actions=drop";
-        let lines: Vec<_> = flow_lines(text).collect();
-        assert_eq!(lines, [(2, "in_port=1,actions=drop"), (6, "in_port=2,actions=drop")]);
+        let lines = flow_lines(text);
+        assert_eq!(lines.len(), 2, "counted before they are read");
+        assert_eq!(lines.collect::<Vec<_>>(), [(2, "in_port=1,actions=drop"), (6, "in_port=2,actions=drop")]);
     }
 
     #[test]
