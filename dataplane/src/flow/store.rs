@@ -365,6 +365,8 @@ impl FlowStore {
         // Reserved room for adds that go elsewhere costs address space, not memory.
         let mut reserved = [false; MAX_TABLES];
         let now = (SystemTime::now(), Instant::now());
+        // An entry per op at least: the log grows once, not by doubling.
+        undo.reserve(ops.size_hint().0);
         let mut ops = ops.enumerate();
         while let Some((i, op)) = ops.next() {
             sum.ops = i + 1;

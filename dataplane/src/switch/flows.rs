@@ -135,44 +135,44 @@ pub struct TraceResult {
 impl Switch {
     fn translate(counter_names: &mut Vec<String>, ports: &PortMap, id: u32, spec: &FlowSpec) -> CompiledRule {
         let mut goto = None;
-        let ops: Vec<Op> = spec
-            .actions
-            .iter()
-            .filter_map(|a| {
-                Some(match a {
-                    // Ports were checked by the store.
-                    Action::Output(n) => Op::Output(ports.index_of(*n)?),
-                    Action::Normal => Op::Normal,
-                    Action::Flood => Op::Flood,
-                    Action::InPort => Op::InPort,
-                    Action::PushVlan(t) => Op::PushVlan(*t),
-                    Action::PopVlan => Op::PopVlan,
-                    Action::SetVlanVid(v) => Op::SetVlanVid(*v),
-                    Action::SetVlanPcp(p) => Op::SetVlanPcp(*p),
-                    Action::SetEthSrc(m) => Op::SetEthSrc(m.to_u64()),
-                    Action::SetEthDst(m) => Op::SetEthDst(m.to_u64()),
-                    Action::SetIpv4Src(a) => Op::SetIpv4Src(u32::from(*a)),
-                    Action::SetIpv4Dst(a) => Op::SetIpv4Dst(u32::from(*a)),
-                    Action::SetIpDscp(d) => Op::SetIpDscp(*d),
-                    Action::DecTtl => Op::DecTtl,
-                    Action::SetTpSrc(p) => Op::SetTpSrc(*p),
-                    Action::SetTpDst(p) => Op::SetTpDst(*p),
-                    Action::GotoTable(t) => {
-                        goto = Some(*t);
-                        return None;
-                    }
-                    Action::Counter(name) => Op::Counter(counter_slot(counter_names, name)),
-                    Action::SetTunnelId(v) => Op::SetTunnelId(*v),
-                    Action::SetTunDst(a) => Op::SetTunDst(u32::from(*a)),
-                })
+        // Sized for every action: a rule compiles with one allocation for its ops (a filtered
+        // collect starts small and shrinks at the end).
+        let mut ops: Vec<Op> = Vec::with_capacity(spec.actions.len());
+        ops.extend(spec.actions.iter().filter_map(|a| {
+            Some(match a {
+                // Ports were checked by the store.
+                Action::Output(n) => Op::Output(ports.index_of(*n)?),
+                Action::Normal => Op::Normal,
+                Action::Flood => Op::Flood,
+                Action::InPort => Op::InPort,
+                Action::PushVlan(t) => Op::PushVlan(*t),
+                Action::PopVlan => Op::PopVlan,
+                Action::SetVlanVid(v) => Op::SetVlanVid(*v),
+                Action::SetVlanPcp(p) => Op::SetVlanPcp(*p),
+                Action::SetEthSrc(m) => Op::SetEthSrc(m.to_u64()),
+                Action::SetEthDst(m) => Op::SetEthDst(m.to_u64()),
+                Action::SetIpv4Src(a) => Op::SetIpv4Src(u32::from(*a)),
+                Action::SetIpv4Dst(a) => Op::SetIpv4Dst(u32::from(*a)),
+                Action::SetIpDscp(d) => Op::SetIpDscp(*d),
+                Action::DecTtl => Op::DecTtl,
+                Action::SetTpSrc(p) => Op::SetTpSrc(*p),
+                Action::SetTpDst(p) => Op::SetTpDst(*p),
+                Action::GotoTable(t) => {
+                    goto = Some(*t);
+                    return None;
+                }
+                Action::Counter(name) => Op::Counter(counter_slot(counter_names, name)),
+                Action::SetTunnelId(v) => Op::SetTunnelId(*v),
+                Action::SetTunDst(a) => Op::SetTunDst(u32::from(*a)),
             })
-            .collect();
+        }));
         CompiledRule {
             id,
             table: spec.table,
             priority: spec.priority,
             cookie: spec.cookie,
-            actions: spec.actions.clone().into(),
+            // Straight into the Arc: one allocation, not a Vec clone and then a copy of it.
+            actions: Arc::from(spec.actions.as_slice()),
             modifies: ops.iter().any(|o| o.changes_key()),
             ops: ops.into_boxed_slice(),
             goto,
