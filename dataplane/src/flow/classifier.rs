@@ -189,40 +189,46 @@ pub const BATCH: usize = 32;
 
 impl Classifier {
     /// Builds the classifier of `rules` (index i of the result refers to the i-th rule). An
-    /// iterator, walked a few times, so that no copy of every match is made for the build.
-    pub fn build(rules: impl Iterator<Item = (Match, RuleRef)> + Clone) -> Classifier {
-        // Group by mask, remembering each rule's group.
+    /// iterator, walked once: no copy of every match is made for the build beyond the
+    /// masked values the classifier keeps.
+    pub fn build(rules: impl Iterator<Item = (Match, RuleRef)>) -> Classifier {
+        // One pass: each rule's masked value, priority and id into the arrays the classifier
+        // keeps, and its index into the group of its mask.
+        let n_rules = rules.size_hint().0;
+        let mut values = Vec::with_capacity(n_rules);
+        let mut refs = Vec::with_capacity(n_rules);
+        let mut rule_subtables = Vec::with_capacity(n_rules);
         let mut group_of: rustc_hash::FxHashMap<FlowKey, u32> = Default::default();
         let mut groups: Vec<(FlowKey, Vec<u32>)> = Vec::new();
-        let mut rule_subtables: Box<[u32]> = rules
-            .clone()
-            .enumerate()
-            .map(|(i, (m, _))| {
-                let g = *group_of.entry(m.mask).or_insert_with(|| {
-                    groups.push((m.mask, Vec::new()));
-                    groups.len() as u32 - 1
-                });
-                groups[g as usize].1.push(i as u32);
-                g
-            })
-            .collect();
+        for (i, (m, r)) in rules.enumerate() {
+            let g = *group_of.entry(m.mask).or_insert_with(|| {
+                groups.push((m.mask, Vec::new()));
+                groups.len() as u32 - 1
+            });
+            groups[g as usize].1.push(i as u32);
+            rule_subtables.push(g);
+            values.push(m.value);
+            refs.push(r);
+        }
         drop(group_of);
-        let values: Box<[FlowKey]> = rules.clone().map(|(m, _)| m.value).collect();
-        let refs: Box<[RuleRef]> = rules.map(|(_, r)| r).collect();
+        let values: Box<[FlowKey]> = values.into_boxed_slice();
+        // Of two rules with the same masked value only the better is reachable: it takes the
+        // bucket (higher priority, then lower id, as lookups rank them).
+        let better = |a: u32, b: u32| {
+            let (a, b) = (&refs[a as usize], &refs[b as usize]);
+            (a.priority, std::cmp::Reverse(a.id)) > (b.priority, std::cmp::Reverse(b.id))
+        };
         let mut subtables: Vec<(u32, Subtable)> = groups
             .into_iter()
             .enumerate()
-            .map(|(g, (mask, mut members))| {
+            .map(|(g, (mask, members))| {
                 let words: Box<[u8]> = (0..KEY_WORDS as u8).filter(|&w| mask.0[w as usize] != 0).collect();
-                // Best rule first, so that of several with the same masked value the best
-                // takes the bucket and the others (never reachable) are skipped.
-                members.sort_by_key(|&i| (std::cmp::Reverse(refs[i as usize].priority), refs[i as usize].id));
                 let n = (members.len() * 2).next_power_of_two().max(2);
                 let mut buckets = vec![Bucket { hash: 0, rule: EMPTY }; n].into_boxed_slice();
                 let mut st = Subtable {
                     mask,
                     words,
-                    max_priority: refs[members[0] as usize].priority,
+                    max_priority: members.iter().map(|&r| refs[r as usize].priority).max().unwrap_or(0),
                     buckets: Box::new([]),
                     bucket_mask: n - 1,
                 };
@@ -237,7 +243,10 @@ impl Classifier {
                             break;
                         }
                         if b.hash == h && values[b.rule as usize] == *v {
-                            break; // shadowed by a better rule with the same match
+                            if better(r, b.rule) {
+                                buckets[i].rule = r;
+                            }
+                            break;
                         }
                         i = (i + 1) & st.bucket_mask;
                     }
@@ -257,7 +266,7 @@ impl Classifier {
         let priorities = refs.iter().map(|r| r.priority).collect();
         let ids = refs.iter().map(|r| r.id).collect();
         let subtables = subtables.into_iter().map(|(_, st)| st).collect();
-        Classifier { subtables, values, priorities, ids, rule_subtables }
+        Classifier { subtables, values, priorities, ids, rule_subtables: rule_subtables.into_boxed_slice() }
     }
 
     /// The match of rule `rule` (index into the rules given to `build`).

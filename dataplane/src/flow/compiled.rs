@@ -213,7 +213,7 @@ impl CompiledTable {
     pub fn build(
         id: u8,
         rules: Vec<CompiledRule>,
-        matches: impl Iterator<Item = Match> + Clone,
+        matches: impl Iterator<Item = Match>,
         miss: MissAction,
     ) -> CompiledTable {
         let hot = rules
