@@ -280,7 +280,7 @@ impl FlowStore {
     }
 
     /// The flows of one table, in no particular order (for compiling).
-    pub fn flows_unordered(&self, table: u8) -> impl Iterator<Item = &StoredFlow> + Clone {
+    pub fn flows_unordered(&self, table: u8) -> impl Iterator<Item = &StoredFlow> {
         self.tables[table as usize].flows.values()
     }
 
@@ -365,8 +365,6 @@ impl FlowStore {
         // Reserved room for adds that go elsewhere costs address space, not memory.
         let mut reserved = [false; MAX_TABLES];
         let now = (SystemTime::now(), Instant::now());
-        // An entry per op at least: the log grows once, not by doubling.
-        undo.reserve(ops.size_hint().0);
         let mut ops = ops.enumerate();
         while let Some((i, op)) = ops.next() {
             sum.ops = i + 1;
