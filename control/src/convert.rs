@@ -231,7 +231,7 @@ pub fn flow_to_model(f: &pb::Flow) -> Result<FlowSpec, FieldError> {
         idle_timeout: small("idle_timeout", f.idle_timeout, 65535)?,
         hard_timeout: small("hard_timeout", f.hard_timeout, 65535)?,
         matching,
-        actions: actions_to_model(&f.actions)?,
+        actions: actions_to_model(&f.actions)?.into(),
     })
 }
 
@@ -290,7 +290,7 @@ pub fn op_to_model(op: &pb::FlowOp, i: usize) -> Result<(FlowOp, &'static str), 
         Op::Modify(m) => {
             let filter = filter_to_model(m.filter.as_ref()).map_err(|e| e.under(&prefix("modify")))?;
             let actions = actions_to_model(&m.actions).map_err(|e| e.under(&prefix("modify")))?;
-            Ok((FlowOp::Modify { filter, actions, strict: m.strict }, "modify"))
+            Ok((FlowOp::Modify { filter, actions: actions.into(), strict: m.strict }, "modify"))
         }
         Op::Delete(d) => {
             let filter = filter_to_model(d.filter.as_ref()).map_err(|e| e.under(&prefix("delete")))?;

@@ -491,16 +491,22 @@ impl pb::flow_service_server::FlowService for Api {
         // memory as parsed ops all at once (2.5 MB, each page of it a fault in a fresh
         // process).
         let n_texts = req.texts.len();
-        let parse = |op: usize, text: &str| {
-            dataplane::flow::parse_flow(text).map(FlowOp::Add).map_err(|e| TxError {
-                op,
-                field: String::new(),
-                message: e.to_string(),
-            })
-        };
-        let texts = req.texts.iter().enumerate().map(|(i, text)| parse(n_typed + i, text));
-        let file =
-            dataplane::flow::flow_lines(&req.text).enumerate().map(|(k, (_, text))| parse(n_typed + n_texts + k, text));
+        // Flows with the same actions share one list, and their compiled rules one list of
+        // ops: a 10,000-rule policy usually has few distinct actions.
+        let mut shared = dataplane::flow::SharedActions::default();
+        let parsed = req
+            .texts
+            .iter()
+            .map(String::as_str)
+            .chain(dataplane::flow::flow_lines(&req.text).map(|(_, text)| text))
+            .enumerate()
+            .map(move |(i, text)| {
+                dataplane::flow::parse_flow_sharing(text, &mut shared).map(FlowOp::Add).map_err(|e| TxError {
+                    op: n_typed + i,
+                    field: String::new(),
+                    message: e.to_string(),
+                })
+            });
         let name = |i: usize| match i.checked_sub(n_typed + n_texts) {
             // The k-th flow of the file: its line is looked up again (errors only).
             Some(k) => {
@@ -509,7 +515,7 @@ impl pb::flow_service_server::FlowService for Api {
             None if i < n_typed => format!("flows[{i}]"),
             None => format!("texts[{}]", i - n_typed),
         };
-        self.run_transaction(|| typed.into_iter().map(Ok).chain(texts).chain(file), name, req.wait).await
+        self.run_transaction(|| typed.into_iter().map(Ok).chain(parsed), name, req.wait).await
     }
 
     async fn modify_flows(
@@ -519,7 +525,7 @@ impl pb::flow_service_server::FlowService for Api {
         let req = req.into_inner();
         let filter = crate::convert::filter_to_model(req.filter.as_ref()).map_err(field_error)?;
         let actions = crate::convert::actions_to_model(&req.actions).map_err(field_error)?;
-        let op = FlowOp::Modify { filter, actions, strict: req.strict };
+        let op = FlowOp::Modify { filter, actions: actions.into(), strict: req.strict };
         // The only op: its errors need no index.
         let resp = self.run_transaction(|| [Ok(op)], |_| "modify".to_string(), req.wait).await;
         resp.map_err(|s| Status::new(s.code(), s.message().trim_start_matches("modify.").to_string()))

@@ -153,7 +153,8 @@ pub struct CompiledRule {
     /// The actions as written (for trace and dumps). The match is the classifier's
     /// ([`CompiledTable::rule_match`]): kept once, not in every rule too.
     pub actions: Arc<[Action]>,
-    pub ops: Box<[Op]>,
+    /// Shared by rules with the same actions (see `Switch::compile_table`).
+    pub ops: Arc<[Op]>,
     pub goto: Option<u8>,
     /// Any op changes packet bytes.
     pub modifies: bool,
@@ -617,7 +618,7 @@ pub(crate) mod tests {
                 table: f.table,
                 priority: f.priority,
                 cookie: f.cookie,
-                actions: f.actions.clone().into(),
+                actions: f.actions.clone(),
                 ops,
                 goto,
                 modifies: f.actions.iter().any(|a| a.changes_key()),

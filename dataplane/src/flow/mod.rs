@@ -15,4 +15,6 @@ pub mod store;
 pub use action::{Action, MAX_TABLES};
 pub use key::{FlowKey, KEY_WORDS};
 pub use matching::{Field, Match};
-pub use parse::{flow_lines, parse_filter, parse_flow, parse_packet, FlowFilter, FlowSpec};
+pub use parse::{
+    flow_lines, parse_filter, parse_flow, parse_flow_sharing, parse_packet, FlowFilter, FlowSpec, SharedActions,
+};

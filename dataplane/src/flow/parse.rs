@@ -3,8 +3,12 @@
 //! Items are separated by commas or spaces; `actions=` takes the rest of the text. Errors say
 //! which word is wrong and where it starts, so the CLI can point at it.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use rustc_hash::FxBuildHasher;
 
 use super::action::{Action, MAX_TABLES};
 use super::key::{ethertype, ipproto, slot, FlowKey, VLAN_PCP_MASK, VLAN_PRESENT, VLAN_VID_MASK};
@@ -25,20 +29,13 @@ pub struct FlowSpec {
     /// Seconds after creation before the flow is removed (0: never).
     pub hard_timeout: u16,
     pub matching: Match,
-    pub actions: Vec<Action>,
+    /// Shared by flows with the same actions when parsed together ([`SharedActions`]).
+    pub actions: Arc<[Action]>,
 }
 
 impl Default for FlowSpec {
     fn default() -> Self {
-        FlowSpec {
-            table: 0,
-            priority: DEFAULT_PRIORITY,
-            cookie: 0,
-            idle_timeout: 0,
-            hard_timeout: 0,
-            matching: Match::ANY,
-            actions: Vec::new(),
-        }
+        Parsed::new().spec()
     }
 }
 
@@ -316,21 +313,60 @@ enum Mode {
     Packet,
 }
 
+/// What a text said, before it becomes a flow, a filter or a packet. The flow's actions
+/// stay apart (`None` until `actions=`), so a rule's parse takes no default list first.
 struct Parsed {
-    spec: FlowSpec,
+    table: u8,
+    priority: u16,
+    cookie: u64,
+    idle_timeout: u16,
+    hard_timeout: u16,
+    matching: Match,
+    actions: Option<Arc<[Action]>>,
+    /// The filter's own fields; its match is `matching`.
     filter: FlowFilter,
-    saw_actions: bool,
 }
 
-fn parse_items(input: &str, mode: Mode) -> Result<Parsed, ParseError> {
-    let mut p = Parsed { spec: FlowSpec::default(), filter: FlowFilter::default(), saw_actions: false };
+impl Parsed {
+    fn new() -> Parsed {
+        Parsed {
+            table: 0,
+            priority: DEFAULT_PRIORITY,
+            cookie: 0,
+            idle_timeout: 0,
+            hard_timeout: 0,
+            matching: Match::ANY,
+            actions: None,
+            filter: FlowFilter::default(),
+        }
+    }
+
+    /// The flow; no actions are an empty list (an empty `Arc<[T]>` is a static: no allocation).
+    fn spec(self) -> FlowSpec {
+        FlowSpec {
+            table: self.table,
+            priority: self.priority,
+            cookie: self.cookie,
+            idle_timeout: self.idle_timeout,
+            hard_timeout: self.hard_timeout,
+            matching: self.matching,
+            actions: self.actions.unwrap_or_default(),
+        }
+    }
+
+    fn filter(self) -> FlowFilter {
+        FlowFilter { matching: self.matching, ..self.filter }
+    }
+}
+
+fn parse_items(input: &str, mode: Mode, shared: &mut SharedActions) -> Result<Parsed, ParseError> {
+    let mut p = Parsed::new();
     for w in words(input) {
         if let Some(rest) = w.text.strip_prefix("actions=").or_else(|| w.text.strip_prefix("actions:")) {
             if mode != Mode::Flow {
                 return Err(ParseError::at(&w, "actions are not allowed here".into()));
             }
-            p.spec.actions = parse_actions(rest, w.start + 8)?;
-            p.saw_actions = true;
+            p.actions = Some(shared.parse(rest, w.start + 8)?);
             continue;
         }
         let (key, value) = match w.text.split_once('=') {
@@ -343,12 +379,12 @@ fn parse_items(input: &str, mode: Mode) -> Result<Parsed, ParseError> {
         match key.text {
             "table" => {
                 let t = parse_max(&need_value("table")?, "table", MAX_TABLES as u64 - 1)? as u8;
-                p.spec.table = t;
+                p.table = t;
                 p.filter.table = Some(t);
             }
             "priority" if mode != Mode::Packet => {
                 let v = parse_max(&need_value("priority")?, "priority", 65535)? as u16;
-                p.spec.priority = v;
+                p.priority = v;
                 p.filter.priority = Some(v);
             }
             "cookie" if mode != Mode::Packet => {
@@ -364,7 +400,7 @@ fn parse_items(input: &str, mode: Mode) -> Result<Parsed, ParseError> {
                     }
                     None => {
                         let v = parse_u64(&vw, "cookie")?;
-                        p.spec.cookie = v;
+                        p.cookie = v;
                         p.filter.cookie = Some((v, u64::MAX));
                     }
                 }
@@ -372,9 +408,9 @@ fn parse_items(input: &str, mode: Mode) -> Result<Parsed, ParseError> {
             "idle_timeout" | "hard_timeout" if mode == Mode::Flow => {
                 let v = parse_max(&need_value(key.text)?, key.text, 65535)? as u16;
                 if key.text == "idle_timeout" {
-                    p.spec.idle_timeout = v;
+                    p.idle_timeout = v;
                 } else {
-                    p.spec.hard_timeout = v;
+                    p.hard_timeout = v;
                 }
             }
             "out_port" if mode == Mode::Filter => {
@@ -387,9 +423,9 @@ fn parse_items(input: &str, mode: Mode) -> Result<Parsed, ParseError> {
                     }
                     let conflict =
                         |_| ParseError::at(&w, format!("'{word}' contradicts an earlier field of this flow"));
-                    p.spec.matching.set(slot::ETH_TYPE, eth as u64, 0xffff).map_err(conflict)?;
+                    p.matching.set(slot::ETH_TYPE, eth as u64, 0xffff).map_err(conflict)?;
                     if let Some(proto) = proto {
-                        p.spec.matching.set(slot::IP_PROTO, proto as u64, 0xff).map_err(conflict)?;
+                        p.matching.set(slot::IP_PROTO, proto as u64, 0xff).map_err(conflict)?;
                     }
                     continue;
                 }
@@ -402,11 +438,10 @@ fn parse_items(input: &str, mode: Mode) -> Result<Parsed, ParseError> {
                     return Err(ParseError::at(&key, format!("unknown field '{word}'{hint}")));
                 };
                 let vw = need_value(word)?;
-                set_field(&mut p.spec.matching, field, &vw, mode == Mode::Packet)?;
+                set_field(&mut p.matching, field, &vw, mode == Mode::Packet)?;
             }
         }
     }
-    p.filter.matching = p.spec.matching;
     Ok(p)
 }
 
@@ -445,15 +480,21 @@ impl ExactSizeIterator for FlowLines<'_> {}
 
 /// Parses a flow (`add-flow` syntax). Actions are required (`actions=drop` for none).
 pub fn parse_flow(input: &str) -> Result<FlowSpec, ParseError> {
-    let p = parse_items(input, Mode::Flow)?;
-    if !p.saw_actions {
+    parse_flow_sharing(input, &mut SharedActions::default())
+}
+
+/// [`parse_flow`] for one of many flows: its actions are shared with the earlier flows
+/// `shared` saw that have the same ones.
+pub fn parse_flow_sharing(input: &str, shared: &mut SharedActions) -> Result<FlowSpec, ParseError> {
+    let p = parse_items(input, Mode::Flow, shared)?;
+    if p.actions.is_none() {
         return Err(ParseError {
             message: "missing actions= (use actions=drop to drop)".into(),
             start: input.len(),
             len: 1,
         });
     }
-    if let Some((field, pre)) = p.spec.matching.unmet_prerequisite() {
+    if let Some((field, pre)) = p.matching.unmet_prerequisite() {
         let pos = input
             .find(&format!("{}=", field.name()))
             .or_else(|| field.names().iter().find_map(|n| input.find(n)))
@@ -464,28 +505,28 @@ pub fn parse_flow(input: &str) -> Result<FlowSpec, ParseError> {
             len: field.name().len(),
         });
     }
-    Ok(p.spec)
+    Ok(p.spec())
 }
 
 /// Parses a flow selection (`dump-flows`, `del-flows`, `mod-flows` syntax without actions).
 pub fn parse_filter(input: &str) -> Result<FlowFilter, ParseError> {
-    Ok(parse_items(input, Mode::Filter)?.filter)
+    Ok(parse_items(input, Mode::Filter, &mut SharedActions::default())?.filter())
 }
 
 /// Parses a packet description for `trace` (exact values, no masks): the flow key the
 /// packet would have.
 pub fn parse_packet(input: &str) -> Result<FlowKey, ParseError> {
-    let p = parse_items(input, Mode::Packet)?;
-    Ok(p.spec.matching.value)
+    let p = parse_items(input, Mode::Packet, &mut SharedActions::default())?;
+    Ok(p.matching.value)
 }
 
 /// Parses `modify` syntax: a filter plus the new actions.
-pub fn parse_flow_mod(input: &str) -> Result<(FlowFilter, Vec<Action>), ParseError> {
-    let p = parse_items(input, Mode::Flow)?;
-    if !p.saw_actions {
+pub fn parse_flow_mod(input: &str) -> Result<(FlowFilter, Arc<[Action]>), ParseError> {
+    let mut p = parse_items(input, Mode::Flow, &mut SharedActions::default())?;
+    let Some(actions) = p.actions.take() else {
         return Err(ParseError { message: "missing actions=".into(), start: input.len(), len: 1 });
-    }
-    Ok((p.filter, p.spec.actions))
+    };
+    Ok((p.filter(), actions))
 }
 
 fn set_field_action(value: Word<'_>, field: Word<'_>) -> Result<Action, ParseError> {
@@ -508,6 +549,56 @@ fn set_field_action(value: Word<'_>, field: Word<'_>) -> Result<Action, ParseErr
 
 /// Parses an action list (the text after `actions=`); `offset` is its position in the input.
 pub fn parse_actions(text: &str, offset: usize) -> Result<Vec<Action>, ParseError> {
+    let mut out = Vec::new();
+    parse_actions_into(text, offset, &mut out)?;
+    Ok(out)
+}
+
+/// Action lists already parsed, so that flows with the same actions share one list: 10,000
+/// rules that all say `actions=output:2` hold one allocation instead of 10,000, and so do
+/// their compiled rules. Lives for one request; it keeps at most [`SharedActions::MAX`]
+/// distinct lists (a request whose every flow differs must not build a second index).
+#[derive(Default)]
+pub struct SharedActions {
+    scratch: Vec<Action>,
+    seen: HashSet<Arc<[Action]>, FxBuildHasher>,
+    /// The text of the last list and the list: the same text again (the usual case in a
+    /// policy file) is not parsed again.
+    last: Option<(String, Arc<[Action]>)>,
+}
+
+impl SharedActions {
+    pub const MAX: usize = 4096;
+
+    /// Parses `actions=` text (as [`parse_actions`]) into a shared list.
+    pub fn parse(&mut self, text: &str, offset: usize) -> Result<Arc<[Action]>, ParseError> {
+        if let Some((last_text, list)) = &self.last {
+            if last_text == text {
+                return Ok(list.clone());
+            }
+        }
+        self.scratch.clear();
+        parse_actions_into(text, offset, &mut self.scratch)?;
+        let list = match self.seen.get(self.scratch.as_slice()) {
+            Some(known) => known.clone(),
+            None => {
+                let list: Arc<[Action]> = Arc::from(self.scratch.as_slice());
+                if self.seen.len() < Self::MAX {
+                    self.seen.insert(list.clone());
+                }
+                list
+            }
+        };
+        let (last_text, last_list) = self.last.get_or_insert_with(|| (String::new(), list.clone()));
+        last_text.clear();
+        last_text.push_str(text);
+        *last_list = list.clone();
+        Ok(list)
+    }
+}
+
+/// Appends the actions of `text` to `out` (which the caller clears).
+fn parse_actions_into(text: &str, offset: usize, out: &mut Vec<Action>) -> Result<(), ParseError> {
     let items = || {
         let mut start = 0;
         text.split(',')
@@ -518,10 +609,7 @@ pub fn parse_actions(text: &str, offset: usize) -> Result<Vec<Action>, ParseErro
             })
             .filter(|w| !w.text.is_empty())
     };
-    // Counted first: the list lives as long as its flow, so no room to spare (a growing
-    // Vec starts at 4), and no list of words is allocated for each rule.
     let n = items().count();
-    let mut out = Vec::with_capacity(n);
     for w in items() {
         let (name, arg) = match w.text.split_once(':') {
             Some((n, _)) => (n, Some(w.sub(n.len() + 1, w.text.len()))),
@@ -572,7 +660,7 @@ pub fn parse_actions(text: &str, offset: usize) -> Result<Vec<Action>, ParseErro
         };
         out.push(action);
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -588,10 +676,33 @@ mod tests {
     }
 
     #[test]
+    fn flows_parsed_together_share_equal_action_lists() {
+        let mut shared = SharedActions::default();
+        let mut parse = |t: &str| parse_flow_sharing(t, &mut shared);
+        let a = parse("priority=1,in_port=1,actions=output:2").unwrap();
+        let b = parse("priority=2,in_port=2,actions=output:2").unwrap();
+        let c = parse("priority=3,in_port=3,actions=dec_ttl,output:2").unwrap();
+        // Written differently, the same actions: shared through the set, not the last text.
+        let d = parse("priority=4,in_port=4,actions= 2").unwrap();
+        assert!(Arc::ptr_eq(&a.actions, &b.actions));
+        assert!(!Arc::ptr_eq(&a.actions, &c.actions));
+        assert_eq!(*c.actions, [Action::DecTtl, Action::Output(2)]);
+        assert!(Arc::ptr_eq(&a.actions, &d.actions));
+        // A bad list after good ones is still an error, pointing at its own text.
+        let text = "in_port=5,actions=output:2,bogus";
+        let e = parse(text).unwrap_err();
+        assert_eq!((e.message.as_str(), &text[e.start..e.start + e.len]), ("unknown action 'bogus'", "bogus"));
+        // Flows parsed apart do not share.
+        let f = parse_flow("priority=1,in_port=1,actions=output:2").unwrap();
+        assert!(!Arc::ptr_eq(&a.actions, &f.actions));
+        assert_eq!(a.actions, f.actions);
+    }
+
+    #[test]
     fn the_issue_example() {
         let f = parse_flow("table=0,priority=100,in_port=1,ip,nw_dst=10.0.0.0/24,actions=output:2").unwrap();
         assert_eq!((f.table, f.priority), (0, 100));
-        assert_eq!(f.actions, vec![Action::Output(2)]);
+        assert_eq!(*f.actions, [Action::Output(2)]);
         assert_eq!(f.matching.exact(slot::IN_PORT), Some(1));
         assert_eq!(f.matching.exact(slot::ETH_TYPE), Some(0x0800));
         assert_eq!(slot::NW_DST.get(&f.matching.mask), 0xffff_ff00);
@@ -608,8 +719,8 @@ mod tests {
         .unwrap();
         assert_eq!((f.table, f.priority), (0, DEFAULT_PRIORITY));
         assert_eq!(
-            f.actions,
-            vec![
+            *f.actions,
+            [
                 Action::SetEthDst("02:00:00:00:00:09".parse().unwrap()),
                 Action::SetIpv4Dst(Ipv4Addr::new(10, 1, 1, 1)),
                 Action::Output(3),
@@ -617,7 +728,7 @@ mod tests {
                 Action::GotoTable(2),
             ]
         );
-        assert_eq!(parse_flow("in_port=1,actions=drop").unwrap().actions, vec![]);
+        assert_eq!(parse_flow("in_port=1,actions=drop").unwrap().actions.len(), 0);
     }
 
     #[test]

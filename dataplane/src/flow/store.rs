@@ -10,6 +10,7 @@
 
 use std::collections::BTreeSet;
 use std::hash::BuildHasher;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use hashbrown::hash_table::{Entry, HashTable};
@@ -40,7 +41,7 @@ pub enum FlowOp {
     Add(FlowSpec),
     /// Replaces the actions of the selected flows (counters kept). Strict: the exact
     /// priority and match; otherwise every flow at least as specific as the filter.
-    Modify { filter: FlowFilter, actions: Vec<Action>, strict: bool },
+    Modify { filter: FlowFilter, actions: Arc<[Action]>, strict: bool },
     /// Removes the selected flows.
     Delete { filter: FlowFilter, strict: bool },
     /// Sets what a table does with packets no flow matches.
@@ -621,11 +622,11 @@ mod tests {
         // Non-strict modify of every flow in table 0.
         let m = FlowOp::Modify {
             filter: parse_filter("table=0").unwrap(),
-            actions: vec![Action::Output(4)],
+            actions: vec![Action::Output(4)].into(),
             strict: false,
         };
         assert_eq!(s.apply_all(&[m], &ports, &zero).unwrap().modified, 2);
-        assert!(s.flows(0).iter().all(|f| f.spec.actions == vec![Action::Output(4)]));
+        assert!(s.flows(0).iter().all(|f| *f.spec.actions == [Action::Output(4)]));
         // Strict delete needs the exact priority and match.
         let d = FlowOp::Delete { filter: parse_filter("priority=11,in_port=2").unwrap(), strict: true };
         assert_eq!(s.apply_all(&[d], &ports, &zero).unwrap().deleted, 0);
@@ -706,7 +707,7 @@ mod tests {
         s.apply_all(&[add("priority=1,ip,actions=drop"), add("priority=2,arp,actions=drop")], &ports, &zero).unwrap();
         let m = FlowOp::Modify {
             filter: FlowFilter::default(),
-            actions: vec![Action::DecTtl, Action::Output(1)],
+            actions: vec![Action::DecTtl, Action::Output(1)].into(),
             strict: false,
         };
         let err = s.apply_all(&[m], &ports, &zero).unwrap_err();

@@ -16,7 +16,7 @@ use crate::flow::action::Action;
 use crate::flow::compiled::{CompiledRule, CompiledTable, FlowTables, MissAction, Op};
 use crate::flow::key::{slot, FlowKey, VLAN_PRESENT, VLAN_VID_MASK};
 use crate::flow::parse::{FlowFilter, FlowSpec};
-use crate::flow::store::{FlowOp, FlowStore, TxError};
+use crate::flow::store::{FlowOp, FlowStore, StoredFlow, TxError};
 use crate::flow::MAX_TABLES;
 use crate::l2::L2Headers;
 use crate::mac_table::PortIdx;
@@ -132,56 +132,82 @@ pub struct TraceResult {
     pub final_packet: String,
 }
 
-impl Switch {
-    fn translate(counter_names: &mut Vec<String>, ports: &PortMap, id: u32, spec: &FlowSpec) -> CompiledRule {
-        let mut goto = None;
-        // Sized for every action: a rule compiles with one allocation for its ops (a filtered
-        // collect starts small and shrinks at the end).
-        let mut ops: Vec<Op> = Vec::with_capacity(spec.actions.len());
-        ops.extend(spec.actions.iter().filter_map(|a| {
-            Some(match a {
-                // Ports were checked by the store.
-                Action::Output(n) => Op::Output(ports.index_of(*n)?),
-                Action::Normal => Op::Normal,
-                Action::Flood => Op::Flood,
-                Action::InPort => Op::InPort,
-                Action::PushVlan(t) => Op::PushVlan(*t),
-                Action::PopVlan => Op::PopVlan,
-                Action::SetVlanVid(v) => Op::SetVlanVid(*v),
-                Action::SetVlanPcp(p) => Op::SetVlanPcp(*p),
-                Action::SetEthSrc(m) => Op::SetEthSrc(m.to_u64()),
-                Action::SetEthDst(m) => Op::SetEthDst(m.to_u64()),
-                Action::SetIpv4Src(a) => Op::SetIpv4Src(u32::from(*a)),
-                Action::SetIpv4Dst(a) => Op::SetIpv4Dst(u32::from(*a)),
-                Action::SetIpDscp(d) => Op::SetIpDscp(*d),
-                Action::DecTtl => Op::DecTtl,
-                Action::SetTpSrc(p) => Op::SetTpSrc(*p),
-                Action::SetTpDst(p) => Op::SetTpDst(*p),
-                Action::GotoTable(t) => {
-                    goto = Some(*t);
-                    return None;
+/// An action list's ops, and its `goto_table`.
+type Translated = (Arc<[Op]>, Option<u8>);
+
+/// The rules of `flows`, their ops from `translate`. Flows added together share their action
+/// list when the actions are the same (`SharedActions`), and stored flows come in the order
+/// they were added: a rule whose list is the one before's shares that rule's ops too, with
+/// no allocation.
+fn compile_rules<'a>(
+    flows: impl Iterator<Item = &'a StoredFlow>,
+    mut translate: impl FnMut(&[Action]) -> Translated,
+) -> Vec<CompiledRule> {
+    let mut last: Option<(&Arc<[Action]>, Translated)> = None;
+    flows
+        .map(|f| {
+            let (ops, goto) = match &last {
+                Some((actions, (ops, goto))) if Arc::ptr_eq(actions, &f.spec.actions) => (ops.clone(), *goto),
+                _ => {
+                    let (ops, goto) = translate(&f.spec.actions);
+                    last = Some((&f.spec.actions, (ops.clone(), goto)));
+                    (ops, goto)
                 }
-                Action::Counter(name) => Op::Counter(counter_slot(counter_names, name)),
-                Action::SetTunnelId(v) => Op::SetTunnelId(*v),
-                Action::SetTunDst(a) => Op::SetTunDst(u32::from(*a)),
+            };
+            CompiledRule {
+                id: f.id,
+                table: f.spec.table,
+                priority: f.spec.priority,
+                cookie: f.spec.cookie,
+                actions: f.spec.actions.clone(),
+                modifies: ops.iter().any(|o| o.changes_key()),
+                ops,
+                goto,
+            }
+        })
+        .collect()
+}
+
+impl Switch {
+    fn translate(counter_names: &mut Vec<String>, ports: &PortMap, actions: &[Action]) -> Translated {
+        let mut goto = None;
+        let ops = actions
+            .iter()
+            .filter_map(|a| {
+                Some(match a {
+                    // Ports were checked by the store.
+                    Action::Output(n) => Op::Output(ports.index_of(*n)?),
+                    Action::Normal => Op::Normal,
+                    Action::Flood => Op::Flood,
+                    Action::InPort => Op::InPort,
+                    Action::PushVlan(t) => Op::PushVlan(*t),
+                    Action::PopVlan => Op::PopVlan,
+                    Action::SetVlanVid(v) => Op::SetVlanVid(*v),
+                    Action::SetVlanPcp(p) => Op::SetVlanPcp(*p),
+                    Action::SetEthSrc(m) => Op::SetEthSrc(m.to_u64()),
+                    Action::SetEthDst(m) => Op::SetEthDst(m.to_u64()),
+                    Action::SetIpv4Src(a) => Op::SetIpv4Src(u32::from(*a)),
+                    Action::SetIpv4Dst(a) => Op::SetIpv4Dst(u32::from(*a)),
+                    Action::SetIpDscp(d) => Op::SetIpDscp(*d),
+                    Action::DecTtl => Op::DecTtl,
+                    Action::SetTpSrc(p) => Op::SetTpSrc(*p),
+                    Action::SetTpDst(p) => Op::SetTpDst(*p),
+                    Action::GotoTable(t) => {
+                        goto = Some(*t);
+                        return None;
+                    }
+                    Action::Counter(name) => Op::Counter(counter_slot(counter_names, name)),
+                    Action::SetTunnelId(v) => Op::SetTunnelId(*v),
+                    Action::SetTunDst(a) => Op::SetTunDst(u32::from(*a)),
+                })
             })
-        }));
-        CompiledRule {
-            id,
-            table: spec.table,
-            priority: spec.priority,
-            cookie: spec.cookie,
-            // Straight into the Arc: one allocation, not a Vec clone and then a copy of it.
-            actions: Arc::from(spec.actions.as_slice()),
-            modifies: ops.iter().any(|o| o.changes_key()),
-            ops: ops.into_boxed_slice(),
-            goto,
-        }
+            .collect();
+        (ops, goto)
     }
 
     fn compile_table(&self, fs: &mut FlowState, ports: &PortMap, t: u8) -> CompiledTable {
         let FlowState { store, counter_names, .. } = fs;
-        let rules = store.flows_unordered(t).map(|f| Self::translate(counter_names, ports, f.id, &f.spec)).collect();
+        let rules = compile_rules(store.flows_unordered(t), |actions| Self::translate(counter_names, ports, actions));
         CompiledTable::build(t, rules, store.flows_unordered(t).map(|f| f.spec.matching), store.miss(t))
     }
 
@@ -391,7 +417,7 @@ impl Switch {
                         idle_timeout: 0,
                         hard_timeout: 0,
                         matching,
-                        actions: rule.actions.to_vec(),
+                        actions: rule.actions.clone(),
                     });
                     for op in rule.ops.iter() {
                         match op {
@@ -568,8 +594,8 @@ struct CounterRoom {
 impl CounterRoom {
     fn check(&mut self, counter_names: &[String], i: usize, op: &FlowOp) -> Result<(), TxError> {
         let actions = match op {
-            FlowOp::Add(s) => &s.actions,
-            FlowOp::Modify { actions, .. } => actions,
+            FlowOp::Add(s) => &s.actions[..],
+            FlowOp::Modify { actions, .. } => &actions[..],
             _ => return Ok(()),
         };
         for (j, a) in actions.iter().enumerate() {
@@ -589,5 +615,50 @@ impl CounterRoom {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::parse::{parse_flow, parse_flow_sharing, SharedActions};
+
+    fn stored(id: u32, spec: FlowSpec) -> StoredFlow {
+        StoredFlow { id, spec, created: SystemTime::now(), created_mono: Instant::now(), baseline: (0, 0) }
+    }
+
+    #[test]
+    fn rules_with_a_shared_action_list_share_their_ops() {
+        let mut shared = SharedActions::default();
+        let flows: Vec<StoredFlow> = [
+            "priority=1,in_port=1,actions=output:2",
+            "priority=2,in_port=2,actions=output:2",
+            "priority=3,in_port=3,actions=dec_ttl,goto_table:1",
+            "priority=4,in_port=4,actions=output:2",
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| stored(i as u32, parse_flow_sharing(t, &mut shared).unwrap()))
+        // Equal actions, parsed apart: a list of its own.
+        .chain([stored(4, parse_flow("priority=5,in_port=5,actions=output:2").unwrap())])
+        .collect();
+        let mut translated = 0;
+        let rules = compile_rules(flows.iter(), |actions| {
+            translated += 1;
+            let goto = actions.iter().find_map(|a| if let Action::GotoTable(t) = a { Some(*t) } else { None });
+            let ops: Arc<[Op]> = actions.iter().filter(|a| **a == Action::DecTtl).map(|_| Op::DecTtl).collect();
+            (ops, goto)
+        });
+        assert_eq!(translated, 4, "the second rule reuses the first's ops; the others differ from the one before");
+        assert!(Arc::ptr_eq(&rules[0].ops, &rules[1].ops));
+        assert!(!Arc::ptr_eq(&rules[1].ops, &rules[2].ops));
+        assert_eq!((rules[2].goto, &*rules[2].ops, rules[2].modifies), (Some(1), &[Op::DecTtl][..], true));
+        assert_eq!((rules[1].goto, rules[1].modifies), (None, false));
+        assert!(Arc::ptr_eq(&rules[3].actions, &rules[0].actions));
+        assert!(!Arc::ptr_eq(&rules[4].actions, &rules[0].actions));
+        assert_eq!(
+            rules.iter().map(|r| (r.id, r.priority)).collect::<Vec<_>>(),
+            [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]
+        );
     }
 }
