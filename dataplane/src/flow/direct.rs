@@ -60,25 +60,27 @@ impl DirectTable {
             [a, b] => ([a as usize, b as usize], [m[a as usize], m[b as usize]]),
             _ => return None,
         };
-        // Best rule first: of rules with one value, the classifier answers the highest
-        // priority, then the lowest id; the first inserted keeps the slot.
-        let mut order: Vec<usize> = (0..t0.rules.len()).collect();
-        order.sort_by_key(|&i| (std::cmp::Reverse(t0.rules[i].priority), t0.rules[i].id));
+        // Of rules with one value, the classifier answers the highest priority, then the
+        // lowest id: a slot keeps the better of two rules as they come (no sort first).
+        let better = |i: usize, than: usize| {
+            let (a, b) = (&t0.rules[i], &t0.rules[than]);
+            (a.priority, std::cmp::Reverse(a.id)) > (b.priority, std::cmp::Reverse(b.id))
+        };
         let n = (t0.rules.len() * 2).next_power_of_two().max(2);
         let mut d = DirectTable { words, mask, entries: vec![VACANT; n].into_boxed_slice(), slot_mask: n - 1 };
-        for i in order {
+        for i in 0..t0.rules.len() {
             let v = t0.classifier.value(i);
             let value = [v.0[words[0]] & mask[0], v.0[words[1]] & mask[1]];
             let mut at = d.hash_value(value) as usize & d.slot_mask;
             loop {
                 let e = &mut d.entries[at];
-                if e.index == EMPTY {
+                if e.index == EMPTY || (e.value == value && better(i, e.index as usize)) {
                     let hot = &t0.hot[i];
                     *e = Entry { value, index: i as u32, id: hot.id, port: hot.port };
                     break;
                 }
                 if e.value == value {
-                    break; // shadowed by a better rule with the same match
+                    break; // a better rule with the same match has the slot
                 }
                 at = (at + 1) & d.slot_mask;
             }
