@@ -273,6 +273,26 @@ pub fn prefetch<T>(r: &T) {
     }
 }
 
+/// Maps the pages of a buffer's unused room in one call, before it is filled. A page first
+/// touched by a write faults on its own: 1.3 µs each on this VM, against 0.7 when the
+/// kernel maps a range at once; a 10,000-rule change fills about 1,500 fresh pages this way.
+/// Only whole pages inside the room, only rooms of 64 KiB or more (one syscall each); a
+/// no-op where the kernel has no MADV_POPULATE_WRITE (before Linux 5.14) or the pages are
+/// mapped already.
+pub fn populate<T>(room: &mut [std::mem::MaybeUninit<T>]) {
+    const PAGE: usize = 4096;
+    let start = room.as_mut_ptr() as usize;
+    let len = std::mem::size_of_val(room);
+    if len < 64 << 10 {
+        return;
+    }
+    let (from, to) = ((start + PAGE - 1) & !(PAGE - 1), (start + len) & !(PAGE - 1));
+    // SAFETY: [from, to) lies inside `room`, memory this process owns and may write.
+    // MADV_POPULATE_WRITE maps its pages as a write would, without changing what they hold;
+    // the result is only an optimisation, so errors are ignored.
+    unsafe { libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_POPULATE_WRITE) };
+}
+
 /// Sets how late the kernel may wake the calling thread from a sleep (its timer slack;
 /// 50 µs by default), so an idle worker's short sleeps stay short. False if refused.
 pub fn set_timer_slack(nanos: u64) -> bool {
@@ -1277,7 +1297,24 @@ impl TxQueue {
 
 #[cfg(test)]
 mod tests {
-    use super::device_name;
+    use super::{device_name, populate};
+
+    #[test]
+    fn populate_maps_a_buffers_room_at_once() {
+        // Resident bytes of this process (/proc/self/statm counts pages).
+        let resident = || {
+            let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+            statm.split_whitespace().nth(1).unwrap().parse::<usize>().unwrap() * 4096
+        };
+        // 8 MiB: a fresh mapping of its own, none of it touched yet.
+        let mut v: Vec<u64> = Vec::with_capacity(1 << 20);
+        let before = resident();
+        populate(v.spare_capacity_mut());
+        let grew = resident().saturating_sub(before);
+        assert!(grew >= 7 << 20, "only {grew} bytes became resident");
+        v.extend(0..1 << 20);
+        assert_eq!(v.iter().sum::<u64>(), (1u64 << 20) * ((1 << 20) - 1) / 2);
+    }
 
     #[test]
     fn device_name_of_vdev_and_pci() {

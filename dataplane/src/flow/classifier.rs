@@ -196,6 +196,7 @@ impl Classifier {
         // keeps, and its index into the group of its mask.
         let n_rules = rules.size_hint().0;
         let mut values = Vec::with_capacity(n_rules);
+        crate::dpdk::populate(values.spare_capacity_mut());
         let mut refs = Vec::with_capacity(n_rules);
         let mut rule_subtables = Vec::with_capacity(n_rules);
         let mut group_of: rustc_hash::FxHashMap<FlowKey, u32> = Default::default();

@@ -67,7 +67,10 @@ impl DirectTable {
             (a.priority, std::cmp::Reverse(a.id)) > (b.priority, std::cmp::Reverse(b.id))
         };
         let n = (t0.rules.len() * 2).next_power_of_two().max(2);
-        let mut d = DirectTable { words, mask, entries: vec![VACANT; n].into_boxed_slice(), slot_mask: n - 1 };
+        let mut entries = Vec::with_capacity(n);
+        crate::dpdk::populate(entries.spare_capacity_mut());
+        entries.resize(n, VACANT);
+        let mut d = DirectTable { words, mask, entries: entries.into_boxed_slice(), slot_mask: n - 1 };
         for i in 0..t0.rules.len() {
             let v = t0.classifier.value(i);
             let value = [v.0[words[0]] & mask[0], v.0[words[1]] & mask[1]];

@@ -137,6 +137,7 @@ impl FlowMap {
         } else {
             self.flows.reserve(additional);
         }
+        crate::dpdk::populate(&mut self.flows.spare_capacity_mut()[..additional]);
         let flows = &self.flows;
         self.index.reserve(additional, |&i| flow_hash(&flows[i as usize]));
     }
@@ -328,6 +329,7 @@ impl FlowStore {
     ) -> Result<TxSummary, TxError> {
         let ops = ops.into_iter();
         let mut undo = Vec::with_capacity(ops.size_hint().0);
+        crate::dpdk::populate(undo.spare_capacity_mut());
         let mut sum = TxSummary::default();
         if let Err(e) = self.apply_each(ops, port_exists, baseline, &mut undo, &mut sum) {
             self.rollback(undo);

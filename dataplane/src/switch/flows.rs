@@ -144,28 +144,29 @@ fn compile_rules<'a>(
     mut translate: impl FnMut(&[Action]) -> Translated,
 ) -> Vec<CompiledRule> {
     let mut last: Option<(&Arc<[Action]>, Translated)> = None;
-    flows
-        .map(|f| {
-            let (ops, goto) = match &last {
-                Some((actions, (ops, goto))) if Arc::ptr_eq(actions, &f.spec.actions) => (ops.clone(), *goto),
-                _ => {
-                    let (ops, goto) = translate(&f.spec.actions);
-                    last = Some((&f.spec.actions, (ops.clone(), goto)));
-                    (ops, goto)
-                }
-            };
-            CompiledRule {
-                id: f.id,
-                table: f.spec.table,
-                priority: f.spec.priority,
-                cookie: f.spec.cookie,
-                actions: f.spec.actions.clone(),
-                modifies: ops.iter().any(|o| o.changes_key()),
-                ops,
-                goto,
+    let mut rules = Vec::with_capacity(flows.size_hint().0);
+    crate::dpdk::populate(rules.spare_capacity_mut());
+    rules.extend(flows.map(|f| {
+        let (ops, goto) = match &last {
+            Some((actions, (ops, goto))) if Arc::ptr_eq(actions, &f.spec.actions) => (ops.clone(), *goto),
+            _ => {
+                let (ops, goto) = translate(&f.spec.actions);
+                last = Some((&f.spec.actions, (ops.clone(), goto)));
+                (ops, goto)
             }
-        })
-        .collect()
+        };
+        CompiledRule {
+            id: f.id,
+            table: f.spec.table,
+            priority: f.spec.priority,
+            cookie: f.spec.cookie,
+            actions: f.spec.actions.clone(),
+            modifies: ops.iter().any(|o| o.changes_key()),
+            ops,
+            goto,
+        }
+    }));
+    rules
 }
 
 impl Switch {
