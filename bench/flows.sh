@@ -9,6 +9,7 @@
 #
 # Usage: sudo bench/flows.sh [SECONDS] [SAMPLES]      (defaults: 5 3)
 #        SCENARIOS="s1 s3" sudo bench/flows.sh       (a subset)
+#        BIN=DIR sudo bench/flows.sh                 (binaries of another build)
 # Run it with nothing else busy on the machine.
 set -euo pipefail
 SECS=${1:-5}
@@ -17,7 +18,7 @@ CORE=${CORE:-1}
 MAIN=${MAIN:-0}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=${WORK:-/tmp/vswitch-bench-flows}
-BIN=$ROOT/target/release
+BIN=${BIN:-$ROOT/target/release}
 SCENARIOS=${SCENARIOS:-"s1 s2 s3 s4 s5 install testpmd"}
 mkdir -p "$WORK"
 # shellcheck source=bench/lib.sh
