@@ -153,7 +153,7 @@ pub struct CompiledRule {
     /// The actions as written (for trace and dumps). The match is the classifier's
     /// ([`CompiledTable::rule_match`]): kept once, not in every rule too.
     pub actions: Arc<[Action]>,
-    /// Shared by rules with the same actions (see `Switch::compile_table`).
+    /// Shared by consecutive rules with the same action list (`switch::flows::compile_rules`).
     pub ops: Arc<[Op]>,
     pub goto: Option<u8>,
     /// Any op changes packet bytes.
