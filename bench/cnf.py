@@ -330,9 +330,9 @@ class Run:
 
     # --- generator ----------------------------------------------------------------------
     def generator(self, scenario, role="client", first_only=False):
-        """A tgen session: one process, one memif connection for every trial (a memif peer
-        that disconnects while the switch polls is what the switch must never see: DPDK
-        22.11's memif PMD can crash the poller then)."""
+        """A tgen session: one process, one memif connection for every trial (DPDK 22.11's
+        memif driver races with a polling thread when a peer leaves or connects: this switch
+        guards against it, testpmd does not)."""
         flows = SCENARIOS[scenario][1]
         cmd = [os.path.join(BIN, "tgen"), "--tx", gen_port(self.system, 0, self.path("a.sock"), role),
                "--rx", gen_port(self.system, 1, self.path("b.sock"), role), "--core", str(GEN_CORE),

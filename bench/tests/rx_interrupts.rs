@@ -8,13 +8,10 @@
 //! sleeping, and removing it brings interrupts back.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn bin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_tgen")).parent().expect("binary directory").to_path_buf()
-}
+mod common;
 
 /// A name no other test process uses (DPDK file prefixes, vdev names).
 fn unique(tag: &str) -> String {
@@ -31,14 +28,8 @@ struct Rig {
 
 impl Drop for Rig {
     fn drop(&mut self) {
-        // SIGINT lets vswitchd shut down cleanly; then the generator (a vhost-user peer).
-        let _ = Command::new("kill").args(["-INT", &self.switch.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.switch.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.switch.kill();
-        let _ = self.switch.wait();
+        // The switch first, then the generator (a vhost-user peer).
+        common::stop_switch(&mut self.switch);
         if let Some((mut child, stdin, _)) = self.tgen.take() {
             // On end of input the generator stops and tears its EAL down; killed, it would
             // leave its runtime directory behind.
@@ -92,22 +83,9 @@ rule = "in_port=1,actions=output:2"
             a = p("a.sock"),
             b = p("b.sock"),
         );
-        std::fs::write(dir.path().join("sw.toml"), config).unwrap();
-        let switch = Command::new(bin_dir().join("vswitchd"))
-            .arg("-c")
-            .arg(dir.path().join("sw.toml"))
-            .stdout(std::fs::File::create(dir.path().join("vswitchd.log")).unwrap())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start vswitchd");
+        let switch = common::start_switch(dir.path(), &config);
         let mut rig = Rig { dir, switch, tgen: None, tgen_prefix: unique("tgirq") };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !rig.dir.path().join("sw.sock").exists() {
-            assert!(Instant::now() < deadline, "vswitchd's API did not come up: {}", rig.log());
-            assert!(rig.switch.try_wait().unwrap().is_none(), "vswitchd exited: {}", rig.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let mut tgen = Command::new(bin_dir().join("tgen"))
+        let mut tgen = Command::new(common::bin_dir().join("tgen"))
             .args(["--tx", &format!("net_virtio_user0,path={}", p("a.sock"))])
             .args(["--rx", &format!("net_virtio_user1,path={}", p("b.sock"))])
             .args(["--file-prefix", &rig.tgen_prefix, "--core", "0", "--serve"])
@@ -122,10 +100,6 @@ rule = "in_port=1,actions=output:2"
         rig
     }
 
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("vswitchd.log")).unwrap_or_default()
-    }
-
     /// Sends at `mpps` for `seconds` (no warm-up) and returns tgen's JSON report.
     fn trial(&mut self, mpps: f64, seconds: f64) -> serde_json::Value {
         let (_, stdin, stdout) = self.tgen.as_mut().expect("tgen runs");
@@ -137,7 +111,7 @@ rule = "in_port=1,actions=output:2"
     }
 
     fn ctl(&self, args: &[&str]) -> String {
-        let out = Command::new(bin_dir().join("vswitchctl"))
+        let out = Command::new(common::bin_dir().join("vswitchctl"))
             .arg("--server")
             .arg(self.dir.path().join("sw.sock"))
             .args(args)

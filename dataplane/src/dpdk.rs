@@ -16,7 +16,7 @@
 use std::ffi::{c_char, CStr, CString};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dpdk_sys as sys;
@@ -802,6 +802,8 @@ struct PortInner {
     tx_taken: Mutex<Vec<bool>>,
     pool: Mutex<Option<Arc<Mempool>>>,
     rx_interrupts: std::sync::atomic::AtomicBool,
+    /// A memif port: its queues are polled only while its link is up (see `LinkGate`).
+    memif: bool,
     _eal: Arc<Eal>,
 }
 
@@ -862,6 +864,7 @@ impl EthPort {
         Ok(EthPort {
             inner: Arc::new(PortInner {
                 id,
+                memif: name.starts_with("net_memif"),
                 name,
                 started: Mutex::new(false),
                 rx_taken: Mutex::new(Vec::new()),
@@ -1016,7 +1019,12 @@ impl EthPort {
         if std::mem::replace(slot, true) {
             return None;
         }
-        Some(RxQueue { port: self.inner.clone(), queue: q, listening_epfd: None })
+        Some(RxQueue {
+            port: self.inner.clone(),
+            queue: q,
+            listening_epfd: None,
+            link: LinkGate::new(self.inner.memif),
+        })
     }
 
     /// The transmit side of queue `q`, handed out once.
@@ -1026,7 +1034,7 @@ impl EthPort {
         if std::mem::replace(slot, true) {
             return None;
         }
-        Some(TxQueue { port: self.inner.clone(), queue: q })
+        Some(TxQueue { port: self.inner.clone(), queue: q, link: LinkGate::new(self.inner.memif) })
     }
 
     pub fn mac(&self) -> [u8; 6] {
@@ -1038,12 +1046,9 @@ impl EthPort {
 
     /// Link state without waiting for autonegotiation.
     pub fn link(&self) -> LinkStatus {
-        let mut l = sys::rte_eth_link::default();
-        // SAFETY: valid port id and out-pointer; the call does not block.
-        let rc = unsafe { sys::rte_eth_link_get_nowait(self.inner.id, &mut l) };
-        if rc < 0 {
+        let Some(l) = read_link(self.inner.id) else {
             return LinkStatus::default();
-        }
+        };
         LinkStatus {
             up: l.link_status() != 0,
             speed_mbps: l.link_speed,
@@ -1082,12 +1087,54 @@ impl EthPort {
     }
 }
 
+/// Whether a queue's port may be polled. DPDK 22.11's memif driver finds a queue's ring
+/// before it checks that the peer is connected: a poll that overlaps the connection (the
+/// rings not yet mapped) reads an address near zero and faults. Its link goes up after the
+/// rings are mapped, so a memif queue is polled only once its link is seen up. The check
+/// runs only after a poll that moved nothing: a queue with traffic pays nothing for it.
+#[derive(Debug)]
+struct LinkGate {
+    checked: bool,
+    seen_up: bool,
+}
+
+impl LinkGate {
+    fn new(checked: bool) -> LinkGate {
+        LinkGate { checked, seen_up: false }
+    }
+
+    #[inline(always)]
+    fn open(&mut self, port: u16) -> bool {
+        !self.checked || self.seen_up || link_up(port)
+    }
+
+    #[inline(always)]
+    fn passed(&mut self, packets: usize) {
+        self.seen_up = packets > 0;
+    }
+}
+
+/// Whether the port's link is up, as the driver last set it.
+#[cold]
+fn link_up(port: u16) -> bool {
+    read_link(port).is_some_and(|l| l.link_status() != 0)
+}
+
+/// The port's link without waiting (for memif, the state its interrupt thread sets).
+fn read_link(port: u16) -> Option<sys::rte_eth_link> {
+    let mut l = sys::rte_eth_link::default();
+    // SAFETY: valid port id and out-pointer; the call does not block.
+    let rc = unsafe { sys::rte_eth_link_get_nowait(port, &mut l) };
+    (rc == 0).then_some(l)
+}
+
 /// Receive queue handle; exclusive to the thread that polls it (Send, not Sync, not Clone).
 pub struct RxQueue {
     port: Arc<PortInner>,
     queue: u16,
     /// The epoll set (of the polling thread) the queue's interrupt was added to.
     listening_epfd: Option<i32>,
+    link: LinkGate,
 }
 
 impl RxQueue {
@@ -1102,6 +1149,9 @@ impl RxQueue {
     /// Receives into the free room of `burst`; returns how many mbufs arrived.
     #[inline(always)]
     pub fn rx_burst(&mut self, burst: &mut MbufBurst) -> usize {
+        if !self.link.open(self.port.id) {
+            return 0;
+        }
         let room = BURST - burst.len;
         // SAFETY: this handle is the queue's only user (handed out once, &mut self); the
         // array has `room` free slots past `len`, which DPDK fills with owned mbufs.
@@ -1109,6 +1159,7 @@ impl RxQueue {
             sys::rte_eth_rx_burst(self.port.id, self.queue, burst.ptrs.as_mut_ptr().add(burst.len), room as u16)
         } as usize;
         burst.len += n;
+        self.link.passed(n);
         n
     }
 
@@ -1259,6 +1310,7 @@ impl Drop for InterruptWait<'_> {
 pub struct TxQueue {
     port: Arc<PortInner>,
     queue: u16,
+    link: LinkGate,
 }
 
 impl TxQueue {
@@ -1270,6 +1322,9 @@ impl TxQueue {
     /// mbufs leave the burst; the ones the device refused stay in it, at the front.
     #[inline]
     pub fn tx_burst(&mut self, burst: &mut MbufBurst) -> usize {
+        if !self.link.open(self.port.id) {
+            return 0;
+        }
         let mut sent = 0usize;
         while sent < burst.len {
             // SAFETY: this handle is the queue's only user; ptrs[sent..len] are owned mbufs,
@@ -1287,6 +1342,7 @@ impl TxQueue {
             }
             sent += n;
         }
+        self.link.passed(sent);
         if sent > 0 {
             burst.ptrs.copy_within(sent..burst.len, 0);
             burst.len -= sent;
@@ -1295,9 +1351,199 @@ impl TxQueue {
     }
 }
 
+// Memory unmapped under a polling thread. When a memif peer leaves, DPDK 22.11's driver
+// unmaps the peer's rings in its interrupt thread right after marking the port down, while a
+// worker may be inside rx/tx on those rings: the worker faults. The driver unmaps with
+// munmap(), and this process's munmap is the one below: before unmapping it waits until
+// every poller that was inside a poll section has left it. Pollers mark their sections with
+// `Poller::enter` and `Poller::leave`, two plain stores each poll; the unmapping thread pays
+// a membarrier() (which orders those stores for it) and the wait.
+
+const MAX_POLLERS: usize = 128;
+
+/// One poller's marks, on a cache line of its own.
+#[repr(align(64))]
+struct PollerSlot {
+    /// Thread id of the owner; 0 while the slot is free.
+    tid: AtomicI32,
+    /// Sections entered plus sections left: odd while the owner is inside one.
+    marks: AtomicU64,
+}
+
+static POLLER_SLOTS: [PollerSlot; MAX_POLLERS] =
+    [const { PollerSlot { tid: AtomicI32::new(0), marks: AtomicU64::new(0) } }; MAX_POLLERS];
+static POLLERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// 0: not tried, 1: membarrier registered, 2: not available (a full fence is used instead).
+static MEMBARRIER: AtomicU8 = AtomicU8::new(0);
+
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+/// Longest wait for one poller (one that stalls inside a section, say a stopped process).
+const SECTION_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A thread that polls ports, registered so that memory is not unmapped under its polls.
+/// Belongs to the thread that registered it.
+pub struct Poller {
+    slot: &'static PollerSlot,
+    marks: u64,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Poller {
+    /// Registers the calling thread; None when every slot is taken (its polls are then
+    /// not waited for).
+    pub fn register() -> Option<Poller> {
+        if MEMBARRIER.load(Ordering::Acquire) == 0 {
+            // SAFETY: the membarrier system call with a command and no pointers.
+            let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0) };
+            MEMBARRIER.store(if rc == 0 { 1 } else { 2 }, Ordering::Release);
+        }
+        // SAFETY: gettid takes no arguments.
+        let tid = unsafe { libc::gettid() };
+        let slot = POLLER_SLOTS
+            .iter()
+            .find(|s| s.tid.compare_exchange(0, tid, Ordering::AcqRel, Ordering::Relaxed).is_ok())?;
+        let marks = slot.marks.load(Ordering::Relaxed) & !1;
+        slot.marks.store(marks, Ordering::Relaxed);
+        POLLERS.fetch_add(1, Ordering::AcqRel);
+        // Keeps this module's munmap in the link: DPDK's archives, linked after it, call it.
+        std::hint::black_box(munmap as unsafe extern "C" fn(*mut libc::c_void, libc::size_t) -> libc::c_int);
+        Some(Poller { slot, marks, _not_send: PhantomData })
+    }
+
+    /// Marks the start of a section that may touch port memory (rx and tx bursts).
+    #[inline(always)]
+    pub fn enter(&mut self) {
+        self.marks += 1;
+        self.slot.marks.store(self.marks, Ordering::Relaxed);
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+    }
+
+    /// Marks the end of the section.
+    #[inline(always)]
+    pub fn leave(&mut self) {
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        self.marks += 1;
+        self.slot.marks.store(self.marks, Ordering::Release);
+    }
+}
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        if self.marks & 1 == 1 {
+            self.leave();
+        }
+        POLLERS.fetch_sub(1, Ordering::AcqRel);
+        self.slot.tid.store(0, Ordering::Release);
+    }
+}
+
+/// Waits until every other registered poller that is inside a section has left it.
+fn wait_for_pollers() {
+    if POLLERS.load(Ordering::Acquire) == 0 {
+        return;
+    }
+    if MEMBARRIER.load(Ordering::Acquire) == 1 {
+        // SAFETY: the membarrier system call with a command and no pointers. Every running
+        // thread of the process passes a full barrier, so their marks are visible here.
+        unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) };
+    } else {
+        std::sync::atomic::fence(Ordering::SeqCst);
+    }
+    // SAFETY: gettid takes no arguments.
+    let me = unsafe { libc::gettid() };
+    for slot in POLLER_SLOTS.iter() {
+        let tid = slot.tid.load(Ordering::Acquire);
+        let marks = slot.marks.load(Ordering::Acquire);
+        if tid == 0 || tid == me || marks & 1 == 0 {
+            continue;
+        }
+        let since = std::time::Instant::now();
+        while slot.marks.load(Ordering::Acquire) == marks
+            && slot.tid.load(Ordering::Acquire) == tid
+            && since.elapsed() < SECTION_WAIT
+        {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// The process's munmap (it takes the place of the C library's for DPDK, linked in
+/// statically, and for the libraries that bind to it): waits for pollers inside a section,
+/// then unmaps as the C library would.
+///
+/// # Safety
+///
+/// As munmap(2): nothing may use the pages of `addr..addr + len` after the call.
+#[no_mangle]
+pub unsafe extern "C" fn munmap(addr: *mut libc::c_void, len: libc::size_t) -> libc::c_int {
+    wait_for_pollers();
+    // SAFETY: the munmap system call with the caller's own arguments, as the C library's
+    // munmap makes it; on failure it returns -1 and sets errno, as munmap does.
+    unsafe { libc::syscall(libc::SYS_munmap, addr, len) as libc::c_int }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{device_name, populate};
+    use super::{device_name, munmap, populate, Poller};
+
+    #[test]
+    fn munmap_waits_until_pollers_leave_their_section() {
+        use std::sync::mpsc::channel;
+        let (entered_tx, entered) = channel();
+        let (leave, leave_rx) = channel::<()>();
+        let poller = std::thread::spawn(move || {
+            let mut p = Poller::register().expect("a free poller slot");
+            p.enter();
+            entered_tx.send(()).unwrap();
+            leave_rx.recv().unwrap();
+            let left = std::time::Instant::now();
+            p.leave();
+            left
+        });
+        entered.recv().unwrap();
+        // SAFETY: a fresh anonymous page, no pointers of ours into it.
+        let page = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(page, libc::MAP_FAILED);
+        let page = page as usize;
+        let unmapper = std::thread::spawn(move || {
+            // SAFETY: the page mapped above, used by nothing.
+            let rc = unsafe { munmap(page as *mut libc::c_void, 4096) };
+            (rc, std::time::Instant::now())
+        });
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        assert!(!unmapper.is_finished(), "munmap returned while a poller was inside a section");
+        leave.send(()).unwrap();
+        let left = poller.join().unwrap();
+        let (rc, unmapped) = unmapper.join().unwrap();
+        assert_eq!(rc, 0);
+        assert!(unmapped >= left);
+        // A registered poller outside its section holds nothing up (the wait would be 100 ms).
+        let mut p = Poller::register().expect("a free poller slot");
+        p.enter();
+        p.leave();
+        let other = std::thread::spawn(move || {
+            // SAFETY: as above.
+            let page = unsafe {
+                libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+            };
+            let since = std::time::Instant::now();
+            // SAFETY: the page mapped above, used by nothing.
+            assert_eq!(unsafe { munmap(page, 4096) }, 0);
+            since.elapsed()
+        });
+        assert!(other.join().unwrap() < std::time::Duration::from_millis(50));
+        drop(p);
+    }
 
     #[test]
     fn populate_maps_a_buffers_room_at_once() {

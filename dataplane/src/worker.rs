@@ -495,12 +495,17 @@ fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
     let mut sleep_us = 1u32;
     let mut state = IdleState::Polling;
     let mut load = LoadGate { window_start: last_busy, ..LoadGate::default() };
+    // Port memory (a memif peer's rings) is not unmapped while this worker is inside a poll.
+    let mut poller = dpdk::Poller::register();
 
     // Each poll starts where the last one ended: one TSC read per poll, not two (a read
     // costs tens of cycles under a hypervisor), and the time between polls is counted too.
     let mut poll_start = dpdk::tsc();
     while !shared.stop.load(Ordering::Relaxed) {
         let start = poll_start;
+        if let Some(p) = poller.as_mut() {
+            p.enter();
+        }
         if mailbox.posted.load(Ordering::Relaxed) != changes_applied {
             interrupts.disarm(&mut rx);
             changes_applied += apply_changes(mailbox, &mut rx, &mut tx, stats);
@@ -543,6 +548,9 @@ fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
             pipeline.get().process_burst(&mut scratch, *port, &mut burst, bytes, now, stats, &mut tx);
         }
         tx.flush();
+        if let Some(p) = poller.as_mut() {
+            p.leave();
+        }
         let end = dpdk::tsc();
         poll_start = end;
         let cycles = end.wrapping_sub(start);
@@ -594,6 +602,9 @@ fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
             bump(&stats.idle_cycles, cycles);
             std::hint::spin_loop();
         }
+    }
+    if let Some(p) = poller.as_mut() {
+        p.enter();
     }
     tx.flush();
 }

@@ -119,6 +119,21 @@ struct Io<'a> {
     hz: u64,
     /// Sequence number of the next frame (continues across measurements).
     seq: u64,
+    /// Marks the bursts, so a memif peer's rings are not unmapped under them.
+    poller: Option<dpdk::Poller>,
+}
+
+/// Runs `f` inside a poll section of `poller` (see `dpdk::Poller`).
+#[inline(always)]
+fn in_section<T>(poller: &mut Option<dpdk::Poller>, f: impl FnOnce() -> T) -> T {
+    if let Some(p) = poller.as_mut() {
+        p.enter();
+    }
+    let out = f();
+    if let Some(p) = poller.as_mut() {
+        p.leave();
+    }
+    out
 }
 
 impl Io<'_> {
@@ -176,7 +191,7 @@ impl Io<'_> {
                     let _ = burst.push(m);
                 }
                 if !burst.is_empty() {
-                    let n = self.txq.tx_burst(&mut burst);
+                    let n = in_section(&mut self.poller, || self.txq.tx_burst(&mut burst));
                     r.sent += n as u64;
                     r.tx_failed += burst.len() as u64;
                     burst.free_all();
@@ -186,13 +201,17 @@ impl Io<'_> {
             } else if now > drain_until {
                 break;
             }
-            let mut got = 0;
-            for q in self.rxqs.iter_mut() {
-                if rx.is_full() {
-                    break;
+            let rxqs = &mut *self.rxqs;
+            let got = in_section(&mut self.poller, || {
+                let mut got = 0;
+                for q in rxqs.iter_mut() {
+                    if rx.is_full() {
+                        break;
+                    }
+                    got += q.rx_burst(&mut rx);
                 }
-                got += q.rx_burst(&mut rx);
-            }
+                got
+            });
             if got > 0 {
                 let t = dpdk::tsc();
                 for m in rx.as_slice() {
@@ -318,7 +337,16 @@ fn run(args: Args) -> Result<(), String> {
     }
 
     let hz = eal.tsc_hz();
-    let mut io = Io { txq: &mut txq, rxqs: &mut rxqs, pool: &pool, plan: &tx_plan, flows: args.flows, hz, seq: 0 };
+    let mut io = Io {
+        txq: &mut txq,
+        rxqs: &mut rxqs,
+        pool: &pool,
+        plan: &tx_plan,
+        flows: args.flows,
+        hz,
+        seq: 0,
+        poller: dpdk::Poller::register(),
+    };
     let report = |r: &Results, rate: f64| {
         let q = |p: f64| if r.hist.is_empty() { 0 } else { r.hist.value_at_quantile(p) };
         serde_json::json!({
