@@ -1393,11 +1393,6 @@ impl Poller {
     /// Registers the calling thread; None when every slot is taken (its polls are then
     /// not waited for).
     pub fn register() -> Option<Poller> {
-        if MEMBARRIER.load(Ordering::Acquire) == 0 {
-            // SAFETY: the membarrier system call with a command and no pointers.
-            let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0) };
-            MEMBARRIER.store(if rc == 0 { 1 } else { 2 }, Ordering::Release);
-        }
         // SAFETY: gettid takes no arguments.
         let tid = unsafe { libc::gettid() };
         let slot = POLLER_SLOTS
@@ -1442,6 +1437,13 @@ impl Drop for Poller {
 fn wait_for_pollers() {
     if POLLERS.load(Ordering::Acquire) == 0 {
         return;
+    }
+    if MEMBARRIER.load(Ordering::Acquire) == 0 {
+        // Registered here, on first need, not when a worker starts: it takes milliseconds
+        // (the kernel waits for a grace period), which a start would wait for.
+        // SAFETY: the membarrier system call with a command and no pointers.
+        let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0) };
+        MEMBARRIER.store(if rc == 0 { 1 } else { 2 }, Ordering::Release);
     }
     if MEMBARRIER.load(Ordering::Acquire) == 1 {
         // SAFETY: the membarrier system call with a command and no pointers. Every running
