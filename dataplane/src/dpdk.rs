@@ -1384,33 +1384,41 @@ const SECTION_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 /// A thread that polls ports, registered so that memory is not unmapped under its polls.
 /// Belongs to the thread that registered it.
 pub struct Poller {
-    slot: &'static PollerSlot,
+    /// None when every slot was taken: the polls are then not waited for.
+    slot: Option<&'static PollerSlot>,
     marks: u64,
     _not_send: PhantomData<*const ()>,
 }
 
 impl Poller {
-    /// Registers the calling thread; None when every slot is taken (its polls are then
-    /// not waited for).
-    pub fn register() -> Option<Poller> {
+    /// Registers the calling thread.
+    pub fn register() -> Poller {
         // SAFETY: gettid takes no arguments.
         let tid = unsafe { libc::gettid() };
-        let slot = POLLER_SLOTS
-            .iter()
-            .find(|s| s.tid.compare_exchange(0, tid, Ordering::AcqRel, Ordering::Relaxed).is_ok())?;
-        let marks = slot.marks.load(Ordering::Relaxed) & !1;
-        slot.marks.store(marks, Ordering::Relaxed);
-        POLLERS.fetch_add(1, Ordering::AcqRel);
+        let slot =
+            POLLER_SLOTS.iter().find(|s| s.tid.compare_exchange(0, tid, Ordering::AcqRel, Ordering::Relaxed).is_ok());
+        let marks = slot.map_or(0, |s| s.marks.load(Ordering::Relaxed) & !1);
+        if let Some(s) = slot {
+            s.marks.store(marks, Ordering::Relaxed);
+            POLLERS.fetch_add(1, Ordering::AcqRel);
+        }
         // Keeps this module's munmap in the link: DPDK's archives, linked after it, call it.
         std::hint::black_box(munmap as unsafe extern "C" fn(*mut libc::c_void, libc::size_t) -> libc::c_int);
-        Some(Poller { slot, marks, _not_send: PhantomData })
+        Poller { slot, marks, _not_send: PhantomData }
+    }
+
+    /// Whether the thread got a slot, so that unmapping waits for its sections.
+    pub fn is_registered(&self) -> bool {
+        self.slot.is_some()
     }
 
     /// Marks the start of a section that may touch port memory (rx and tx bursts).
     #[inline(always)]
     pub fn enter(&mut self) {
-        self.marks += 1;
-        self.slot.marks.store(self.marks, Ordering::Relaxed);
+        if let Some(slot) = self.slot {
+            self.marks += 1;
+            slot.marks.store(self.marks, Ordering::Relaxed);
+        }
         std::sync::atomic::compiler_fence(Ordering::SeqCst);
     }
 
@@ -1418,8 +1426,19 @@ impl Poller {
     #[inline(always)]
     pub fn leave(&mut self) {
         std::sync::atomic::compiler_fence(Ordering::SeqCst);
-        self.marks += 1;
-        self.slot.marks.store(self.marks, Ordering::Release);
+        if let Some(slot) = self.slot {
+            self.marks += 1;
+            slot.marks.store(self.marks, Ordering::Release);
+        }
+    }
+
+    /// Runs `f` inside a section.
+    #[inline(always)]
+    pub fn section<T>(&mut self, f: impl FnOnce() -> T) -> T {
+        self.enter();
+        let out = f();
+        self.leave();
+        out
     }
 }
 
@@ -1428,8 +1447,10 @@ impl Drop for Poller {
         if self.marks & 1 == 1 {
             self.leave();
         }
-        POLLERS.fetch_sub(1, Ordering::AcqRel);
-        self.slot.tid.store(0, Ordering::Release);
+        if let Some(slot) = self.slot {
+            POLLERS.fetch_sub(1, Ordering::AcqRel);
+            slot.tid.store(0, Ordering::Release);
+        }
     }
 }
 
@@ -1495,7 +1516,8 @@ mod tests {
         let (entered_tx, entered) = channel();
         let (leave, leave_rx) = channel::<()>();
         let poller = std::thread::spawn(move || {
-            let mut p = Poller::register().expect("a free poller slot");
+            let mut p = Poller::register();
+            assert!(p.is_registered(), "a free poller slot");
             p.enter();
             entered_tx.send(()).unwrap();
             leave_rx.recv().unwrap();
@@ -1530,7 +1552,8 @@ mod tests {
         assert_eq!(rc, 0);
         assert!(unmapped >= left);
         // A registered poller outside its section holds nothing up (the wait would be 100 ms).
-        let mut p = Poller::register().expect("a free poller slot");
+        let mut p = Poller::register();
+        assert!(p.is_registered(), "a free poller slot");
         p.enter();
         p.leave();
         let other = std::thread::spawn(move || {

@@ -503,9 +503,7 @@ fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
     let mut poll_start = dpdk::tsc();
     while !shared.stop.load(Ordering::Relaxed) {
         let start = poll_start;
-        if let Some(p) = poller.as_mut() {
-            p.enter();
-        }
+        poller.enter();
         if mailbox.posted.load(Ordering::Relaxed) != changes_applied {
             interrupts.disarm(&mut rx);
             changes_applied += apply_changes(mailbox, &mut rx, &mut tx, stats);
@@ -548,9 +546,7 @@ fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
             pipeline.get().process_burst(&mut scratch, *port, &mut burst, bytes, now, stats, &mut tx);
         }
         tx.flush();
-        if let Some(p) = poller.as_mut() {
-            p.leave();
-        }
+        poller.leave();
         let end = dpdk::tsc();
         poll_start = end;
         let cycles = end.wrapping_sub(start);
@@ -603,10 +599,7 @@ fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
             std::hint::spin_loop();
         }
     }
-    if let Some(p) = poller.as_mut() {
-        p.enter();
-    }
-    tx.flush();
+    poller.section(|| tx.flush());
 }
 
 /// Takes the packets a live trace wants out of `burst` and runs each on its own through the

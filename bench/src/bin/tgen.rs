@@ -120,20 +120,7 @@ struct Io<'a> {
     /// Sequence number of the next frame (continues across measurements).
     seq: u64,
     /// Marks the bursts, so a memif peer's rings are not unmapped under them.
-    poller: Option<dpdk::Poller>,
-}
-
-/// Runs `f` inside a poll section of `poller` (see `dpdk::Poller`).
-#[inline(always)]
-fn in_section<T>(poller: &mut Option<dpdk::Poller>, f: impl FnOnce() -> T) -> T {
-    if let Some(p) = poller.as_mut() {
-        p.enter();
-    }
-    let out = f();
-    if let Some(p) = poller.as_mut() {
-        p.leave();
-    }
-    out
+    poller: dpdk::Poller,
 }
 
 impl Io<'_> {
@@ -191,7 +178,7 @@ impl Io<'_> {
                     let _ = burst.push(m);
                 }
                 if !burst.is_empty() {
-                    let n = in_section(&mut self.poller, || self.txq.tx_burst(&mut burst));
+                    let n = self.poller.section(|| self.txq.tx_burst(&mut burst));
                     r.sent += n as u64;
                     r.tx_failed += burst.len() as u64;
                     burst.free_all();
@@ -202,7 +189,7 @@ impl Io<'_> {
                 break;
             }
             let rxqs = &mut *self.rxqs;
-            let got = in_section(&mut self.poller, || {
+            let got = self.poller.section(|| {
                 let mut got = 0;
                 for q in rxqs.iter_mut() {
                     if rx.is_full() {
