@@ -66,3 +66,117 @@ int vs_eal_tsc_calibration_shortened(void)
 {
 	return atomic_load_explicit(&calibration_shortened, memory_order_acquire);
 }
+
+/*
+ * memif rx wake-ups. The memif protocol has interrupts: after a burst, a sender writes to
+ * the ring's eventfd unless the receiver has set MEMIF_RING_FLAG_MASK_INT in the ring's
+ * flags. DPDK 22.11's memif driver always sets it on its rx rings and has no rx interrupt
+ * API (rx_queue_intr_enable is unsupported), so an idle worker could only sleep on a timer.
+ * These helpers find the flags word and the eventfd so the worker can unmask the ring and
+ * wait on the eventfd while idle, as VPP's memif interrupt mode does.
+ *
+ * They read the driver's private structures, which DPDK does not install: the layouts
+ * below are 22.11's (rte_eth_memif.h; offsets checked against eth_memif_rx as built by
+ * Debian 12), compiled only against 22.11, used only when the running DPDK is 22.11, and
+ * every read is checked (the device's rx function, the queue's port and ring type, the
+ * region bounds, the ring's cookie) before anything is written.
+ */
+#include <stddef.h>
+#include <string.h>
+#include <rte_ethdev.h>
+#include <rte_version.h>
+
+#if RTE_VERSION >= RTE_VERSION_NUM(22, 11, 0, 0) && RTE_VERSION < RTE_VERSION_NUM(22, 12, 0, 0)
+#define VS_MEMIF_WAKE 1
+
+/* struct memif_queue */
+struct vs_memif_queue {
+	void *mempool;
+	void *pmd;
+	uint32_t type; /* memif_ring_type_t: 0 client to server, 1 server to client */
+	uint16_t region;
+	uint16_t in_port;
+	uint32_t ring_offset;
+	uint16_t last_head;
+	uint16_t last_tail;
+	void *buffers;
+	uint64_t n_pkts;
+	uint64_t n_bytes;
+	struct rte_intr_handle *intr_handle;
+	uint8_t log2_ring_size;
+};
+_Static_assert(offsetof(struct vs_memif_queue, in_port) == 0x16, "memif_queue.in_port");
+_Static_assert(offsetof(struct vs_memif_queue, ring_offset) == 0x18, "memif_queue.ring_offset");
+_Static_assert(offsetof(struct vs_memif_queue, intr_handle) == 0x38, "memif_queue.intr_handle");
+
+/* struct memif_region */
+struct vs_memif_region {
+	void *addr;
+	uint64_t region_size;
+	int fd;
+	uint32_t pkt_buffer_offset;
+};
+
+/* The head of memif_ring_t (memif.h, the protocol's shared layout). */
+struct vs_memif_ring_head {
+	uint32_t cookie;
+	uint16_t flags;
+	uint16_t head;
+};
+#define VS_MEMIF_COOKIE 0x3E31F20u
+#define VS_MEMIF_MAX_REGIONS 256
+
+/* struct rte_eth_dev (ethdev_driver.h): each of rte_eth_devices[] is 0x4080 bytes, its rx
+ * function first and process_private (memif's pmd_process_private, whose first member is
+ * the array of region pointers) at 0x38. */
+extern char rte_eth_devices[];
+#define VS_ETH_DEV_SIZE 0x4080
+#define VS_ETH_DEV_PROCESS_PRIVATE 0x38
+#endif
+
+int vs_memif_wake_supported(void)
+{
+#ifdef VS_MEMIF_WAKE
+	return strncmp(rte_version(), "DPDK 22.11", 10) == 0;
+#else
+	return 0;
+#endif
+}
+
+uint16_t *vs_memif_rx_ring_flags(uint16_t port_id, uint16_t queue_id, int *event_fd)
+{
+#ifdef VS_MEMIF_WAKE
+	if (port_id >= RTE_MAX_ETHPORTS || queue_id >= RTE_MAX_QUEUES_PER_PORT)
+		return NULL;
+	const struct rte_eth_fp_ops *ops = &rte_eth_fp_ops[port_id];
+	char *dev = rte_eth_devices + (size_t)port_id * VS_ETH_DEV_SIZE;
+	eth_rx_burst_t dev_rx;
+	memcpy(&dev_rx, dev, sizeof(dev_rx));
+	if (dev_rx == NULL || dev_rx != ops->rx_pkt_burst || ops->rxq.data == NULL)
+		return NULL;
+	const struct vs_memif_queue *mq = ops->rxq.data[queue_id];
+	if (mq == NULL || mq->in_port != port_id || mq->type > 1 || mq->region >= VS_MEMIF_MAX_REGIONS)
+		return NULL;
+	struct vs_memif_region **regions;
+	memcpy(&regions, dev + VS_ETH_DEV_PROCESS_PRIVATE, sizeof(regions));
+	if (regions == NULL)
+		return NULL;
+	const struct vs_memif_region *r = regions[mq->region];
+	if (r == NULL || r->addr == NULL ||
+	    (uint64_t)mq->ring_offset + sizeof(struct vs_memif_ring_head) > r->region_size)
+		return NULL;
+	struct vs_memif_ring_head *ring = (struct vs_memif_ring_head *)((char *)r->addr + mq->ring_offset);
+	if (ring->cookie != VS_MEMIF_COOKIE)
+		return NULL;
+	int fd = rte_intr_fd_get(mq->intr_handle);
+	if (fd < 0)
+		return NULL;
+	*event_fd = fd;
+	return &ring->flags;
+#else
+	(void)port_id;
+	(void)queue_id;
+	(void)event_fd;
+	return NULL;
+#endif
+}

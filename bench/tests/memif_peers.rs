@@ -1,7 +1,8 @@
 //! A switch with memif server ports survives peers that come and go while its worker
-//! busy-polls those ports: vswitchd (no idle back-off, the worker always inside a poll) and
-//! `tgen` as the memif client, started and stopped again and again, each time sending real
-//! frames through the switch and counting what comes back.
+//! busy-polls those ports (no idle back-off, the worker always inside a poll), and while it
+//! waits in deep idle on the rings' signals (armed and disarmed around each peer): vswitchd
+//! and `tgen` as the memif client, started and stopped again and again, each time sending
+//! real frames through the switch and counting what comes back.
 //!
 //! DPDK 22.11's memif driver unmaps a leaving peer's rings under a polling worker, and
 //! finds a queue's ring before it checks that the peer is connected. Before the switch
@@ -43,6 +44,28 @@ fn memif(n: u32, socket: &str, role: &str) -> String {
 
 #[test]
 fn memif_peers_come_and_go_under_a_busy_polling_worker() {
+    peers_come_and_go("idle_backoff = false", PEERS);
+}
+
+/// The worker waits on the rings' signals 1 ms after each peer's last frame, so it arms and
+/// disarms rings (writing to them) while peers connect and leave.
+#[test]
+fn memif_peers_come_and_go_while_the_worker_waits_on_their_rings() {
+    let out = peers_come_and_go("idle_deep_after_ms = 1\nidle_long_after_ms = 1", PEERS / 3);
+    let workers: serde_json::Value = serde_json::from_str(&out).expect("list-workers JSON");
+    let w = &workers["workers"][0];
+    // A peer's first frames wake the worker when it waits on the new rings (about once per
+    // peer here); they may also come during a sleep, while a new peer's rings are not armed.
+    let wakes = match &w["interrupt_wakes"] {
+        serde_json::Value::String(v) => v.parse::<u64>().unwrap(),
+        v => v.as_u64().unwrap_or(0),
+    };
+    assert!(wakes >= (PEERS / 6) as u64, "few waits ended by a peer's frames: {w}");
+}
+
+/// Runs `peers` memif peers one after another through a switch with `settings` in its
+/// `[switch]` section; returns `vswitchctl --json list-workers` at the end.
+fn peers_come_and_go(settings: &str, peers: usize) -> String {
     assert!(
         std::fs::read_to_string("/proc/self/status")
             .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))),
@@ -57,7 +80,7 @@ main_core = 0
 file_prefix = "vsmemif{pid}"
 [switch]
 mbufs = 8191
-idle_backoff = false
+{settings}
 [control]
 socket = "{api}"
 metrics = "off"
@@ -83,7 +106,7 @@ rule = "in_port=1,actions=output:2"
     let mut switch = Switch { dir, child };
 
     let prefix = format!("tgmemif{}", std::process::id() % 100_000);
-    for peer in 1..=PEERS {
+    for peer in 1..=peers {
         // Connects, sends 500 frames at 10 kpps, drains 100 ms and leaves (its rings go).
         let out = Command::new(common::bin_dir().join("tgen"))
             .args(["--tx", &memif(0, &switch.path("a.sock"), "client")])
@@ -103,4 +126,10 @@ rule = "in_port=1,actions=output:2"
         assert_eq!(report["stamped"].as_u64(), Some(sent), "peer {peer}: not every frame came back: {report}");
     }
     let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
+    let out = Command::new(common::bin_dir().join("vswitchctl"))
+        .args(["--server", &switch.path("sw.sock"), "--json", "list-workers"])
+        .output()
+        .expect("run vswitchctl");
+    assert!(out.status.success(), "list-workers: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
 }

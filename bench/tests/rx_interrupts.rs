@@ -1,11 +1,13 @@
 //! Idle workers wait for rx interrupts where every rx queue gives one: vswitchd with
 //! vhost-user ports (net_vhost, which has rx interrupts) and `tgen` as the virtio-user peer on
-//! the other side, real frames both ways.
+//! the other side, or with memif ports (whose rings signal an eventfd once unmasked) and
+//! `tgen` as the memif client; real frames both ways.
 //!
-//! Checks: an idle worker blocks (about one wake-up a second, not thousands of sleeps); every
-//! packet that arrives after idle is forwarded; flow and port changes reach a blocked worker
-//! at once (its doorbell); a port without interrupts (net_null) sends the worker back to
-//! sleeping, and removing it brings interrupts back.
+//! Checks: an idle worker blocks (about one wake-up a second, not thousands of sleeps; a
+//! hundred with memif); every packet that arrives after idle is forwarded, and wakes the
+//! worker; flow and port changes reach a blocked worker at once (its doorbell); a port
+//! without interrupts (net_null) sends the worker back to sleeping, and removing it brings
+//! interrupts back.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -30,6 +32,12 @@ impl Drop for Rig {
     fn drop(&mut self) {
         // The switch first, then the generator (a vhost-user peer).
         common::stop_switch(&mut self.switch);
+        self.stop_generator();
+    }
+}
+
+impl Rig {
+    fn stop_generator(&mut self) {
         if let Some((mut child, stdin, _)) = self.tgen.take() {
             // On end of input the generator stops and tears its EAL down; killed, it would
             // leave its runtime directory behind.
@@ -45,13 +53,39 @@ impl Drop for Rig {
     }
 }
 
+/// How the generator connects to the switch.
+#[derive(Clone, Copy, PartialEq)]
+enum Link {
+    /// vhost-user ports, the generator virtio-user.
+    Vhost,
+    /// memif ports (server), the generator the memif client.
+    Memif,
+}
+
+impl Link {
+    /// The switch's port `n` ("a" or "b") on socket `sock`.
+    fn switch_port(self, n: &str, sock: &str) -> String {
+        match self {
+            Link::Vhost => format!("{}{n},iface={sock}", unique("net_vhost")),
+            Link::Memif => format!("{}{n},role=server,socket={sock},socket-abstract=no", unique("net_memif")),
+        }
+    }
+
+    /// The generator's port `i` facing the switch's port on socket `sock`.
+    fn tgen_port(self, i: u32, sock: &str) -> String {
+        match self {
+            Link::Vhost => format!("net_virtio_user{i},path={sock}"),
+            Link::Memif => format!("net_memif{i},role=client,socket={sock},socket-abstract=no"),
+        }
+    }
+}
+
 impl Rig {
-    fn start() -> Rig {
+    fn start(link: Link) -> Rig {
         assert!(is_root(), "this test runs DPDK with hugepages: run it as root");
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().to_path_buf();
         let p = |n: &str| root.join(n).display().to_string();
-        let vdev = unique("net_vhost");
         let config = format!(
             r#"
 [eal]
@@ -68,11 +102,11 @@ metrics = "off"
 [[port]]
 name = "a"
 number = 1
-devargs = "{vdev}a,iface={a}"
+devargs = "{a}"
 [[port]]
 name = "b"
 number = 2
-devargs = "{vdev}b,iface={b}"
+devargs = "{b}"
 [[worker]]
 core = 1
 [[flow]]
@@ -80,14 +114,14 @@ rule = "in_port=1,actions=output:2"
 "#,
             prefix = unique("vsirq"),
             sock = p("sw.sock"),
-            a = p("a.sock"),
-            b = p("b.sock"),
+            a = link.switch_port("a", &p("a.sock")),
+            b = link.switch_port("b", &p("b.sock")),
         );
         let switch = common::start_switch(dir.path(), &config);
         let mut rig = Rig { dir, switch, tgen: None, tgen_prefix: unique("tgirq") };
         let mut tgen = Command::new(common::bin_dir().join("tgen"))
-            .args(["--tx", &format!("net_virtio_user0,path={}", p("a.sock"))])
-            .args(["--rx", &format!("net_virtio_user1,path={}", p("b.sock"))])
+            .args(["--tx", &link.tgen_port(0, &p("a.sock"))])
+            .args(["--rx", &link.tgen_port(1, &p("b.sock"))])
             .args(["--file-prefix", &rig.tgen_prefix, "--core", "0", "--serve"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -169,8 +203,34 @@ fn count(w: &serde_json::Value, field: &str) -> u64 {
 
 #[test]
 fn idle_worker_waits_for_rx_interrupts_and_forwards_what_comes() {
-    let mut rig = Rig::start();
-    // Both vhost ports have rx interrupts.
+    // Over 1.5 s the worker wakes about once (the safety-net timeout), where sleeping it
+    // would wake thousands of times.
+    idle_worker_waits_and_forwards(Link::Vhost, 1..=5);
+}
+
+#[test]
+fn idle_worker_waits_for_memif_ring_signals_and_forwards_what_comes() {
+    // DPDK's memif driver has no rx interrupts; the switch unmasks the rings' own signals.
+    // A wait ends after 10 ms (a memif peer that reconnects is not announced), so over 1.5 s
+    // the worker wakes about 150 times, where 1 ms sleeps would wake it 1,500 times.
+    let mut rig = idle_worker_waits_and_forwards(Link::Memif, 50..=300);
+
+    // The peer leaves: its rings are gone and nothing could wake the worker, so it sleeps.
+    rig.stop_generator();
+    let asleep = rig.wait_idle_state("sleeping");
+    std::thread::sleep(Duration::from_millis(300));
+    let still = rig.worker();
+    assert_eq!(still["idle_state"], "sleeping", "{still}");
+    assert_eq!(count(&still, "interrupt_waits"), count(&asleep, "interrupt_waits"), "{still}");
+    assert!(count(&still, "sleeps") > count(&asleep, "sleeps"), "{still}");
+}
+
+/// Both ports report rx interrupts; idle, the worker waits `waits_in_1500ms` times in 1.5 s,
+/// each wait timing out (nothing comes); packets 250 ms apart, each after deep idle, are all
+/// forwarded, each ending a wait by its interrupt; 1 Mpps after idle loses nothing. Returns
+/// the rig, generator connected.
+fn idle_worker_waits_and_forwards(link: Link, waits_in_1500ms: std::ops::RangeInclusive<u64>) -> Rig {
+    let mut rig = Rig::start(link);
     for port in ["a", "b"] {
         let out = rig.ctl(&["get-port", port]);
         assert!(out.contains("rx interrupts yes"), "{out}");
@@ -179,24 +239,27 @@ fn idle_worker_waits_for_rx_interrupts_and_forwards_what_comes() {
     assert!(first["sent"].as_u64().unwrap() > 0 && first["lost"] == 0, "{first}");
     assert_eq!(first["stamped"], first["sent"], "{first}");
 
-    // Idle: the worker blocks until an interrupt; over a second it wakes about once (the
-    // safety-net timeout), where sleeping it would wake thousands of times.
+    // Idle: every sleep is a wait, and nothing ends one but its timeout.
     let before = rig.wait_idle_state("interrupt");
     std::thread::sleep(Duration::from_millis(1500));
     let after = rig.worker();
     assert_eq!(after["idle_state"], "interrupt", "{after}");
     let sleeps = count(&after, "sleeps") - count(&before, "sleeps");
     let waits = count(&after, "interrupt_waits") - count(&before, "interrupt_waits");
-    assert!(waits >= 1 && sleeps == waits && waits <= 5, "sleeps {sleeps}, interrupt waits {waits}: {after}");
+    let wakes = count(&after, "interrupt_wakes") - count(&before, "interrupt_wakes");
+    assert!(waits_in_1500ms.contains(&waits) && sleeps == waits, "sleeps {sleeps}, interrupt waits {waits}: {after}");
+    assert!(wakes <= 1, "{wakes} waits ended by an event with nothing sent: {after}");
 
-    // Packets 250 ms apart, each after deep idle: every one is forwarded, and each ends a wait.
+    // Packets 250 ms apart, each after deep idle: every one is forwarded, and each ends a
+    // wait by its interrupt, not by the wait's timeout.
     let slow = rig.trial(0.000004, 3.0);
     let sent = slow["sent"].as_u64().unwrap();
     assert!(sent >= 10, "{slow}");
     assert_eq!(slow["lost"], 0, "{slow}");
     assert_eq!(slow["stamped"].as_u64(), Some(sent), "{slow}");
     let woken = rig.worker();
-    assert!(count(&woken, "interrupt_waits") >= count(&after, "interrupt_waits") + sent, "{woken}");
+    let wakes = count(&woken, "interrupt_wakes") - count(&after, "interrupt_wakes");
+    assert!(wakes >= sent, "{sent} packets after idle, {wakes} waits ended by an event: {woken}");
 
     // Traffic at 1 Mpps after idle: the switch loses nothing while the worker wakes up. A
     // late wake-up leaves the generator's ring full (those sends fail and count as
@@ -212,11 +275,12 @@ fn idle_worker_waits_for_rx_interrupts_and_forwards_what_comes() {
     assert_eq!(burst["lost"].as_u64(), Some(full), "tx_queue_full on b: {full}; {burst}");
     assert_eq!(burst["stamped"], burst["received"], "{burst}");
     assert!(full <= burst["sent"].as_u64().unwrap() / 100, "tx_queue_full on b: {full}; {burst}");
+    rig
 }
 
 #[test]
 fn changes_wake_a_worker_blocked_on_interrupts() {
-    let mut rig = Rig::start();
+    let mut rig = Rig::start(Link::Vhost);
     let first = rig.trial(0.001, 0.3);
     assert_eq!(first["stamped"], first["sent"], "{first}");
     rig.wait_idle_state("interrupt");

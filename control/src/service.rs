@@ -228,6 +228,7 @@ impl pb::switch_service_server::SwitchService for Api {
                     sleeps: t.sleeps,
                     sleep_cycles: t.sleep_cycles,
                     interrupt_waits: t.interrupt_waits,
+                    interrupt_wakes: t.interrupt_wakes,
                     rx_bursts: t.rx_bursts.clone(),
                     tsc_hz: self.switch.tsc_hz(),
                 }

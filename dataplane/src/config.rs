@@ -153,9 +153,10 @@ pub struct SwitchConfig {
     pub idle_long_after_ms: u32,
     pub idle_long_sleep_us: u32,
     /// In deep idle, a worker whose rx queues all give rx interrupts (vhost-user, tap, most
-    /// NIC VFs) blocks until one fires instead of sleeping `idle_deep_sleep_us` at a time:
-    /// no CPU while idle, and the first packet waits for one wake-up. Ports are set up with
-    /// rx interrupts where the driver has them. Off: deep idle always sleeps.
+    /// NIC VFs; memif through its rings' signals) blocks until one fires instead of sleeping
+    /// `idle_deep_sleep_us` at a time: little CPU while idle, and the first packet waits for
+    /// one wake-up. Ports are set up with rx interrupts where the driver has them. Off: deep
+    /// idle always sleeps.
     pub idle_interrupts: bool,
     /// A worker that received at least this many packets per second (over 10 ms) does not
     /// sleep for `idle_load_hold_ms` after: pauses of real traffic are spent polling, so

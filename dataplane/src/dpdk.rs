@@ -804,6 +804,8 @@ struct PortInner {
     rx_interrupts: std::sync::atomic::AtomicBool,
     /// A memif port: its queues are polled only while its link is up (see `LinkGate`).
     memif: bool,
+    /// Its rx interrupts are memif ring signals ([`MemifWake`]), not DPDK's.
+    memif_wake: std::sync::atomic::AtomicBool,
     _eal: Arc<Eal>,
 }
 
@@ -871,6 +873,7 @@ impl EthPort {
                 tx_taken: Mutex::new(Vec::new()),
                 pool: Mutex::new(None),
                 rx_interrupts: Default::default(),
+                memif_wake: Default::default(),
                 _eal: eal.clone(),
             }),
         })
@@ -936,6 +939,10 @@ impl EthPort {
             })
         });
         let inner = &self.inner;
+        // memif has none in DPDK 22.11, but its rings can signal instead.
+        let memif_wake = setup.rx_interrupts && !layout.rx_interrupts && inner.memif && memif_wake_supported();
+        layout.rx_interrupts |= memif_wake;
+        inner.memif_wake.store(memif_wake, Ordering::Relaxed);
         *inner.started.lock().unwrap() = true;
         *inner.rx_taken.lock().unwrap() = vec![false; setup.rx_queues as usize];
         *inner.tx_taken.lock().unwrap() = vec![false; setup.tx_queues as usize];
@@ -1023,6 +1030,7 @@ impl EthPort {
             port: self.inner.clone(),
             queue: q,
             listening_epfd: None,
+            memif_wake: None,
             link: LinkGate::new(self.inner.memif),
         })
     }
@@ -1134,6 +1142,8 @@ pub struct RxQueue {
     queue: u16,
     /// The epoll set (of the polling thread) the queue's interrupt was added to.
     listening_epfd: Option<i32>,
+    /// A memif queue's interrupt, once listening.
+    memif_wake: Option<MemifWake>,
     link: LinkGate,
 }
 
@@ -1167,11 +1177,15 @@ impl RxQueue {
     /// [`InterruptWait`]); true if the port gives one. Call it on the thread that polls the
     /// queue. Interrupts stay off until [`RxQueue::arm`].
     pub fn listen(&mut self) -> bool {
-        if self.listening_epfd.is_some() {
+        if self.listening_epfd.is_some() || self.memif_wake.is_some() {
             return true;
         }
         if !self.port.rx_interrupts.load(Ordering::Relaxed) {
             return false;
+        }
+        if self.port.memif_wake.load(Ordering::Relaxed) {
+            self.memif_wake = Some(MemifWake::new());
+            return true;
         }
         // SAFETY: valid port configured with intr_conf.rxq; RTE_EPOLL_PER_THREAD is the
         // calling thread's epoll set, which DPDK creates on first use and keeps.
@@ -1189,29 +1203,165 @@ impl RxQueue {
         }
         // SAFETY: no arguments; the same per-thread set the call above used.
         self.listening_epfd = Some(unsafe { sys::rte_intr_tls_epfd() });
-        self.disarm();
+        // SAFETY: valid port and queue.
+        unsafe { sys::rte_eth_dev_rx_intr_disable(self.port.id, self.queue) };
         true
     }
 
-    /// Lets the next packet on this queue wake the listening thread. Poll once more after
-    /// arming: packets that came before it raise no interrupt.
-    pub fn arm(&mut self) {
+    /// Lets the next packet on this queue wake the listening thread; false if it cannot
+    /// (a memif queue without a peer, or `poller` outside a section: a memif ring is touched
+    /// only inside one). Poll once more after arming: packets that came before it raise no
+    /// interrupt.
+    pub fn arm(&mut self, poller: &Poller) -> bool {
+        if let Some(wake) = &mut self.memif_wake {
+            return poller.is_inside() && wake.arm(self.port.id, self.queue);
+        }
         // SAFETY: valid port and queue; ENOTSUP (a driver whose interrupt is always on, as
         // net_tap's readable fd) is fine.
         unsafe { sys::rte_eth_dev_rx_intr_enable(self.port.id, self.queue) };
+        true
     }
 
-    /// Stops interrupts while the queue is polled (the peer then need not signal).
-    pub fn disarm(&mut self) {
+    /// Whether [`RxQueue::arm`] can succeed as far as a cheap look tells: a memif queue needs
+    /// its peer (its link up).
+    pub fn may_arm(&self) -> bool {
+        self.memif_wake.is_none() || link_up(self.port.id)
+    }
+
+    /// Stops interrupts while the queue is polled (the peer then need not signal). A memif
+    /// queue's ring is masked again only inside a section of `poller`.
+    pub fn disarm(&mut self, poller: &Poller) {
+        if let Some(wake) = &mut self.memif_wake {
+            wake.disarm(self.port.id, self.queue, poller.is_inside());
+            return;
+        }
         // SAFETY: valid port and queue.
         unsafe { sys::rte_eth_dev_rx_intr_disable(self.port.id, self.queue) };
+    }
+
+    /// Whether this queue's interrupt is a memif ring's signal, which the driver does not
+    /// report when a peer connects: a wait for it needs a short timeout.
+    pub fn wakes_by_memif_ring(&self) -> bool {
+        self.memif_wake.is_some()
+    }
+}
+
+/// Whether memif rings can wake a waiting worker in this build and this DPDK.
+fn memif_wake_supported() -> bool {
+    // SAFETY: no arguments; reads DPDK's version string.
+    unsafe { sys::vs_memif_wake_supported() == 1 }
+}
+
+const MEMIF_RING_FLAG_MASK_INT: u16 = 1;
+
+/// A memif rx queue's interrupt. Armed, its ring's interrupts are unmasked, so the peer
+/// writes to the ring's eventfd after each burst, and a duplicate of that eventfd is in the
+/// waiting thread's epoll set (a duplicate, because the driver closes its own when the peer
+/// leaves, and a closed number may come back as another file). The ring is found through the
+/// driver's private structures (`vs_memif_rx_ring_flags` in dpdk-sys/shim.c), each time,
+/// inside a poll section: a peer that leaves unmaps it. Disarming only masks the ring, so a
+/// woken worker reaches its packets without a system call; the duplicate leaves the set when
+/// the queue is armed next (the peer may have changed) or dropped.
+struct MemifWake {
+    /// Registered with the set by address: boxed so it does not move.
+    event: Box<sys::rte_epoll_event>,
+    /// The eventfd duplicate and the epoll set it is in.
+    registered: Option<(std::os::fd::OwnedFd, i32)>,
+    unmasked: bool,
+}
+
+// SAFETY: the event's pointers are null (no callback, no data); while registered it is in
+// the epoll set `registered` names, from which any thread may remove it (arm, Drop).
+unsafe impl Send for MemifWake {}
+
+impl MemifWake {
+    fn new() -> MemifWake {
+        // SAFETY: all-zero is a valid rte_epoll_event (no callback, null data).
+        MemifWake { event: Box::new(unsafe { std::mem::zeroed() }), registered: None, unmasked: false }
+    }
+
+    /// Runs `f` on the ring's flags word and eventfd, if its peer is connected. Call only
+    /// inside a poll section, which keeps the ring mapped while `f` runs.
+    fn with_ring<T>(port: u16, queue: u16, f: impl FnOnce(&std::sync::atomic::AtomicU16, i32) -> T) -> Option<T> {
+        if !link_up(port) {
+            return None;
+        }
+        let mut fd = -1;
+        // SAFETY: plain values and an out-pointer; the function checks what it reads.
+        let flags = unsafe { sys::vs_memif_rx_ring_flags(port, queue, &mut fd) };
+        if flags.is_null() {
+            return None;
+        }
+        // SAFETY: a non-null result points to the aligned u16 flags of a mapped ring, shared
+        // with the peer (hence atomic); the caller's poll section keeps it mapped until `f`
+        // returns, and the reference does not outlive `f`.
+        Some(f(unsafe { std::sync::atomic::AtomicU16::from_ptr(flags) }, fd))
+    }
+
+    fn unregister(&mut self) {
+        if let Some((dup, epfd)) = self.registered.take() {
+            // SAFETY: `event` was added to `epfd` for this descriptor in `arm`.
+            unsafe {
+                sys::rte_epoll_ctl(epfd, libc::EPOLL_CTL_DEL, std::os::fd::AsRawFd::as_raw_fd(&dup), &mut *self.event)
+            };
+        }
+    }
+
+    fn arm(&mut self, port: u16, queue: u16) -> bool {
+        if self.unmasked {
+            return true;
+        }
+        self.unregister();
+        Self::with_ring(port, queue, |flags, fd| self.register_and_unmask(flags, fd)).unwrap_or(false)
+    }
+
+    fn register_and_unmask(&mut self, flags: &std::sync::atomic::AtomicU16, fd: i32) -> bool {
+        // SAFETY: `fd` is the driver's open eventfd; the duplicate is ours alone.
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            return false;
+        }
+        // SAFETY: `dup` is a new descriptor nothing else owns.
+        let dup = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(dup) };
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&dup);
+        // Unmasked, the driver's rx reads the eventfd in each call: that read must not block.
+        // SAFETY: F_GETFL on an open descriptor.
+        if unsafe { libc::fcntl(raw, libc::F_GETFL) } & libc::O_NONBLOCK == 0 {
+            return false;
+        }
+        // SAFETY: no arguments; the calling thread's set (created on first use).
+        let epfd = unsafe { sys::rte_intr_tls_epfd() };
+        // Set each time: DPDK clears the event's data when it leaves a set.
+        self.event.epdata.event = libc::EPOLLIN as u32;
+        // SAFETY: `event` stays at this address until `unregister` takes it out.
+        if unsafe { sys::rte_epoll_ctl(epfd, libc::EPOLL_CTL_ADD, raw, &mut *self.event) } != 0 {
+            return false;
+        }
+        self.registered = Some((dup, epfd));
+        flags.fetch_and(!MEMIF_RING_FLAG_MASK_INT, Ordering::SeqCst);
+        self.unmasked = true;
+        true
+    }
+
+    /// Masks the ring again: the peer stops signalling and the driver's rx stops reading the
+    /// eventfd. Without a section (a worker stopping) or with the peer gone, it stays.
+    fn disarm(&mut self, port: u16, queue: u16, in_section: bool) {
+        if !std::mem::take(&mut self.unmasked) || !in_section {
+            return;
+        }
+        Self::with_ring(port, queue, |flags, _| flags.fetch_or(MEMIF_RING_FLAG_MASK_INT, Ordering::SeqCst));
     }
 }
 
 impl Drop for RxQueue {
     fn drop(&mut self) {
+        if let Some(wake) = &mut self.memif_wake {
+            wake.disarm(self.port.id, self.queue, false);
+            wake.unregister();
+        }
         if let Some(epfd) = self.listening_epfd {
-            self.disarm();
+            // SAFETY: valid port and queue.
+            unsafe { sys::rte_eth_dev_rx_intr_disable(self.port.id, self.queue) };
             // SAFETY: the port is still open (this handle holds it); the queue's interrupt is
             // in set `epfd` since `listen`. Removing it works from any thread.
             unsafe {
@@ -1286,14 +1436,20 @@ impl<'a> InterruptWait<'a> {
     }
 
     /// Blocks until an armed queue of this thread has packets, the doorbell rings, or
-    /// `timeout_ms` passes.
-    pub fn wait(&mut self, timeout_ms: i32) {
+    /// `timeout_ms` passes. True if woken by a queue or the doorbell.
+    pub fn wait(&mut self, timeout_ms: i32) -> bool {
         // SAFETY: all-zero rte_epoll_events are valid out-values.
         let mut events: [sys::rte_epoll_event; 8] = unsafe { std::mem::zeroed() };
         // SAFETY: the array has room for 8 events; the set is this thread's. DPDK runs each
         // queue's handler (which consumes its event) before returning.
-        unsafe { sys::rte_epoll_wait(sys::RTE_EPOLL_PER_THREAD, events.as_mut_ptr(), 8, timeout_ms) };
-        self.doorbell.clear();
+        let n = unsafe { sys::rte_epoll_wait(sys::RTE_EPOLL_PER_THREAD, events.as_mut_ptr(), 8, timeout_ms) };
+        // Cleared only when it rang: a read is a system call (microseconds in a VM) before
+        // the woken worker reaches its packets. One it missed here wakes the next wait.
+        let doorbell = self.doorbell.raw_fd();
+        if events[..n.max(0) as usize].iter().any(|e| e.fd == doorbell) {
+            self.doorbell.clear();
+        }
+        n > 0
     }
 }
 
@@ -1410,6 +1566,11 @@ impl Poller {
     /// Whether the thread got a slot, so that unmapping waits for its sections.
     pub fn is_registered(&self) -> bool {
         self.slot.is_some()
+    }
+
+    /// Whether the thread is inside a section that unmapping waits for.
+    pub fn is_inside(&self) -> bool {
+        self.slot.is_some() && self.marks & 1 == 1
     }
 
     /// Marks the start of a section that may touch port memory (rx and tx bursts).

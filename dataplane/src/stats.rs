@@ -149,6 +149,9 @@ pub struct WorkerStats {
     pub sleep_cycles: AtomicU64,
     /// Of `sleeps`, the waits for an rx interrupt.
     pub interrupt_waits: AtomicU64,
+    /// Of `interrupt_waits`, those a queue's interrupt or the control plane's doorbell ended
+    /// (the others timed out).
+    pub interrupt_wakes: AtomicU64,
     /// Packets and bytes received per rx queue, by the queue's place in the worker's list
     /// (`WorkerRuntime::rx`).
     pub rx_queue_packets: Box<[AtomicU64]>,
@@ -176,6 +179,7 @@ impl Default for WorkerStats {
             sleeps: AtomicU64::new(0),
             sleep_cycles: AtomicU64::new(0),
             interrupt_waits: AtomicU64::new(0),
+            interrupt_wakes: AtomicU64::new(0),
             rx_queue_packets: (0..MAX_RX_QUEUES_PER_WORKER).map(|_| AtomicU64::new(0)).collect(),
             rx_queue_bytes: (0..MAX_RX_QUEUES_PER_WORKER).map(|_| AtomicU64::new(0)).collect(),
             ports: (0..MAX_PORTS).map(|_| PortCounters::default()).collect(),
@@ -278,6 +282,7 @@ pub struct WorkerTotals {
     pub sleeps: u64,
     pub sleep_cycles: u64,
     pub interrupt_waits: u64,
+    pub interrupt_wakes: u64,
     pub rx_packets: u64,
     pub rx_bytes: u64,
     pub tx_packets: u64,
@@ -317,6 +322,7 @@ impl WorkerStats {
             sleeps: self.sleeps.load(Relaxed),
             sleep_cycles: self.sleep_cycles.load(Relaxed),
             interrupt_waits: self.interrupt_waits.load(Relaxed),
+            interrupt_wakes: self.interrupt_wakes.load(Relaxed),
             rx_packets: ports.rx_packets,
             rx_bytes: ports.rx_bytes,
             tx_packets: ports.tx_packets,

@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::dpdk::{
-    self, Doorbell, Eal, InterruptWait, LcoreRegistration, Mbuf, MbufBurst, Mempool, RxQueue, TxQueue, BURST,
+    self, Doorbell, Eal, InterruptWait, LcoreRegistration, Mbuf, MbufBurst, Mempool, Poller, RxQueue, TxQueue, BURST,
 };
 use crate::flow::FlowKey;
 use crate::live_trace::{self, LiveTrace, Recorder, TraceSession};
@@ -418,6 +418,10 @@ fn apply_changes(
 /// Longest wait for an rx interrupt. Packets and the control plane's doorbell end a wait;
 /// the limit is a safety net (and worker 0's once-a-second underlay upkeep).
 const INTERRUPT_WAIT_MS: i32 = 1000;
+/// Longest wait where a memif ring's signal is among the interrupts. The driver tells no one
+/// when a peer leaves and another connects, and the new peer's ring is not armed: its first
+/// packets wait at most this long.
+const MEMIF_WAIT_MS: i32 = 10;
 
 /// Deep idle by rx interrupt: the worker's wait set (its armed rx queues and its mailbox's
 /// doorbell) and whether every rx queue can wake it. One queue without an interrupt (memif,
@@ -426,12 +430,14 @@ struct InterruptIdle<'a> {
     wait: Option<InterruptWait<'a>>,
     usable: bool,
     armed: bool,
+    /// Some queue wakes by a memif ring's signal (see `MEMIF_WAIT_MS`).
+    memif: bool,
 }
 
 impl<'a> InterruptIdle<'a> {
     fn new(enabled: bool, mailbox: &'a Mailbox) -> Self {
         let wait = if enabled { InterruptWait::new(&mailbox.doorbell).ok() } else { None };
-        InterruptIdle { wait, usable: false, armed: false }
+        InterruptIdle { wait, usable: false, armed: false, memif: false }
     }
 
     /// Has every rx queue listen in this thread (again after queue changes).
@@ -441,34 +447,55 @@ impl<'a> InterruptIdle<'a> {
         }
         let mut queues = 0;
         let mut listening = 0;
+        self.memif = false;
         for (_, q) in rx.iter_mut().flatten() {
             queues += 1;
             listening += q.listen() as usize;
+            self.memif |= q.wakes_by_memif_ring();
         }
         self.usable = queues > 0 && listening == queues;
     }
 
-    fn arm(&mut self, rx: &mut [Option<(PortIdx, RxQueue)>]) {
-        for (_, q) in rx.iter_mut().flatten() {
-            q.arm();
+    /// Arms every queue, inside a section of `poller` (a memif ring is touched only there);
+    /// false, with none armed, if one cannot be (a memif queue without a peer).
+    fn arm(&mut self, rx: &mut [Option<(PortIdx, RxQueue)>], poller: &mut Poller) -> bool {
+        // Checked first, so the others are not armed (system calls) only to be disarmed.
+        if !rx.iter().flatten().all(|(_, q)| q.may_arm()) {
+            return false;
         }
+        poller.enter();
         self.armed = true;
+        let all = rx.iter_mut().flatten().all(|(_, q)| q.arm(poller));
+        if !all {
+            self.disarm_inside(rx, poller);
+        }
+        poller.leave();
+        all
     }
 
     #[inline]
-    fn disarm(&mut self, rx: &mut [Option<(PortIdx, RxQueue)>]) {
+    fn disarm(&mut self, rx: &mut [Option<(PortIdx, RxQueue)>], poller: &mut Poller) {
+        if self.armed {
+            poller.enter();
+            self.disarm_inside(rx, poller);
+            poller.leave();
+        }
+    }
+
+    /// `disarm` for a caller already inside a section.
+    fn disarm_inside(&mut self, rx: &mut [Option<(PortIdx, RxQueue)>], poller: &Poller) {
         if self.armed {
             for (_, q) in rx.iter_mut().flatten() {
-                q.disarm();
+                q.disarm(poller);
             }
             self.armed = false;
         }
     }
 
-    fn wait(&mut self) {
-        if let Some(w) = &mut self.wait {
-            w.wait(INTERRUPT_WAIT_MS);
-        }
+    /// Waits for an armed queue or the doorbell; true if one of them ended the wait.
+    fn wait(&mut self) -> bool {
+        let timeout = if self.memif { MEMIF_WAIT_MS } else { INTERRUPT_WAIT_MS };
+        self.wait.as_mut().is_some_and(|w| w.wait(timeout))
     }
 }
 
@@ -505,7 +532,7 @@ fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
         let start = poll_start;
         poller.enter();
         if mailbox.posted.load(Ordering::Relaxed) != changes_applied {
-            interrupts.disarm(&mut rx);
+            interrupts.disarm_inside(&mut rx, &poller);
             changes_applied += apply_changes(mailbox, &mut rx, &mut tx, stats);
             mailbox.applied.store(changes_applied, Ordering::Release);
             interrupts.listen(&mut rx);
@@ -559,7 +586,7 @@ fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
             if state != IdleState::Polling {
                 state = IdleState::Polling;
                 sleep_us = 1;
-                interrupts.disarm(&mut rx);
+                interrupts.disarm(&mut rx, &mut poller);
                 stats.idle_state.store(state as u64, Ordering::Relaxed);
             }
         } else if idle.backoff && end.wrapping_sub(last_busy) > idle.poll_cycles && load.may_sleep(end) {
@@ -567,25 +594,31 @@ fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
             // wait for an rx interrupt: little CPU when nothing comes, short sleeps while
             // traffic only pauses.
             let deep = idle.is_deep(end.wrapping_sub(last_busy));
-            let next = if deep && interrupts.usable { IdleState::Interrupt } else { IdleState::Sleeping };
+            let mut next = if deep && interrupts.usable { IdleState::Interrupt } else { IdleState::Sleeping };
+            let armed_now = next == IdleState::Interrupt && !interrupts.armed;
+            if armed_now && !interrupts.arm(&mut rx, &mut poller) {
+                // A memif queue without a peer cannot wake the worker: it sleeps this time.
+                next = IdleState::Sleeping;
+            }
             if state != next {
                 state = next;
                 stats.idle_state.store(state as u64, Ordering::Relaxed);
             }
-            if state == IdleState::Interrupt && !interrupts.armed {
+            if armed_now && state == IdleState::Interrupt {
                 // Poll once more after arming: packets that came before raise nothing.
-                interrupts.arm(&mut rx);
                 bump(&stats.idle_cycles, cycles);
                 continue;
             }
             if state == IdleState::Interrupt {
-                interrupts.wait();
-                interrupts.disarm(&mut rx);
+                if interrupts.wait() {
+                    bump(&stats.interrupt_wakes, 1);
+                }
+                interrupts.disarm(&mut rx, &mut poller);
                 bump(&stats.interrupt_waits, 1);
             } else {
                 // Queues stayed empty: sleep, longer each time up to the cap, so an idle
                 // worker costs little CPU and the first packet waits at most one sleep.
-                interrupts.disarm(&mut rx);
+                interrupts.disarm(&mut rx, &mut poller);
                 std::thread::sleep(std::time::Duration::from_micros(sleep_us as u64));
                 sleep_us = (sleep_us * 2).min(idle.sleep_cap_us(end.wrapping_sub(last_busy)).max(1));
             }
