@@ -424,7 +424,7 @@ const INTERRUPT_WAIT_MS: i32 = 1000;
 const MEMIF_WAIT_MS: i32 = 10;
 
 /// Deep idle by rx interrupt: the worker's wait set (its armed rx queues and its mailbox's
-/// doorbell) and whether every rx queue can wake it. One queue without an interrupt (memif,
+/// doorbell) and whether every rx queue can wake it. One queue without an interrupt (pcap,
 /// af_packet) and the worker sleeps instead: it must not miss that queue's packets.
 struct InterruptIdle<'a> {
     wait: Option<InterruptWait<'a>>,
