@@ -17,6 +17,11 @@ int vs_eal_init(int argc, char **argv);
  * not need to measure it (0: the CPU reported it). */
 int vs_eal_tsc_calibration_shortened(void);
 
+/* How many of the sysfs paths the EAL probes at start (NUMA node and core id of each CPU)
+ * vs_eal_init would answer otherwise than the files; -1 if it could not read the
+ * directories (it then leaves the calls to faccessat). */
+int vs_sysfs_answers_mismatched(void);
+
 /* memif rx wake-ups (see shim.c): whether this build and the running DPDK can give them. */
 int vs_memif_wake_supported(void);
 

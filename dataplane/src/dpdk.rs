@@ -1672,6 +1672,19 @@ mod tests {
     use super::{device_name, munmap, populate, Poller};
 
     #[test]
+    fn eal_start_answers_sysfs_lookups_as_the_files_do() {
+        // SAFETY: no arguments; reads sysfs (see dpdk-sys/shim.c).
+        let mismatched = unsafe { dpdk_sys::vs_sysfs_answers_mismatched() };
+        if mismatched == -1 {
+            // Left to faccessat where the directories cannot be read.
+            let readable = |d: &str| std::fs::read_dir(d).is_ok();
+            assert!(!readable("/sys/devices/system/node") || !readable("/sys/devices/system/cpu"));
+        } else {
+            assert_eq!(mismatched, 0, "answers for NUMA node and core id paths that differ from sysfs");
+        }
+    }
+
+    #[test]
     fn munmap_waits_until_pollers_leave_their_section() {
         use std::sync::mpsc::channel;
         let (entered_tx, entered) = channel();
