@@ -235,7 +235,7 @@ fn ports_without_rx_interrupts_start_without_an_error_in_the_log() {
     assert!(!log.contains("Rx Intr handle unset"), "{log}");
 }
 
-/// Where the CPU does not report the TSC frequency (VMs), the EAL measures it in a 20 ms
+/// Where the CPU does not report the TSC frequency (VMs), the EAL measures it in a 10 ms
 /// window instead of 100 ms (dpdk-sys/shim.c). The switch says which happened, and the
 /// frequency it reports must be right either way: the worker's cycle counters (busy plus
 /// idle: every poll and every sleep, from one TSC reading to the next) must advance by that

@@ -94,7 +94,7 @@ impl Eal {
         argv.push(std::ptr::null_mut());
         // SAFETY: argv holds argc valid NUL-terminated strings followed by NULL; `owned` keeps
         // them alive for the call, and DPDK copies what it keeps. The state flag above makes
-        // this the only call in the process. vs_eal_init is rte_eal_init with a 20 ms TSC
+        // this the only call in the process. vs_eal_init is rte_eal_init with a 10 ms TSC
         // calibration instead of 100 ms (dpdk-sys/shim.c says why that is safe).
         let rc = unsafe { sys::vs_eal_init(owned.len() as i32, argv.as_mut_ptr()) };
         if rc < 0 {
@@ -116,7 +116,7 @@ impl Eal {
         self.tsc_hz
     }
 
-    /// Whether the EAL measured the TSC frequency in the shortened 20 ms window (false: it
+    /// Whether the EAL measured the TSC frequency in the shortened 10 ms window (false: it
     /// needed no measurement, the CPU reported it).
     pub fn tsc_calibration_shortened(&self) -> bool {
         self.tsc_calibration_shortened

@@ -126,7 +126,7 @@ fn main() -> ExitCode {
         "TSC {} Hz ({})",
         switch.tsc_hz(),
         if switch.tsc_calibration_shortened() {
-            "measured by the EAL in a 20 ms window"
+            "measured by the EAL in a 10 ms window"
         } else {
             "the EAL's calibration was not shortened"
         }
