@@ -44,63 +44,35 @@ fn memif(n: u32, socket: &str, role: &str) -> String {
 
 #[test]
 fn memif_peers_come_and_go_under_a_busy_polling_worker() {
-    peers_come_and_go("idle_backoff = false", PEERS);
+    let w = peers_come_and_go("idle_backoff = false", PEERS);
+    // Busy polling: the worker forwarded every peer's frames and never slept between peers.
+    assert!(common::count(&w, "rx_packets") >= PEERS as u64, "{w}");
+    assert_eq!(common::count(&w, "sleeps"), 0, "a busy-polling worker slept: {w}");
 }
 
 /// The worker waits on the rings' signals 1 ms after each peer's last frame, so it arms and
 /// disarms rings (writing to them) while peers connect and leave.
 #[test]
 fn memif_peers_come_and_go_while_the_worker_waits_on_their_rings() {
-    let out = peers_come_and_go("idle_deep_after_ms = 1\nidle_long_after_ms = 1", PEERS / 3);
-    let workers: serde_json::Value = serde_json::from_str(&out).expect("list-workers JSON");
-    let w = &workers["workers"][0];
+    let w = peers_come_and_go("idle_deep_after_ms = 1\nidle_long_after_ms = 1", PEERS / 3);
     // A peer's first frames wake the worker when it waits on the new rings (about once per
     // peer here); they may also come during a sleep, while a new peer's rings are not armed.
-    let wakes = match &w["interrupt_wakes"] {
-        serde_json::Value::String(v) => v.parse::<u64>().unwrap(),
-        v => v.as_u64().unwrap_or(0),
-    };
+    let wakes = common::count(&w, "interrupt_wakes");
     assert!(wakes >= (PEERS / 6) as u64, "few waits ended by a peer's frames: {w}");
 }
 
 /// Runs `peers` memif peers one after another through a switch with `settings` in its
-/// `[switch]` section; returns `vswitchctl --json list-workers` at the end.
-fn peers_come_and_go(settings: &str, peers: usize) -> String {
-    assert!(
-        std::fs::read_to_string("/proc/self/status")
-            .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))),
-        "this test runs DPDK with hugepages: run it as root"
-    );
+/// `[switch]` section; returns its worker's figures at the end (`list-workers`).
+fn peers_come_and_go(settings: &str, peers: usize) -> serde_json::Value {
+    assert!(common::is_root(), "this test runs DPDK with hugepages: run it as root");
     let dir = tempfile::tempdir().expect("temp dir");
     let sock = |n: &str| dir.path().join(n).display().to_string();
-    let config = format!(
-        r#"
-[eal]
-main_core = 0
-file_prefix = "vsmemif{pid}"
-[switch]
-mbufs = 8191
-{settings}
-[control]
-socket = "{api}"
-metrics = "off"
-[[port]]
-name = "a"
-number = 1
-devargs = "{a}"
-[[port]]
-name = "b"
-number = 2
-devargs = "{b}"
-[[worker]]
-core = 1
-[[flow]]
-rule = "in_port=1,actions=output:2"
-"#,
-        pid = std::process::id() % 100_000,
-        api = sock("sw.sock"),
-        a = memif(0, &sock("a.sock"), "server"),
-        b = memif(1, &sock("b.sock"), "server"),
+    let config = common::two_port_config(
+        dir.path(),
+        &format!("vsmemif{}", std::process::id() % 100_000),
+        &format!("mbufs = 8191\n{settings}"),
+        &memif(0, &sock("a.sock"), "server"),
+        &memif(1, &sock("b.sock"), "server"),
     );
     let child = common::start_switch(dir.path(), &config);
     let mut switch = Switch { dir, child };
@@ -126,10 +98,5 @@ rule = "in_port=1,actions=output:2"
         assert_eq!(report["stamped"].as_u64(), Some(sent), "peer {peer}: not every frame came back: {report}");
     }
     let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
-    let out = Command::new(common::bin_dir().join("vswitchctl"))
-        .args(["--server", &switch.path("sw.sock"), "--json", "list-workers"])
-        .output()
-        .expect("run vswitchctl");
-    assert!(out.status.success(), "list-workers: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
+    common::worker(switch.dir.path())
 }

@@ -82,40 +82,17 @@ impl Link {
 
 impl Rig {
     fn start(link: Link) -> Rig {
-        assert!(is_root(), "this test runs DPDK with hugepages: run it as root");
+        assert!(common::is_root(), "this test runs DPDK with hugepages: run it as root");
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().to_path_buf();
         let p = |n: &str| root.join(n).display().to_string();
-        let config = format!(
-            r#"
-[eal]
-main_core = 0
-file_prefix = "{prefix}"
-[switch]
-mbufs = 8191
-spare_ports = 2
-# Deep idle (where interrupts are used) after 50 ms instead of 100, to keep the test short.
-idle_deep_after_ms = 50
-[control]
-socket = "{sock}"
-metrics = "off"
-[[port]]
-name = "a"
-number = 1
-devargs = "{a}"
-[[port]]
-name = "b"
-number = 2
-devargs = "{b}"
-[[worker]]
-core = 1
-[[flow]]
-rule = "in_port=1,actions=output:2"
-"#,
-            prefix = unique("vsirq"),
-            sock = p("sw.sock"),
-            a = link.switch_port("a", &p("a.sock")),
-            b = link.switch_port("b", &p("b.sock")),
+        // Deep idle (where interrupts are used) after 50 ms instead of 100, to keep the test short.
+        let config = common::two_port_config(
+            dir.path(),
+            &unique("vsirq"),
+            "mbufs = 8191\nspare_ports = 2\nidle_deep_after_ms = 50",
+            &link.switch_port("a", &p("a.sock")),
+            &link.switch_port("b", &p("b.sock")),
         );
         let switch = common::start_switch(dir.path(), &config);
         let mut rig = Rig { dir, switch, tgen: None, tgen_prefix: unique("tgirq") };
@@ -145,19 +122,7 @@ rule = "in_port=1,actions=output:2"
     }
 
     fn ctl(&self, args: &[&str]) -> String {
-        let out = Command::new(common::bin_dir().join("vswitchctl"))
-            .arg("--server")
-            .arg(self.dir.path().join("sw.sock"))
-            .args(args)
-            .output()
-            .expect("run vswitchctl");
-        assert!(
-            out.status.success(),
-            "vswitchctl {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        common::ctl(self.dir.path(), args)
     }
 
     /// Packets the switch dropped on `port` for `reason`.
@@ -165,12 +130,11 @@ rule = "in_port=1,actions=output:2"
         let v: serde_json::Value =
             serde_json::from_str(&self.ctl(&["--json", "show-drops", "--port", port, "--all"])).unwrap();
         let entry = v["drops"].as_array().unwrap().iter().find(|d| d["reason"] == reason);
-        entry.map_or(0, |d| count(d, "packets"))
+        entry.map_or(0, |d| common::count(d, "packets"))
     }
 
     fn worker(&self) -> serde_json::Value {
-        let v: serde_json::Value = serde_json::from_str(&self.ctl(&["--json", "list-workers"])).unwrap();
-        v["workers"][0].clone()
+        common::worker(self.dir.path())
     }
 
     /// Waits (5 s at most) until the worker's idle state is `state`.
@@ -187,25 +151,12 @@ rule = "in_port=1,actions=output:2"
     }
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false)
-}
-
-fn count(w: &serde_json::Value, field: &str) -> u64 {
-    // proto3 JSON writes 64-bit integers as strings.
-    match &w[field] {
-        serde_json::Value::String(s) => s.parse().unwrap(),
-        v => v.as_u64().unwrap_or(0),
-    }
-}
-
 #[test]
 fn idle_worker_waits_for_rx_interrupts_and_forwards_what_comes() {
+    let idle = idle_worker_waits_and_forwards(Link::Vhost);
     // Over 1.5 s the worker wakes about once (the safety-net timeout), where sleeping it
     // would wake thousands of times.
-    idle_worker_waits_and_forwards(Link::Vhost, 1..=5);
+    idle.assert_waits(1..=5);
 }
 
 #[test]
@@ -213,7 +164,7 @@ fn idle_worker_waits_for_memif_ring_signals_and_forwards_what_comes() {
     // DPDK's memif driver has no rx interrupts; the switch unmasks the rings' own signals.
     // A wait ends after 10 ms (a memif peer that reconnects is not announced), so over 1.5 s
     // the worker wakes about 150 times, where 1 ms sleeps would wake it 1,500 times.
-    let mut rig = idle_worker_waits_and_forwards(Link::Memif, 50..=300);
+    let Idle { mut rig, .. } = idle_worker_waits_and_forwards(Link::Memif).assert_waits(50..=300);
 
     // The peer leaves: its rings are gone and nothing could wake the worker, so it sleeps.
     rig.stop_generator();
@@ -221,15 +172,39 @@ fn idle_worker_waits_for_memif_ring_signals_and_forwards_what_comes() {
     std::thread::sleep(Duration::from_millis(300));
     let still = rig.worker();
     assert_eq!(still["idle_state"], "sleeping", "{still}");
-    assert_eq!(count(&still, "interrupt_waits"), count(&asleep, "interrupt_waits"), "{still}");
-    assert!(count(&still, "sleeps") > count(&asleep, "sleeps"), "{still}");
+    assert_eq!(common::count(&still, "interrupt_waits"), common::count(&asleep, "interrupt_waits"), "{still}");
+    assert!(common::count(&still, "sleeps") > common::count(&asleep, "sleeps"), "{still}");
 }
 
-/// Both ports report rx interrupts; idle, the worker waits `waits_in_1500ms` times in 1.5 s,
-/// each wait timing out (nothing comes); packets 250 ms apart, each after deep idle, are all
-/// forwarded, each ending a wait by its interrupt; 1 Mpps after idle loses nothing. Returns
-/// the rig, generator connected.
-fn idle_worker_waits_and_forwards(link: Link, waits_in_1500ms: std::ops::RangeInclusive<u64>) -> Rig {
+/// What the worker did in `idle_worker_waits_and_forwards`.
+struct Idle {
+    /// The generator still connected.
+    rig: Rig,
+    /// Over 1.5 s of idle: sleeps, waits for interrupts, and waits an event ended.
+    sleeps: u64,
+    waits: u64,
+    wakes: u64,
+    /// Packets sent 250 ms apart, and the waits an event ended meanwhile.
+    slow_sent: u64,
+    slow_wakes: u64,
+}
+
+impl Idle {
+    /// Idle, every sleep was a wait, `waits` of them in 1.5 s, each timing out (nothing
+    /// came); each packet after deep idle ended a wait by its interrupt, not by the timeout.
+    fn assert_waits(self, waits: std::ops::RangeInclusive<u64>) -> Idle {
+        let Idle { sleeps, waits: n, wakes, slow_sent, slow_wakes, .. } = self;
+        assert!(waits.contains(&n) && sleeps == n, "sleeps {sleeps}, interrupt waits {n}");
+        assert!(wakes <= 1, "{wakes} waits ended by an event with nothing sent");
+        assert!(slow_wakes >= slow_sent, "{slow_sent} packets after idle, {slow_wakes} waits ended by an event");
+        self
+    }
+}
+
+/// Both ports report rx interrupts; the worker reaches the `interrupt` state when idle and
+/// stays there; packets 250 ms apart, each after deep idle, are all forwarded; 1 Mpps after
+/// idle loses nothing. Returns what the worker did (see [`Idle::assert_waits`]).
+fn idle_worker_waits_and_forwards(link: Link) -> Idle {
     let mut rig = Rig::start(link);
     for port in ["a", "b"] {
         let out = rig.ctl(&["get-port", port]);
@@ -239,27 +214,22 @@ fn idle_worker_waits_and_forwards(link: Link, waits_in_1500ms: std::ops::RangeIn
     assert!(first["sent"].as_u64().unwrap() > 0 && first["lost"] == 0, "{first}");
     assert_eq!(first["stamped"], first["sent"], "{first}");
 
-    // Idle: every sleep is a wait, and nothing ends one but its timeout.
+    // Idle: the worker waits.
     let before = rig.wait_idle_state("interrupt");
     std::thread::sleep(Duration::from_millis(1500));
     let after = rig.worker();
     assert_eq!(after["idle_state"], "interrupt", "{after}");
-    let sleeps = count(&after, "sleeps") - count(&before, "sleeps");
-    let waits = count(&after, "interrupt_waits") - count(&before, "interrupt_waits");
-    let wakes = count(&after, "interrupt_wakes") - count(&before, "interrupt_wakes");
-    assert!(waits_in_1500ms.contains(&waits) && sleeps == waits, "sleeps {sleeps}, interrupt waits {waits}: {after}");
-    assert!(wakes <= 1, "{wakes} waits ended by an event with nothing sent: {after}");
+    let sleeps = common::count(&after, "sleeps") - common::count(&before, "sleeps");
+    let waits = common::count(&after, "interrupt_waits") - common::count(&before, "interrupt_waits");
+    let wakes = common::count(&after, "interrupt_wakes") - common::count(&before, "interrupt_wakes");
 
-    // Packets 250 ms apart, each after deep idle: every one is forwarded, and each ends a
-    // wait by its interrupt, not by the wait's timeout.
+    // Packets 250 ms apart, each after deep idle: every one is forwarded.
     let slow = rig.trial(0.000004, 3.0);
     let sent = slow["sent"].as_u64().unwrap();
     assert!(sent >= 10, "{slow}");
     assert_eq!(slow["lost"], 0, "{slow}");
     assert_eq!(slow["stamped"].as_u64(), Some(sent), "{slow}");
-    let woken = rig.worker();
-    let wakes = count(&woken, "interrupt_wakes") - count(&after, "interrupt_wakes");
-    assert!(wakes >= sent, "{sent} packets after idle, {wakes} waits ended by an event: {woken}");
+    let slow_wakes = common::count(&rig.worker(), "interrupt_wakes") - common::count(&after, "interrupt_wakes");
 
     // Traffic at 1 Mpps after idle: the switch loses nothing while the worker wakes up. A
     // late wake-up leaves the generator's ring full (those sends fail and count as
@@ -275,7 +245,7 @@ fn idle_worker_waits_and_forwards(link: Link, waits_in_1500ms: std::ops::RangeIn
     assert_eq!(burst["lost"].as_u64(), Some(full), "tx_queue_full on b: {full}; {burst}");
     assert_eq!(burst["stamped"], burst["received"], "{burst}");
     assert!(full <= burst["sent"].as_u64().unwrap() / 100, "tx_queue_full on b: {full}; {burst}");
-    rig
+    Idle { rig, sleeps, waits, wakes, slow_sent: sent, slow_wakes }
 }
 
 #[test]
@@ -306,7 +276,7 @@ fn changes_wake_a_worker_blocked_on_interrupts() {
     std::thread::sleep(Duration::from_millis(300));
     let still = rig.worker();
     assert_eq!(still["idle_state"], "sleeping", "{still}");
-    assert_eq!(count(&still, "interrupt_waits"), count(&asleep, "interrupt_waits"), "{still}");
+    assert_eq!(common::count(&still, "interrupt_waits"), common::count(&asleep, "interrupt_waits"), "{still}");
 
     // Without it, interrupts again; forwarding works as before.
     rig.ctl(&["remove-port", "n"]);

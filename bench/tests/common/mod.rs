@@ -49,3 +49,71 @@ pub fn stop_switch(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Whether the test runs as root (DPDK with hugepages needs it).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+/// A vswitchd config: one worker on core 1, the API on `dir/sw.sock`, ports a (1) and b (2)
+/// with devargs `a` and `b`, one flow from a to b, and `switch` in `[switch]`.
+pub fn two_port_config(dir: &Path, file_prefix: &str, switch: &str, a: &str, b: &str) -> String {
+    format!(
+        r#"
+[eal]
+main_core = 0
+file_prefix = "{file_prefix}"
+[switch]
+{switch}
+[control]
+socket = "{api}"
+metrics = "off"
+[[port]]
+name = "a"
+number = 1
+devargs = "{a}"
+[[port]]
+name = "b"
+number = 2
+devargs = "{b}"
+[[worker]]
+core = 1
+[[flow]]
+rule = "in_port=1,actions=output:2"
+"#,
+        api = dir.join("sw.sock").display(),
+    )
+}
+
+/// `vswitchctl --server dir/sw.sock ARGS`'s output; fails the test if the command fails.
+pub fn ctl(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(bin_dir().join("vswitchctl"))
+        .arg("--server")
+        .arg(dir.join("sw.sock"))
+        .args(args)
+        .output()
+        .expect("run vswitchctl");
+    assert!(
+        out.status.success(),
+        "vswitchctl {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Worker 0 of `vswitchctl --json list-workers`.
+pub fn worker(dir: &Path) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_str(&ctl(dir, &["--json", "list-workers"])).unwrap();
+    v["workers"][0].clone()
+}
+
+/// A counter of the API's JSON (proto3 JSON writes 64-bit integers as strings).
+pub fn count(w: &serde_json::Value, field: &str) -> u64 {
+    match &w[field] {
+        serde_json::Value::String(s) => s.parse().unwrap(),
+        v => v.as_u64().unwrap_or(0),
+    }
+}
