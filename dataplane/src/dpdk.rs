@@ -1203,8 +1203,7 @@ impl RxQueue {
         }
         // SAFETY: no arguments; the same per-thread set the call above used.
         self.listening_epfd = Some(unsafe { sys::rte_intr_tls_epfd() });
-        // SAFETY: valid port and queue.
-        unsafe { sys::rte_eth_dev_rx_intr_disable(self.port.id, self.queue) };
+        self.dpdk_intr_disable();
         true
     }
 
@@ -1235,6 +1234,11 @@ impl RxQueue {
             wake.disarm(self.port.id, self.queue, poller.is_inside());
             return;
         }
+        self.dpdk_intr_disable();
+    }
+
+    /// Turns DPDK's rx interrupt of the queue off (a port configured with them).
+    fn dpdk_intr_disable(&self) {
         // SAFETY: valid port and queue.
         unsafe { sys::rte_eth_dev_rx_intr_disable(self.port.id, self.queue) };
     }
@@ -1360,8 +1364,7 @@ impl Drop for RxQueue {
             wake.unregister();
         }
         if let Some(epfd) = self.listening_epfd {
-            // SAFETY: valid port and queue.
-            unsafe { sys::rte_eth_dev_rx_intr_disable(self.port.id, self.queue) };
+            self.dpdk_intr_disable();
             // SAFETY: the port is still open (this handle holds it); the queue's interrupt is
             // in set `epfd` since `listen`. Removing it works from any thread.
             unsafe {

@@ -595,8 +595,8 @@ fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
             // traffic only pauses.
             let deep = idle.is_deep(end.wrapping_sub(last_busy));
             let mut next = if deep && interrupts.usable { IdleState::Interrupt } else { IdleState::Sleeping };
-            let armed_now = next == IdleState::Interrupt && !interrupts.armed;
-            if armed_now && !interrupts.arm(&mut rx, &mut poller) {
+            let needs_arming = next == IdleState::Interrupt && !interrupts.armed;
+            if needs_arming && !interrupts.arm(&mut rx, &mut poller) {
                 // A memif queue without a peer cannot wake the worker: it sleeps this time.
                 next = IdleState::Sleeping;
             }
@@ -604,7 +604,7 @@ fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
                 state = next;
                 stats.idle_state.store(state as u64, Ordering::Relaxed);
             }
-            if armed_now && state == IdleState::Interrupt {
+            if needs_arming && state == IdleState::Interrupt {
                 // Poll once more after arming: packets that came before raise nothing.
                 bump(&stats.idle_cycles, cycles);
                 continue;
