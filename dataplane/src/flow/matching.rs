@@ -349,26 +349,71 @@ impl Match {
 
     /// The first field whose prerequisite the match does not meet.
     pub fn unmet_prerequisite(&self) -> Option<(Field, Prerequisite)> {
-        // Checked on the mask bits directly (no text): this runs for every flow added.
-        let set = |s: Slot| s.get(&self.mask) != 0;
-        let ip6 = [slot::IPV6_SRC_HI, slot::IPV6_SRC_LO, slot::IPV6_DST_HI, slot::IPV6_DST_LO];
-        let checks: [(bool, Field, &[Prerequisite]); 11] = [
-            (set(slot::IP_PROTO), Field::IpProto, &[Prerequisite::Ip]),
-            (set(slot::IP_TOS), Field::IpTos, &[Prerequisite::Ip]),
-            (set(slot::IP_TTL), Field::IpTtl, &[Prerequisite::Ip]),
-            (set(slot::IP_FRAG), Field::IpFrag, &[Prerequisite::Ip]),
-            (set(slot::NW_SRC), Field::Ipv4Src, &[Prerequisite::Ipv4, Prerequisite::Arp]),
-            (set(slot::NW_DST), Field::Ipv4Dst, &[Prerequisite::Ipv4, Prerequisite::Arp]),
-            (set(ip6[0]) || set(ip6[1]), Field::Ipv6Src, &[Prerequisite::Ipv6]),
-            (set(ip6[2]) || set(ip6[3]), Field::Ipv6Dst, &[Prerequisite::Ipv6]),
-            (set(slot::ARP_OP), Field::ArpOp, &[Prerequisite::Arp]),
-            (set(slot::TP_SRC), Field::TpSrc, &[Prerequisite::TcpUdpSctp, Prerequisite::Icmp]),
-            (set(slot::TP_DST), Field::TpDst, &[Prerequisite::TcpUdpSctp, Prerequisite::Icmp]),
+        // Checked on the mask bits directly (no text), against a table built at compile time:
+        // this runs for every flow added.
+        use Prerequisite as P;
+        const IP: u8 = 1;
+        const IPV4_OR_ARP: u8 = 2;
+        const IPV6: u8 = 4;
+        const ARP: u8 = 8;
+        const L4_OR_ICMP: u8 = 16;
+        // The field's slot (and second slot), the field, the prerequisite an error names, and
+        // which of the bits above meets it.
+        const CHECKS: [(Slot, Option<Slot>, Field, Prerequisite, u8); 11] = [
+            (slot::IP_PROTO, None, Field::IpProto, P::Ip, IP),
+            (slot::IP_TOS, None, Field::IpTos, P::Ip, IP),
+            (slot::IP_TTL, None, Field::IpTtl, P::Ip, IP),
+            (slot::IP_FRAG, None, Field::IpFrag, P::Ip, IP),
+            (slot::NW_SRC, None, Field::Ipv4Src, P::Ipv4, IPV4_OR_ARP),
+            (slot::NW_DST, None, Field::Ipv4Dst, P::Ipv4, IPV4_OR_ARP),
+            (slot::IPV6_SRC_HI, Some(slot::IPV6_SRC_LO), Field::Ipv6Src, P::Ipv6, IPV6),
+            (slot::IPV6_DST_HI, Some(slot::IPV6_DST_LO), Field::Ipv6Dst, P::Ipv6, IPV6),
+            (slot::ARP_OP, None, Field::ArpOp, P::Arp, ARP),
+            (slot::TP_SRC, None, Field::TpSrc, P::TcpUdpSctp, L4_OR_ICMP),
+            (slot::TP_DST, None, Field::TpDst, P::TcpUdpSctp, L4_OR_ICMP),
         ];
-        checks
+        let eth = self.exact(slot::ETH_TYPE).map(|v| v as u16);
+        let proto = self.exact(slot::IP_PROTO).map(|v| v as u8);
+        let (ipv4, ipv6, arp) =
+            (eth == Some(ethertype::IPV4), eth == Some(ethertype::IPV6), eth == Some(ethertype::ARP));
+        let l4 = (ipv4 || ipv6) && matches!(proto, Some(ipproto::TCP | ipproto::UDP | ipproto::SCTP));
+        let icmp = (ipv4 && proto == Some(ipproto::ICMP)) || (ipv6 && proto == Some(ipproto::ICMPV6));
+        let met = [(ipv4 || ipv6, IP), (ipv4 || arp, IPV4_OR_ARP), (ipv6, IPV6), (arp, ARP), (l4 || icmp, L4_OR_ICMP)]
             .into_iter()
-            .find(|(constrained, _, any_of)| *constrained && !any_of.iter().any(|p| p.met_by(self)))
-            .map(|(_, f, any_of)| (f, any_of[0]))
+            .filter(|&(on, _)| on)
+            .fold(0, |met, (_, bit)| met | bit);
+        // The mask bits of each check's fields, by the bit that meets them: a valid flow
+        // (all of them) is cleared by one pass over the key, and only a flow in error looks
+        // for its first unmet field.
+        const NEEDS: [FlowKey; 5] = {
+            let mut needs = [FlowKey::ZERO; 5];
+            let mut i = 0;
+            while i < CHECKS.len() {
+                let (s, also, _, _, met_by) = CHECKS[i];
+                let g = met_by.trailing_zeros() as usize;
+                needs[g].0[s.word] |= s.full() << s.shift;
+                if let Some(s) = also {
+                    needs[g].0[s.word] |= s.full() << s.shift;
+                }
+                i += 1;
+            }
+            needs
+        };
+        let mut unmet = FlowKey::ZERO;
+        for (g, need) in NEEDS.iter().enumerate() {
+            if met & (1 << g) == 0 {
+                for w in 0..KEY_WORDS {
+                    unmet.0[w] |= need.0[w];
+                }
+            }
+        }
+        if (0..KEY_WORDS).all(|w| self.mask.0[w] & unmet.0[w] == 0) {
+            return None;
+        }
+        let set = |s: Slot| s.get(&self.mask) != 0;
+        CHECKS.iter().find_map(|&(s, also, field, first, met_by)| {
+            (met & met_by == 0 && (set(s) || also.is_some_and(set))).then_some((field, first))
+        })
     }
 
     /// The fields this match constrains, with their text form, in a stable order. Shorthands
@@ -591,6 +636,77 @@ mod tests {
         let mut a = Match::ANY;
         a.set(slot::NW_SRC, 1, 0xffff_ffff).unwrap();
         assert_eq!(a.unmet_prerequisite(), Some((Field::Ipv4Src, Prerequisite::Ipv4)));
+    }
+
+    /// The rule as written before `unmet_prerequisite` was made fast: each field with the
+    /// prerequisites that satisfy it, checked through `Prerequisite::met_by`.
+    fn unmet_by_table(m: &Match) -> Option<(Field, Prerequisite)> {
+        use Prerequisite::*;
+        let set = |s: Slot| s.get(&m.mask) != 0;
+        let checks: [(bool, Field, &[Prerequisite]); 11] = [
+            (set(slot::IP_PROTO), Field::IpProto, &[Ip]),
+            (set(slot::IP_TOS), Field::IpTos, &[Ip]),
+            (set(slot::IP_TTL), Field::IpTtl, &[Ip]),
+            (set(slot::IP_FRAG), Field::IpFrag, &[Ip]),
+            (set(slot::NW_SRC), Field::Ipv4Src, &[Ipv4, Arp]),
+            (set(slot::NW_DST), Field::Ipv4Dst, &[Ipv4, Arp]),
+            (set(slot::IPV6_SRC_HI) || set(slot::IPV6_SRC_LO), Field::Ipv6Src, &[Ipv6]),
+            (set(slot::IPV6_DST_HI) || set(slot::IPV6_DST_LO), Field::Ipv6Dst, &[Ipv6]),
+            (set(slot::ARP_OP), Field::ArpOp, &[Arp]),
+            (set(slot::TP_SRC), Field::TpSrc, &[TcpUdpSctp, Icmp]),
+            (set(slot::TP_DST), Field::TpDst, &[TcpUdpSctp, Icmp]),
+        ];
+        checks.into_iter().find(|(on, _, any_of)| *on && !any_of.iter().any(|p| p.met_by(m))).map(|(_, f, a)| (f, a[0]))
+    }
+
+    #[test]
+    fn prerequisites_agree_with_met_by_for_every_combination() {
+        let fields = [
+            (slot::IP_PROTO, 6),
+            (slot::IP_TOS, 4),
+            (slot::IP_TTL, 9),
+            (slot::IP_FRAG, 1),
+            (slot::NW_SRC, 1),
+            (slot::NW_DST, 2),
+            (slot::IPV6_SRC_LO, 3),
+            (slot::IPV6_DST_HI, 4),
+            (slot::ARP_OP, 1),
+            (slot::TP_SRC, 5),
+            (slot::TP_DST, 6),
+        ];
+        let eth_types = [None, Some(0x0800), Some(0x86dd), Some(0x0806), Some(0x8100)];
+        let protos = [None, Some(ipproto::TCP), Some(ipproto::UDP), Some(ipproto::SCTP), Some(1), Some(58), Some(47)];
+        let mut checked = 0;
+        for eth in eth_types {
+            for proto in protos {
+                // Each field alone and each pair of fields, over every ethertype and protocol.
+                for i in 0..fields.len() {
+                    for j in i..fields.len() {
+                        let mut m = Match::ANY;
+                        if let Some(e) = eth {
+                            m.set(slot::ETH_TYPE, e, 0xffff).unwrap();
+                        }
+                        if let Some(p) = proto {
+                            m.set(slot::IP_PROTO, p as u64, 0xff).unwrap();
+                        }
+                        for (s, v) in [fields[i], fields[j]] {
+                            if s != slot::IP_PROTO || proto.is_none() {
+                                m.set(s, v, s.full()).unwrap();
+                            }
+                        }
+                        assert_eq!(m.unmet_prerequisite(), unmet_by_table(&m), "{m}");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 5 * 7 * 66);
+        // A partly masked ethertype meets nothing.
+        let mut m = Match::ANY;
+        m.set(slot::ETH_TYPE, 0x0800, 0xff00).unwrap();
+        m.set(slot::NW_DST, 1, 0xffff_ffff).unwrap();
+        assert_eq!(m.unmet_prerequisite(), Some((Field::Ipv4Dst, Prerequisite::Ipv4)));
+        assert_eq!(unmet_by_table(&m), m.unmet_prerequisite());
     }
 
     #[test]
