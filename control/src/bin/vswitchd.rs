@@ -61,6 +61,8 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: threads pick their heap arena on their first allocation.
+    let heap_tuned = dataplane::dpdk::tune_heap();
     let args = Args::parse();
     let mut config = match Config::from_file(&args.config) {
         Ok(c) => c,
@@ -114,6 +116,15 @@ fn main() -> ExitCode {
     let startup = startup_cores(&plan.config);
     if let Err(e) = pin_current_thread(&startup) {
         return fail(format!("cannot run start-up on cores {startup:?}: {e}"));
+    }
+    // Mapped on another core while the EAL starts (it takes one core for tens of ms), so
+    // start-up does not wait for it.
+    let warm_heap_bytes = (plan.config.control.warm_heap_mb as usize) << 20;
+    if heap_tuned && warm_heap_bytes > 0 {
+        // A thread that cannot start only leaves the heap cold.
+        let _ = std::thread::Builder::new()
+            .name("vswitchd-heap".into())
+            .spawn(move || dataplane::dpdk::warm_heap(warm_heap_bytes));
     }
     let switch = match Switch::start(plan) {
         Ok(s) => s,
