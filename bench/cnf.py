@@ -8,7 +8,7 @@ rate when offered as much as the generator can send, latency p50/p99/p99.9/max a
 and 90% of the zero-loss rate, the switch's cycles per packet, CPU and RSS while forwarding.
 Per system: time from process start to the first forwarded packet (deployment), CPU and
 RSS while idle, the latency of packets arriving 50 ms apart (the first packet after
-idle), time for a 10,000-rule change under traffic (policy update), and time to
+idle), time for a 10,000-rule change under traffic (policy update, the median of three), and time to
 attach N endpoints (veth pairs into namespaces, one API call each as a CNI plugin makes
 them) until each pings through the switch (provisioning; N <= 30, as Debian's DPDK allows
 32 ports per process). OVS-DPDK runs every scenario: L2 as 1,000 exact dl_dst flows, VXLAN
@@ -529,7 +529,24 @@ def measure(run, system, scenario):
     return res
 
 
-def policy_update(run, system):
+POLICY_FIGURES = ("policy_update_seconds", "policy_first_flow_live_seconds", "policy_every_flow_live_seconds",
+                  "received_after_change_fraction")
+
+
+def policy_update(run, system, trials=3):
+    """The median of `trials` policy changes (`policy_trial`), each in a fresh start of the
+    system: one change takes tens of ms on the core the generator shares, so one alone says
+    as much about the host's noise that moment as about the system. Each trial is kept."""
+    each = [policy_trial(run, system) for _ in range(trials)]
+
+    def median(key):
+        values = sorted(e[key] for e in each if e.get(key) is not None)
+        return values[len(values) // 2] if values else None
+
+    return {**{k: median(k) for k in POLICY_FIGURES}, "policy_update_rules": 10000, "policy_update_trials": each}
+
+
+def policy_trial(run, system):
     """Seconds for a 10,000-rule change to be live on every worker, applied through the API
     while 10,000 flows of traffic (1 Mpps) arrive and are dropped until the change."""
     import threading
@@ -567,7 +584,7 @@ def policy_update(run, system):
     # change is live on every flow by the last flow's first forwarded frame, at most 10 ms
     # after it went live. About 4 of the 6 seconds come after the change: the traffic must
     # be flowing then.
-    return {"policy_update_seconds": round(took, 3), "policy_update_rules": 10000,
+    return {"policy_update_seconds": round(took, 3),
             "policy_first_flow_live_seconds": since_change("first_rx_unix_ns"),
             "policy_every_flow_live_seconds": since_change("every_flow_rx_unix_ns"),
             "received_after_change_fraction": round(r["stamped"] / max(r["sent"], 1), 3)}
@@ -768,7 +785,7 @@ def markdown(results):
                      f"{r['max_offered_mpps']:.2f} / {r['max_received_mpps']:.2f} | {lat_s} | "
                      f"{r.get('cycles_per_packet') or '-'} | {r.get('cpu_cores_at_90pct', '-')} | {r['rss_mib']} | "
                      f"{r.get('forwarding_thread_preemptions_per_s', '-')} |")
-    lines += ["", "| system | deployment s | 10k-rule policy update: returned / live on first / every flow s "
+    lines += ["", "| system | deployment s | 10k-rule policy update (median of 3): returned / live on first / every flow s "
               "| endpoints provisioned: s (ms each) "
               "| idle CPU cores | idle RSS MiB | packet after 50 ms idle: p50 / p99 / max µs "
               "| after 250 ms idle |", "|---|---|---|---|---|---|---|---|"]
