@@ -219,23 +219,37 @@ impl Prerequisite {
         }
     }
 
+    /// Its bit in [`Prerequisite::all_met_by`].
+    const fn bit(self) -> u8 {
+        1 << self as u8
+    }
+
     /// Whether a match (value and mask) guarantees the prerequisite.
     pub fn met_by(self, m: &Match) -> bool {
+        Prerequisite::all_met_by(m) & self.bit() != 0
+    }
+
+    /// The bits of every prerequisite the match guarantees (`None` always).
+    fn all_met_by(m: &Match) -> u8 {
+        use Prerequisite as P;
         let eth = m.exact(slot::ETH_TYPE).map(|v| v as u16);
         let proto = m.exact(slot::IP_PROTO).map(|v| v as u8);
-        let ip = matches!(eth, Some(ethertype::IPV4 | ethertype::IPV6));
-        match self {
-            Prerequisite::None => true,
-            Prerequisite::Ip => ip,
-            Prerequisite::Ipv4 => eth == Some(ethertype::IPV4),
-            Prerequisite::Ipv6 => eth == Some(ethertype::IPV6),
-            Prerequisite::Arp => eth == Some(ethertype::ARP),
-            Prerequisite::TcpUdpSctp => ip && matches!(proto, Some(ipproto::TCP | ipproto::UDP | ipproto::SCTP)),
-            Prerequisite::Icmp => {
-                (eth == Some(ethertype::IPV4) && proto == Some(ipproto::ICMP))
-                    || (eth == Some(ethertype::IPV6) && proto == Some(ipproto::ICMPV6))
-            }
-        }
+        let (ipv4, ipv6, arp) =
+            (eth == Some(ethertype::IPV4), eth == Some(ethertype::IPV6), eth == Some(ethertype::ARP));
+        let l4 = (ipv4 || ipv6) && matches!(proto, Some(ipproto::TCP | ipproto::UDP | ipproto::SCTP));
+        let icmp = (ipv4 && proto == Some(ipproto::ICMP)) || (ipv6 && proto == Some(ipproto::ICMPV6));
+        [
+            (true, P::None),
+            (ipv4 || ipv6, P::Ip),
+            (ipv4, P::Ipv4),
+            (ipv6, P::Ipv6),
+            (arp, P::Arp),
+            (l4, P::TcpUdpSctp),
+            (icmp, P::Icmp),
+        ]
+        .into_iter()
+        .filter(|&(met, _)| met)
+        .fold(0, |bits, (_, p)| bits | p.bit())
     }
 
     /// What to add to a match to meet it, for error messages.
@@ -349,16 +363,16 @@ impl Match {
 
     /// The first field whose prerequisite the match does not meet.
     pub fn unmet_prerequisite(&self) -> Option<(Field, Prerequisite)> {
-        // Checked on the mask bits directly (no text), against a table built at compile time:
+        // Checked on the mask bits directly (no text), against tables built at compile time:
         // this runs for every flow added.
         use Prerequisite as P;
-        const IP: u8 = 1;
-        const IPV4_OR_ARP: u8 = 2;
-        const IPV6: u8 = 4;
-        const ARP: u8 = 8;
-        const L4_OR_ICMP: u8 = 16;
+        const IP: u8 = P::Ip.bit();
+        const IPV4_OR_ARP: u8 = P::Ipv4.bit() | P::Arp.bit();
+        const IPV6: u8 = P::Ipv6.bit();
+        const ARP: u8 = P::Arp.bit();
+        const L4_OR_ICMP: u8 = P::TcpUdpSctp.bit() | P::Icmp.bit();
         // The field's slot (and second slot), the field, the prerequisite an error names, and
-        // which of the bits above meets it.
+        // the prerequisites any of which meets it.
         const CHECKS: [(Slot, Option<Slot>, Field, Prerequisite, u8); 11] = [
             (slot::IP_PROTO, None, Field::IpProto, P::Ip, IP),
             (slot::IP_TOS, None, Field::IpTos, P::Ip, IP),
@@ -372,25 +386,19 @@ impl Match {
             (slot::TP_SRC, None, Field::TpSrc, P::TcpUdpSctp, L4_OR_ICMP),
             (slot::TP_DST, None, Field::TpDst, P::TcpUdpSctp, L4_OR_ICMP),
         ];
-        let eth = self.exact(slot::ETH_TYPE).map(|v| v as u16);
-        let proto = self.exact(slot::IP_PROTO).map(|v| v as u8);
-        let (ipv4, ipv6, arp) =
-            (eth == Some(ethertype::IPV4), eth == Some(ethertype::IPV6), eth == Some(ethertype::ARP));
-        let l4 = (ipv4 || ipv6) && matches!(proto, Some(ipproto::TCP | ipproto::UDP | ipproto::SCTP));
-        let icmp = (ipv4 && proto == Some(ipproto::ICMP)) || (ipv6 && proto == Some(ipproto::ICMPV6));
-        let met = [(ipv4 || ipv6, IP), (ipv4 || arp, IPV4_OR_ARP), (ipv6, IPV6), (arp, ARP), (l4 || icmp, L4_OR_ICMP)]
-            .into_iter()
-            .filter(|&(on, _)| on)
-            .fold(0, |met, (_, bit)| met | bit);
-        // The mask bits of each check's fields, by the bit that meets them: a valid flow
-        // (all of them) is cleared by one pass over the key, and only a flow in error looks
-        // for its first unmet field.
+        // The mask bits of the checks' fields, by what meets them: a valid flow (all of them)
+        // is cleared by one pass over the key, and only a flow in error looks for its first
+        // unmet field.
+        const GROUPS: [u8; 5] = [IP, IPV4_OR_ARP, IPV6, ARP, L4_OR_ICMP];
         const NEEDS: [FlowKey; 5] = {
             let mut needs = [FlowKey::ZERO; 5];
             let mut i = 0;
             while i < CHECKS.len() {
-                let (s, also, _, _, met_by) = CHECKS[i];
-                let g = met_by.trailing_zeros() as usize;
+                let (s, also, _, _, any_of) = CHECKS[i];
+                let mut g = 0;
+                while GROUPS[g] != any_of {
+                    g += 1;
+                }
                 needs[g].0[s.word] |= s.full() << s.shift;
                 if let Some(s) = also {
                     needs[g].0[s.word] |= s.full() << s.shift;
@@ -399,9 +407,10 @@ impl Match {
             }
             needs
         };
+        let met = Prerequisite::all_met_by(self);
         let mut unmet = FlowKey::ZERO;
-        for (g, need) in NEEDS.iter().enumerate() {
-            if met & (1 << g) == 0 {
+        for (&any_of, need) in GROUPS.iter().zip(&NEEDS) {
+            if met & any_of == 0 {
                 for w in 0..KEY_WORDS {
                     unmet.0[w] |= need.0[w];
                 }
@@ -411,8 +420,8 @@ impl Match {
             return None;
         }
         let set = |s: Slot| s.get(&self.mask) != 0;
-        CHECKS.iter().find_map(|&(s, also, field, first, met_by)| {
-            (met & met_by == 0 && (set(s) || also.is_some_and(set))).then_some((field, first))
+        CHECKS.iter().find_map(|&(s, also, field, first, any_of)| {
+            (met & any_of == 0 && (set(s) || also.is_some_and(set))).then_some((field, first))
         })
     }
 
@@ -638,8 +647,27 @@ mod tests {
         assert_eq!(a.unmet_prerequisite(), Some((Field::Ipv4Src, Prerequisite::Ipv4)));
     }
 
+    /// `Prerequisite::met_by` as written before it shared its bits with `unmet_prerequisite`.
+    fn met_by_reference(p: Prerequisite, m: &Match) -> bool {
+        let eth = m.exact(slot::ETH_TYPE).map(|v| v as u16);
+        let proto = m.exact(slot::IP_PROTO).map(|v| v as u8);
+        let ip = matches!(eth, Some(ethertype::IPV4 | ethertype::IPV6));
+        match p {
+            Prerequisite::None => true,
+            Prerequisite::Ip => ip,
+            Prerequisite::Ipv4 => eth == Some(ethertype::IPV4),
+            Prerequisite::Ipv6 => eth == Some(ethertype::IPV6),
+            Prerequisite::Arp => eth == Some(ethertype::ARP),
+            Prerequisite::TcpUdpSctp => ip && matches!(proto, Some(ipproto::TCP | ipproto::UDP | ipproto::SCTP)),
+            Prerequisite::Icmp => {
+                (eth == Some(ethertype::IPV4) && proto == Some(ipproto::ICMP))
+                    || (eth == Some(ethertype::IPV6) && proto == Some(ipproto::ICMPV6))
+            }
+        }
+    }
+
     /// The rule as written before `unmet_prerequisite` was made fast: each field with the
-    /// prerequisites that satisfy it, checked through `Prerequisite::met_by`.
+    /// prerequisites that satisfy it, checked one by one.
     fn unmet_by_table(m: &Match) -> Option<(Field, Prerequisite)> {
         use Prerequisite::*;
         let set = |s: Slot| s.get(&m.mask) != 0;
@@ -656,7 +684,10 @@ mod tests {
             (set(slot::TP_SRC), Field::TpSrc, &[TcpUdpSctp, Icmp]),
             (set(slot::TP_DST), Field::TpDst, &[TcpUdpSctp, Icmp]),
         ];
-        checks.into_iter().find(|(on, _, any_of)| *on && !any_of.iter().any(|p| p.met_by(m))).map(|(_, f, a)| (f, a[0]))
+        checks
+            .into_iter()
+            .find(|(on, _, any_of)| *on && !any_of.iter().any(|&p| met_by_reference(p, m)))
+            .map(|(_, f, a)| (f, a[0]))
     }
 
     #[test]
@@ -695,6 +726,17 @@ mod tests {
                             }
                         }
                         assert_eq!(m.unmet_prerequisite(), unmet_by_table(&m), "{m}");
+                        for p in [
+                            Prerequisite::None,
+                            Prerequisite::Ip,
+                            Prerequisite::Ipv4,
+                            Prerequisite::Ipv6,
+                            Prerequisite::Arp,
+                            Prerequisite::TcpUdpSctp,
+                            Prerequisite::Icmp,
+                        ] {
+                            assert_eq!(p.met_by(&m), met_by_reference(p, &m), "{p:?} of {m}");
+                        }
                         checked += 1;
                     }
                 }

@@ -489,7 +489,7 @@ fn parse_items(input: &str, mode: Mode, shared: &mut SharedActions) -> Result<Pa
 /// so the iterator knows its length: a transaction reserves room for all of them at once.
 pub fn flow_lines(text: &str) -> FlowLines<'_> {
     let mut lines = FlowLines { text, at: 0, line: 0, left: 0 };
-    lines.left = lines.clone().fold(0, |n, _| n + 1);
+    lines.left = lines.clone().count();
     lines
 }
 
@@ -534,6 +534,7 @@ impl<'a> Iterator for FlowLines<'a> {
             self.at = end + 1;
             self.line += 1;
             if is_flow_line(line) {
+                // Saturating: the copy `flow_lines` counts with starts at 0.
                 self.left = self.left.saturating_sub(1);
                 return Some((self.line, line));
             }
