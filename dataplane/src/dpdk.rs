@@ -212,19 +212,7 @@ impl ZeroedPairs {
         }
         // One extra hugepage of slack lets the data start on a 2 MiB boundary.
         let map_len = bytes.next_multiple_of(HUGE_2M) + HUGE_2M;
-        // SAFETY: an anonymous private mapping with no address hint has no preconditions; the
-        // kernel returns fresh zero-filled pages or MAP_FAILED.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        let Some(base) = NonNull::new(base).filter(|b| b.as_ptr() != libc::MAP_FAILED) else {
+        let Some(base) = map_anonymous(map_len) else {
             return heap();
         };
         let offset = (base.as_ptr() as usize).next_multiple_of(HUGE_2M) - base.as_ptr() as usize;
@@ -241,6 +229,24 @@ impl ZeroedPairs {
             owner: PairsOwner::Mapped { base, map_len },
         }
     }
+}
+
+/// A fresh private anonymous mapping of `len` bytes (zero-filled pages, none mapped yet), or
+/// None when the kernel refuses it.
+fn map_anonymous(len: usize) -> Option<NonNull<libc::c_void>> {
+    // SAFETY: an anonymous private mapping with no address hint has no preconditions; the
+    // kernel returns fresh zero-filled pages or MAP_FAILED.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    NonNull::new(base).filter(|b| b.as_ptr() != libc::MAP_FAILED)
 }
 
 impl std::ops::Deref for ZeroedPairs {
@@ -1734,7 +1740,7 @@ pub unsafe extern "C" fn munmap(addr: *mut libc::c_void, len: libc::size_t) -> l
 
 #[cfg(test)]
 mod tests {
-    use super::{device_name, munmap, populate, Poller};
+    use super::{device_name, map_anonymous, munmap, populate, Poller};
 
     #[test]
     fn eal_start_answers_sysfs_lookups_as_the_files_do() {
@@ -1816,18 +1822,7 @@ mod tests {
 
     impl FreshMapping {
         fn new(bytes: usize) -> FreshMapping {
-            // SAFETY: an anonymous private mapping with no address hint has no preconditions.
-            let p = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    bytes,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
-            };
-            assert_ne!(p, libc::MAP_FAILED);
+            let p = map_anonymous(bytes).expect("an anonymous mapping").as_ptr();
             // Where transparent hugepages are on for everything, one write would map 2 MiB.
             // SAFETY: a hint about the mapping just made; it changes no data.
             unsafe { libc::madvise(p, bytes, libc::MADV_NOHUGEPAGE) };
