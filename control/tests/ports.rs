@@ -2,23 +2,11 @@
 
 mod common;
 
-use common::{serial, Topology, Vswitchd};
-use serde_json::Value;
+use common::{serial, stderr_text as stderr, Topology, Vswitchd};
 
 /// The `[[port]]` table of host `i` (port number i, af_packet on its veth).
 fn port_table(topo: &Topology, i: usize) -> String {
     format!("[[port]]\nname = \"h{i}\"\nnumber = {i}\ndevargs = \"net_af_packet{i},iface={}\"\n\n", topo.host(i).veth)
-}
-
-fn ports_json(sw: &Vswitchd) -> Vec<Value> {
-    let out = sw.ctl(&["--json", "list-ports"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["ports"].as_array().cloned().unwrap_or_default()
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]
@@ -45,7 +33,7 @@ fn a_port_added_at_run_time_forwards_and_goes_away_when_removed() {
         String::from_utf8_lossy(&sw.ctl(&["show-drops"]).stdout)
     );
     assert!(topo.ping(3, 2, 2));
-    let ports = ports_json(&sw);
+    let ports = sw.ports_json();
     let h3 = ports.iter().find(|p| p["name"] == "h3").expect("h3 listed");
     assert_eq!(h3["number"], 3);
     let rx = h3["counters"]["rx_packets"].as_u64().unwrap_or(0);
@@ -64,7 +52,7 @@ fn a_port_added_at_run_time_forwards_and_goes_away_when_removed() {
     assert!(stderr(&bad_number).contains("InvalidArgument: port.number:"), "{}", stderr(&bad_number));
     let no_device = sw.ctl(&["add-port", "h9", "9", "net_af_packet_rt9,iface=no-such-if0"]);
     assert!(stderr(&no_device).contains("FailedPrecondition: port.devargs:"), "{}", stderr(&no_device));
-    assert_eq!(ports_json(&sw).len(), 3, "a refused add left a port behind");
+    assert_eq!(sw.ports_json().len(), 3, "a refused add left a port behind");
 
     // A flow that outputs to the port keeps it; once the flow is gone, it can go.
     let flow = sw.ctl(&["add-flow", "table=0,priority=5,in_port=1,arp,actions=output:3"]);
@@ -79,7 +67,7 @@ fn a_port_added_at_run_time_forwards_and_goes_away_when_removed() {
 
     let remove = sw.ctl(&["remove-port", "h3"]);
     assert!(remove.status.success(), "{}", stderr(&remove));
-    assert!(ports_json(&sw).iter().all(|p| p["name"] != "h3"));
+    assert!(sw.ports_json().iter().all(|p| p["name"] != "h3"));
     assert!(!topo.ping(1, 3, 1), "host 3 still reachable after its port was removed");
     assert!(topo.ping(1, 2, 1), "the other ports stopped forwarding");
     let macs = String::from_utf8_lossy(&sw.ctl(&["list-macs"]).stdout).into_owned();
@@ -90,7 +78,7 @@ fn a_port_added_at_run_time_forwards_and_goes_away_when_removed() {
     // The same device can come back (DPDK let go of it), with counters from zero.
     let readd = sw.ctl(&["add-port", "h3", "3", &devargs]);
     assert!(readd.status.success(), "{}", stderr(&readd));
-    let h3 = ports_json(&sw).into_iter().find(|p| p["name"] == "h3").unwrap();
+    let h3 = sw.ports_json().into_iter().find(|p| p["name"] == "h3").unwrap();
     let tx = h3["counters"]["tx_packets"].as_u64().unwrap_or(99);
     assert!(tx < 5, "counters of the removed port carried over: {h3}");
     topo.exec_ok(3, &["ip", "neigh", "flush", "dev", "eth0"]);

@@ -130,15 +130,9 @@ fn vlan_tagged_frames_keep_their_tag() {
     let _g = serial();
     let topo = Topology::new(3);
     let sw = Vswitchd::start(&topo.port_config());
-    // h2 is known untagged (VLAN 0) only.
-    topo.send_frames(2, "ff:ff:ff:ff:ff:ff", "beef0002", 60, 1);
-
-    // Learning is per VLAN: in VLAN 100, h2 is unknown, so frames to it flood, tag intact.
-    let s2 = topo.sniff_vlan(2, "5ca1ab01", 1.5, Some("100"));
-    let s3 = topo.sniff_vlan(3, "5ca1ab01", 1.5, Some("100"));
-    topo.send_frames_vlan(1, &topo.host(2).mac, "5ca1ab01", 64, 10, Some(100));
-    assert_eq!(s2.count(), 10, "h2 got the VLAN 100 frames with their tag");
-    assert_eq!(s3.count(), 10, "unknown in VLAN 100: flooded to h3, tagged");
+    // Learning is per VLAN: h2, known untagged (VLAN 0) only, is unknown in VLAN 100, so
+    // frames to it there flood, tag intact.
+    assert_vlan_frames_flood_tagged(&topo);
 
     // Once h2 speaks in VLAN 100, frames to it there go to h2 only, still tagged.
     topo.send_frames_vlan(2, "ff:ff:ff:ff:ff:ff", "beef0102", 64, 1, Some(100));

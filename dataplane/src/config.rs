@@ -275,7 +275,8 @@ pub struct PortConfig {
     /// OpenFlow-style port number (1 to 65280), used in flows and in the CLI.
     pub number: u32,
     /// DPDK device: a PCI address (an SR-IOV VF) or a vdev such as
-    /// `net_af_packet0,iface=veth0`.
+    /// `net_af_packet0,iface=veth0`; or `system:IFACE`, a kernel interface on packet
+    /// sockets, which takes none of DPDK's 32 port slots.
     pub devargs: String,
     #[serde(default = "default_rx_queues")]
     pub rx_queues: u16,
@@ -322,6 +323,9 @@ pub enum DeviceKind {
     Pci(String),
     /// A virtual device of one of [`VDEV_DRIVERS`].
     Vdev { driver: &'static str, name: String },
+    /// A kernel network interface on packet sockets (`system:IFACE`), not an ethdev: no
+    /// DPDK port slot used (Debian's DPDK has 32).
+    System { iface: String },
 }
 
 /// Problems found in a configuration file.
@@ -402,6 +406,7 @@ impl PortConfig {
         match self.device().ok()? {
             DeviceKind::Pci(a) => Some(a),
             DeviceKind::Vdev { name, .. } => Some(name),
+            DeviceKind::System { iface } => Some(format!("{}{iface}", crate::dpdk::SYSTEM_PORT_PREFIX)),
         }
     }
 
@@ -419,13 +424,26 @@ impl PortConfig {
         if is_pci_address(first) {
             return Ok(DeviceKind::Pci(crate::dpdk::device_name(first)));
         }
+        if let Some(iface) = self.devargs.trim().strip_prefix(crate::dpdk::SYSTEM_PORT_PREFIX) {
+            // The kernel's rule for interface names (IFNAMSIZ, no '/', ':' or white space).
+            if iface.is_empty()
+                || iface.len() > 15
+                || iface.chars().any(|c| c == '/' || c == ':' || c == ',' || c.is_whitespace())
+            {
+                return Err(format!(
+                    "port '{}': '{}' needs an interface name of 1 to 15 characters without '/', ':', ',' or spaces after 'system:'",
+                    self.name, self.devargs
+                ));
+            }
+            return Ok(DeviceKind::System { iface: iface.to_string() });
+        }
         let driver = VDEV_DRIVERS
             .iter()
             .filter(|d| first.starts_with(**d))
             .max_by_key(|d| d.len())
             .ok_or_else(|| {
                 format!(
-                    "port '{}': unknown driver '{}' in devargs '{}'; expected a PCI address (0000:03:00.1) or one of {}",
+                    "port '{}': unknown driver '{}' in devargs '{}'; expected a PCI address (0000:03:00.1) or one of {}, or system:IFACE",
                     self.name,
                     first,
                     self.devargs,
@@ -898,6 +916,14 @@ mod tests {
         assert_eq!(port.devarg("rx_pcap"), Some("/tmp/a.pcap"));
         assert_eq!(port.devarg("infinite_rx"), Some("1"));
         assert_eq!(port.devarg("tx_pcap"), None);
+        port.devargs = "system:veth-pod7".into();
+        assert_eq!(port.device().unwrap(), DeviceKind::System { iface: "veth-pod7".into() });
+        assert_eq!(port.device_key().as_deref(), Some("system:veth-pod7"));
+        for bad in ["system:", "system:a/b", "system:eth0,qpairs=2", "system:this-name-is-too-long", "system:a b"] {
+            port.devargs = bad.into();
+            let e = port.device().unwrap_err();
+            assert!(e.contains("interface name of 1 to 15 characters"), "{bad}: {e}");
+        }
     }
 
     /// The example files in configs/ parse, and validate on a machine with the cores they

@@ -146,8 +146,10 @@ impl MemoryPlan {
         let data_room = DEFAULT_DATA_ROOM.max((MBUF_HEADROOM + frame).next_multiple_of(64)) as u16;
 
         let mut parts = Vec::new();
-        let rx: u64 = config.ports.iter().map(|p| p.rx_queues as u64 * p.rx_descriptors as u64).sum();
-        let tx: u64 = config.ports.iter().map(|p| workers * p.tx_descriptors as u64).sum();
+        // `system:` ports' rings hold frames in the kernel's memory, not mbufs.
+        let ethdevs = || config.ports.iter().filter(|p| !matches!(p.device(), Ok(DeviceKind::System { .. })));
+        let rx: u64 = ethdevs().map(|p| p.rx_queues as u64 * p.rx_descriptors as u64).sum();
+        let tx: u64 = ethdevs().map(|p| workers * p.tx_descriptors as u64).sum();
         parts.push(("rx descriptor rings".to_string(), rx));
         parts.push(("tx descriptor rings (one queue per worker per port)".to_string(), tx));
         let ports = config.ports.len() as u64;

@@ -126,6 +126,17 @@ impl Topology {
             .collect()
     }
 
+    /// `[[port]]` tables attaching host i as port number i, name "h{i}", as a kernel
+    /// interface on packet sockets (`system:`), not a DPDK port.
+    pub fn system_port_config(&self) -> String {
+        (1..=self.hosts.len()).map(|i| self.system_port_table(i)).collect()
+    }
+
+    /// The `system:` `[[port]]` table of host `i`.
+    pub fn system_port_table(&self, i: usize) -> String {
+        format!("[[port]]\nname = \"h{i}\"\nnumber = {i}\ndevargs = \"system:{}\"\n\n", self.host(i).veth)
+    }
+
     /// Host `i` (1-based).
     pub fn host(&self, i: usize) -> &Host {
         &self.hosts[i - 1]
@@ -245,6 +256,22 @@ impl Sniffer {
     }
 }
 
+/// A command's stderr as text.
+pub fn stderr_text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Sends VLAN 100 frames from host 1 to host 2's MAC, which the switch knows only in VLAN 0
+/// (host 2 speaks untagged first): they flood to hosts 2 and 3, tag intact.
+pub fn assert_vlan_frames_flood_tagged(topo: &Topology) {
+    topo.send_frames(2, "ff:ff:ff:ff:ff:ff", "beef0002", 60, 1);
+    let s2 = topo.sniff_vlan(2, "5ca1ab01", 1.5, Some("100"));
+    let s3 = topo.sniff_vlan(3, "5ca1ab01", 1.5, Some("100"));
+    topo.send_frames_vlan(1, &topo.host(2).mac, "5ca1ab01", 64, 10, Some(100));
+    assert_eq!(s2.count(), 10, "h2 got the VLAN 100 frames with their tag");
+    assert_eq!(s3.count(), 10, "unknown in VLAN 100: flooded to h3, tagged");
+}
+
 /// Path of a helper script in tests/helpers.
 pub fn helper(name: &str) -> String {
     format!("{}/tests/helpers/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -338,6 +365,14 @@ impl Vswitchd {
     /// Runs vswitchctl against this switch.
     pub fn ctl(&self, args: &[&str]) -> Output {
         Command::new(VSWITCHCTL).arg("--server").arg(&self.socket).args(args).output().expect("run vswitchctl")
+    }
+
+    /// `list-ports` as JSON objects.
+    pub fn ports_json(&self) -> Vec<serde_json::Value> {
+        let out = self.ctl(&["--json", "list-ports"]);
+        assert!(out.status.success(), "{}", stderr_text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["ports"].as_array().cloned().unwrap_or_default()
     }
 
     /// Sends `signal` and waits for the exit (30 s at most); returns status and full log.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{open_port, PortView, Switch};
-use crate::config::PortConfig;
+use crate::config::{DeviceKind, PortConfig};
 use crate::dpdk::MBUF_HEADROOM;
 use crate::mac_table::FlushFilter;
 use crate::memory::MemoryPlan;
@@ -71,12 +71,16 @@ impl Switch {
         }
         let key = config.device_key().expect("checked by problems()");
         let n_workers = self.workers.len();
-        let need = MemoryPlan::runtime_port_mbufs(
-            config.rx_queues,
-            config.rx_descriptors,
-            config.tx_descriptors,
-            n_workers as u64,
-        );
+        let need = match config.device() {
+            // Its rings hold frames in the kernel's memory: only its tx buffers hold mbufs.
+            Ok(DeviceKind::System { .. }) => MemoryPlan::runtime_port_mbufs(0, 0, 0, n_workers as u64),
+            _ => MemoryPlan::runtime_port_mbufs(
+                config.rx_queues,
+                config.rx_descriptors,
+                config.tx_descriptors,
+                n_workers as u64,
+            ),
+        };
         {
             let ports = self.ports.read().unwrap();
             if let Some(other) = ports.iter().find(|p| p.config.device_key().as_deref() == Some(key.as_str())) {
@@ -111,7 +115,7 @@ impl Switch {
         let mut port = open_port(&eal, &pool, idx, &config, n_workers, self.plan.config.switch.wants_rx_interrupts())
             .map_err(|e| {
             let hint = if e.to_string().contains("probe") {
-                " (Debian's DPDK 22.11 has at most 32 ethdev ports per process, RTE_MAX_ETHPORTS)"
+                " (Debian's DPDK 22.11 has at most 32 ethdev ports per process, RTE_MAX_ETHPORTS; a kernel interface can be added as system:IFACE, which takes none)"
             } else {
                 ""
             };

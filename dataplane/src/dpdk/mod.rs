@@ -21,6 +21,13 @@ use std::sync::{Arc, Mutex};
 
 use dpdk_sys as sys;
 
+mod packet_socket;
+use packet_socket::{PacketRing, PacketSender, RingCounters};
+
+/// Devargs prefix of ports that are kernel interfaces attached through packet sockets, not
+/// ethdevs (`system:veth0`; see [`packet_socket`]).
+pub const SYSTEM_PORT_PREFIX: &str = "system:";
+
 /// Mbufs moved per rx/tx call. 32 is DPDK's customary burst: large enough to amortise the
 /// per-call cost, small enough that a burst's headers stay in L1.
 pub const BURST: usize = 32;
@@ -874,11 +881,57 @@ struct PortInner {
     memif: bool,
     /// Its rx interrupts are memif ring signals ([`MemifWake`]), not DPDK's.
     memif_wake: std::sync::atomic::AtomicBool,
+    /// A kernel interface on packet sockets: no ethdev behind `id`.
+    system: Option<SystemPort>,
     _eal: Arc<Eal>,
+}
+
+impl PortInner {
+    fn new(eal: &Arc<Eal>, id: u16, name: String, system: Option<SystemPort>) -> PortInner {
+        PortInner {
+            id,
+            memif: name.starts_with("net_memif"),
+            name,
+            started: Mutex::new(false),
+            rx_taken: Mutex::new(Vec::new()),
+            tx_taken: Mutex::new(Vec::new()),
+            pool: Mutex::new(None),
+            rx_interrupts: Default::default(),
+            memif_wake: Default::default(),
+            system,
+            _eal: eal.clone(),
+        }
+    }
+}
+
+/// A `system:` queue's socket and its counters.
+type QueueSocket<S> = (S, Arc<RingCounters>);
+
+/// A `system:` port: its interface and, once set up, its sockets until queues take them.
+struct SystemPort {
+    iface: String,
+    ifindex: u32,
+    rx: Mutex<Vec<Option<QueueSocket<PacketRing>>>>,
+    tx: Mutex<Vec<Option<QueueSocket<PacketSender>>>>,
+    rx_counters: Mutex<Vec<Arc<RingCounters>>>,
+    tx_counters: Mutex<Vec<Arc<RingCounters>>>,
+    /// Duplicates of the rx sockets, to read the kernel's drop counts from.
+    rx_sockets: Mutex<Vec<std::os::fd::OwnedFd>>,
+    /// Frames the kernel dropped for want of a free rx slot, as read so far.
+    rx_missed: AtomicU64,
+}
+
+impl SystemPort {
+    fn sysfs(&self, file: &str) -> Option<String> {
+        std::fs::read_to_string(format!("/sys/class/net/{}/{file}", self.iface)).ok().map(|s| s.trim().to_string())
+    }
 }
 
 impl Drop for PortInner {
     fn drop(&mut self) {
+        if self.system.is_some() {
+            return; // sockets close with their rings
+        }
         // SAFETY: no queue handle remains (each holds an Arc of this), so no thread polls the
         // port; stop, close and remove are then allowed. Errors are ignored: the process is
         // tearing the port down either way.
@@ -919,6 +972,9 @@ impl EthPort {
     /// `net_af_packet0,iface=veth0`) and returns its port. A device already probed by the EAL
     /// (PCI devices given with `-a`) is taken as it is.
     pub fn probe(eal: &Arc<Eal>, devargs: &str) -> Result<EthPort, DpdkError> {
+        if let Some(iface) = devargs.strip_prefix(SYSTEM_PORT_PREFIX) {
+            return Self::open_system(eal, iface.trim());
+        }
         let c = CString::new(devargs).map_err(|_| DpdkError::new("devargs contains NUL", 22))?;
         // SAFETY: the EAL is initialised; devargs is a valid C string DPDK copies.
         let rc = unsafe { sys::rte_dev_probe(c.as_ptr()) };
@@ -931,20 +987,73 @@ impl EthPort {
         // SAFETY: valid C string and out-pointer.
         let rc = unsafe { sys::rte_eth_dev_get_port_by_name(cname.as_ptr(), &mut id) };
         check(|| format!("no ethdev port named '{name}' after probing '{devargs}'"), rc)?;
+        Ok(EthPort { inner: Arc::new(PortInner::new(eal, id, name, None)) })
+    }
+
+    /// A kernel interface as a port; its sockets open in [`EthPort::setup_and_start`].
+    fn open_system(eal: &Arc<Eal>, iface: &str) -> Result<EthPort, DpdkError> {
+        let ifindex = packet_socket::interface_index(iface)?;
+        let name = format!("{SYSTEM_PORT_PREFIX}{iface}");
         Ok(EthPort {
-            inner: Arc::new(PortInner {
-                id,
-                memif: name.starts_with("net_memif"),
+            inner: Arc::new(PortInner::new(
+                eal,
+                u16::MAX,
                 name,
-                started: Mutex::new(false),
-                rx_taken: Mutex::new(Vec::new()),
-                tx_taken: Mutex::new(Vec::new()),
-                pool: Mutex::new(None),
-                rx_interrupts: Default::default(),
-                memif_wake: Default::default(),
-                _eal: eal.clone(),
-            }),
+                Some(SystemPort {
+                    iface: iface.to_string(),
+                    ifindex,
+                    rx: Mutex::new(Vec::new()),
+                    tx: Mutex::new(Vec::new()),
+                    rx_counters: Mutex::new(Vec::new()),
+                    tx_counters: Mutex::new(Vec::new()),
+                    rx_sockets: Mutex::new(Vec::new()),
+                    rx_missed: AtomicU64::new(0),
+                }),
+            )),
         })
+    }
+
+    /// Opens a `system:` port's sockets: one receive ring per rx queue (a fanout group when
+    /// there are several), one transmit ring per tx queue.
+    fn start_system(&self, sp: &SystemPort, setup: &PortSetup, pool: &Arc<Mempool>) -> Result<PortLayout, DpdkError> {
+        // Slots hold frames of the interface's MTU too, if it is larger than the port's:
+        // the kernel would cut those short; they are dropped, counted, either way.
+        let iface_mtu = sp.sysfs("mtu").and_then(|m| m.parse::<u32>().ok()).unwrap_or(0);
+        let frame_bytes = (setup.mtu as u32).max(iface_mtu) + 14 + 8 + 4;
+        let fanout = (setup.rx_queues > 1).then_some((sp.ifindex & 0xffff) as u16);
+        let mut dups = Vec::new();
+        let mut rx = Vec::new();
+        for _ in 0..setup.rx_queues {
+            let ring = PacketRing::open_rx(sp.ifindex, setup.rx_descriptors as u32, frame_bytes, fanout)?;
+            dups.push(ring.duplicate_fd()?);
+            rx.push((ring, Arc::new(RingCounters::default())));
+        }
+        let tx = (0..setup.tx_queues)
+            .map(|_| Ok((PacketSender::open(sp.ifindex)?, Arc::new(RingCounters::default()))))
+            .collect::<Result<Vec<_>, DpdkError>>()?;
+        // The next port of this shape takes ready rings.
+        let shape = packet_socket::Shape { frames: setup.rx_descriptors as u32, frame_bytes };
+        packet_socket::keep_spares(vec![shape; setup.rx_queues as usize]);
+        let layout = PortLayout {
+            rx_descriptors: rx.first().map_or(0, |(r, _)| r.frames() as u16),
+            // Frames go straight from mbufs to the kernel: no descriptors of the port's own.
+            tx_descriptors: 0,
+            rss: setup.rx_queues > 1,
+            // A socket's readiness wakes an epoll wait: always there.
+            rx_interrupts: setup.rx_interrupts,
+        };
+        *sp.rx_counters.lock().unwrap() = rx.iter().map(|(_, c)| c.clone()).collect();
+        *sp.tx_counters.lock().unwrap() = tx.iter().map(|(_, c)| c.clone()).collect();
+        *sp.rx.lock().unwrap() = rx.into_iter().map(Some).collect();
+        *sp.tx.lock().unwrap() = tx.into_iter().map(Some).collect();
+        *sp.rx_sockets.lock().unwrap() = dups;
+        let inner = &self.inner;
+        *inner.started.lock().unwrap() = true;
+        *inner.rx_taken.lock().unwrap() = vec![false; setup.rx_queues as usize];
+        *inner.tx_taken.lock().unwrap() = vec![false; setup.tx_queues as usize];
+        *inner.pool.lock().unwrap() = Some(pool.clone());
+        inner.rx_interrupts.store(layout.rx_interrupts, Ordering::Relaxed);
+        Ok(layout)
     }
 
     /// DPDK's port id.
@@ -958,6 +1067,20 @@ impl EthPort {
     }
 
     pub fn info(&self) -> Result<DevInfo, DpdkError> {
+        if let Some(sp) = &self.inner.system {
+            return Ok(DevInfo {
+                driver: "system".into(),
+                if_index: sp.ifindex,
+                max_rx_queues: 64,
+                max_tx_queues: u16::MAX,
+                min_mtu: 68,
+                max_mtu: 9600,
+                max_rx_pktlen: 9600 + 26,
+                rss_offloads: 0,
+                rx_offload_capa: 0,
+                tx_offload_capa: 0,
+            });
+        }
         // SAFETY: zeroed is a valid rte_eth_dev_info (plain data and nullable pointers).
         let mut info: sys::rte_eth_dev_info = unsafe { std::mem::zeroed() };
         // SAFETY: valid port id (from probe) and out-pointer.
@@ -987,6 +1110,9 @@ impl EthPort {
     /// every frame) and starts it. The port keeps `pool` alive: its rx queues fill from it.
     /// With `setup.rx_interrupts`, a device that refuses them is set up again without.
     pub fn setup_and_start(&self, setup: &PortSetup, pool: &Arc<Mempool>) -> Result<PortLayout, DpdkError> {
+        if let Some(sp) = &self.inner.system {
+            return self.start_system(sp, setup, pool);
+        }
         let info = self.info()?;
         let mut layout = match self.configure_and_start(&info, setup, pool, setup.rx_interrupts) {
             Err(_) if setup.rx_interrupts => {
@@ -1089,31 +1215,48 @@ impl EthPort {
 
     /// The receive side of queue `q`, handed out once: one thread polls a queue.
     pub fn rx_queue(&self, q: u16) -> Option<RxQueue> {
-        let mut taken = self.inner.rx_taken.lock().unwrap();
-        let slot = taken.get_mut(q as usize)?;
-        if std::mem::replace(slot, true) {
+        if !hand_out(&self.inner.rx_taken, q) {
             return None;
         }
+        let system = match &self.inner.system {
+            Some(sp) => {
+                let (ring, counters) = sp.rx.lock().unwrap().get_mut(q as usize)?.take()?;
+                let pool = self.inner.pool.lock().unwrap().clone()?;
+                Some(SystemRx { ring, counters, pool, wake: None })
+            }
+            None => None,
+        };
         Some(RxQueue {
             port: self.inner.clone(),
             queue: q,
             listening_epfd: None,
             memif_wake: None,
+            system,
             link: LinkGate::new(self.inner.memif),
         })
     }
 
     /// The transmit side of queue `q`, handed out once.
     pub fn tx_queue(&self, q: u16) -> Option<TxQueue> {
-        let mut taken = self.inner.tx_taken.lock().unwrap();
-        let slot = taken.get_mut(q as usize)?;
-        if std::mem::replace(slot, true) {
+        if !hand_out(&self.inner.tx_taken, q) {
             return None;
         }
-        Some(TxQueue { port: self.inner.clone(), queue: q, link: LinkGate::new(self.inner.memif) })
+        let system = match &self.inner.system {
+            Some(sp) => Some(sp.tx.lock().unwrap().get_mut(q as usize)?.take()?),
+            None => None,
+        };
+        Some(TxQueue { port: self.inner.clone(), queue: q, system, link: LinkGate::new(self.inner.memif) })
     }
 
     pub fn mac(&self) -> [u8; 6] {
+        if let Some(sp) = &self.inner.system {
+            let mut mac = [0u8; 6];
+            let text = sp.sysfs("address").unwrap_or_default();
+            for (byte, hex) in mac.iter_mut().zip(text.split(':')) {
+                *byte = u8::from_str_radix(hex, 16).unwrap_or(0);
+            }
+            return mac;
+        }
         let mut a = sys::rte_ether_addr::default();
         // SAFETY: valid port id and out-pointer.
         unsafe { sys::rte_eth_macaddr_get(self.inner.id, &mut a) };
@@ -1122,6 +1265,14 @@ impl EthPort {
 
     /// Link state without waiting for autonegotiation.
     pub fn link(&self) -> LinkStatus {
+        if let Some(sp) = &self.inner.system {
+            return LinkStatus {
+                up: sp.sysfs("carrier").as_deref() == Some("1"),
+                speed_mbps: sp.sysfs("speed").and_then(|s| s.parse().ok()).unwrap_or(0),
+                full_duplex: sp.sysfs("duplex").as_deref() == Some("full"),
+                autoneg: false,
+            };
+        }
         let Some(l) = read_link(self.inner.id) else {
             return LinkStatus::default();
         };
@@ -1135,6 +1286,9 @@ impl EthPort {
 
     /// Device counters. Safe to call while workers run: PMDs keep these per queue and sum.
     pub fn stats(&self) -> EthStats {
+        if let Some(sp) = &self.inner.system {
+            return sp.stats();
+        }
         let mut s = sys::rte_eth_stats::default();
         // SAFETY: valid port id and out-pointer.
         let rc = unsafe { sys::rte_eth_stats_get(self.inner.id, &mut s) };
@@ -1161,6 +1315,12 @@ impl EthPort {
                 .collect(),
         }
     }
+}
+
+/// Marks queue `q` handed out; false if it already was, or does not exist.
+fn hand_out(taken: &Mutex<Vec<bool>>, q: u16) -> bool {
+    let mut taken = taken.lock().unwrap();
+    taken.get_mut(q as usize).is_some_and(|slot| !std::mem::replace(slot, true))
 }
 
 /// Whether a queue's port may be polled. DPDK 22.11's memif driver finds a queue's ring
@@ -1212,7 +1372,85 @@ pub struct RxQueue {
     listening_epfd: Option<i32>,
     /// A memif queue's interrupt, once listening.
     memif_wake: Option<MemifWake>,
+    /// A `system:` port's receive ring.
+    system: Option<SystemRx>,
     link: LinkGate,
+}
+
+/// The receive side of a `system:` port's queue.
+struct SystemRx {
+    ring: PacketRing,
+    counters: Arc<RingCounters>,
+    pool: Arc<Mempool>,
+    /// The socket in the listening thread's epoll set: the event (boxed: registered by
+    /// address) and the set.
+    wake: Option<(Box<sys::rte_epoll_event>, i32)>,
+}
+
+// SAFETY: the event's pointers are null (no callback, no data); while registered it is in
+// the epoll set named beside it, from which any thread may remove it (Drop).
+unsafe impl Send for SystemRx {}
+
+impl SystemRx {
+    fn listen(&mut self) -> bool {
+        if self.wake.is_some() {
+            return true;
+        }
+        // SAFETY: all-zero is a valid rte_epoll_event (no callback, null data).
+        let mut event: Box<sys::rte_epoll_event> = Box::new(unsafe { std::mem::zeroed() });
+        event.epdata.event = libc::EPOLLIN as u32;
+        // SAFETY: no arguments; the calling thread's set (created on first use).
+        let epfd = unsafe { sys::rte_intr_tls_epfd() };
+        // SAFETY: `event` stays at this address until Drop takes it out of the set; the
+        // socket outlives it (both in self).
+        if unsafe { sys::rte_epoll_ctl(epfd, libc::EPOLL_CTL_ADD, self.ring.raw_fd(), &mut *event) } != 0 {
+            return false;
+        }
+        self.wake = Some((event, epfd));
+        true
+    }
+}
+
+impl Drop for SystemRx {
+    fn drop(&mut self) {
+        if let Some((event, epfd)) = &mut self.wake {
+            // SAFETY: `event` was added to `epfd` for this socket in `listen`.
+            unsafe { sys::rte_epoll_ctl(*epfd, libc::EPOLL_CTL_DEL, self.ring.raw_fd(), &mut **event) };
+        }
+    }
+}
+
+impl SystemPort {
+    fn stats(&self) -> EthStats {
+        let sum = |v: &Mutex<Vec<Arc<RingCounters>>>, f: fn(&RingCounters) -> &AtomicU64| -> u64 {
+            v.lock().unwrap().iter().map(|c| f(c).load(Ordering::Relaxed)).sum()
+        };
+        let drops: u64 = self.rx_sockets.lock().unwrap().iter().map(packet_socket::take_drops).sum();
+        let missed = self.rx_missed.fetch_add(drops, Ordering::Relaxed) + drops;
+        let rx = self.rx_counters.lock().unwrap();
+        let tx = self.tx_counters.lock().unwrap();
+        let queues = (0..rx.len().max(tx.len()).min(sys::RTE_ETHDEV_QUEUE_STAT_CNTRS as usize))
+            .map(|q| QueueStats {
+                rx_packets: rx.get(q).map_or(0, |c| c.packets.load(Ordering::Relaxed)),
+                rx_bytes: rx.get(q).map_or(0, |c| c.bytes.load(Ordering::Relaxed)),
+                tx_packets: tx.get(q).map_or(0, |c| c.packets.load(Ordering::Relaxed)),
+                tx_bytes: tx.get(q).map_or(0, |c| c.bytes.load(Ordering::Relaxed)),
+                rx_errors: rx.get(q).map_or(0, |c| c.errors.load(Ordering::Relaxed)),
+            })
+            .collect();
+        drop((rx, tx));
+        EthStats {
+            ipackets: sum(&self.rx_counters, |c| &c.packets),
+            opackets: sum(&self.tx_counters, |c| &c.packets),
+            ibytes: sum(&self.rx_counters, |c| &c.bytes),
+            obytes: sum(&self.tx_counters, |c| &c.bytes),
+            imissed: missed,
+            ierrors: sum(&self.rx_counters, |c| &c.errors),
+            oerrors: sum(&self.tx_counters, |c| &c.errors),
+            rx_nombuf: sum(&self.rx_counters, |c| &c.no_mbuf),
+            queues,
+        }
+    }
 }
 
 impl RxQueue {
@@ -1227,6 +1465,9 @@ impl RxQueue {
     /// Receives into the free room of `burst`; returns how many mbufs arrived.
     #[inline(always)]
     pub fn rx_burst(&mut self, burst: &mut MbufBurst) -> usize {
+        if let Some(s) = &mut self.system {
+            return s.ring.rx_burst(&s.pool, burst, &s.counters);
+        }
         if !self.link.open(self.port.id) {
             return 0;
         }
@@ -1250,6 +1491,9 @@ impl RxQueue {
         }
         if !self.port.rx_interrupts.load(Ordering::Relaxed) {
             return false;
+        }
+        if let Some(s) = &mut self.system {
+            return s.listen();
         }
         if self.port.memif_wake.load(Ordering::Relaxed) {
             self.memif_wake = Some(MemifWake::new());
@@ -1283,6 +1527,9 @@ impl RxQueue {
         if let Some(wake) = &mut self.memif_wake {
             return poller.is_inside() && wake.arm(self.port.id, self.queue);
         }
+        if self.system.is_some() {
+            return true; // a socket with frames waiting is always readable
+        }
         // SAFETY: valid port and queue; ENOTSUP (a driver whose interrupt is always on, as
         // net_tap's readable fd) is fine.
         unsafe { sys::rte_eth_dev_rx_intr_enable(self.port.id, self.queue) };
@@ -1302,7 +1549,9 @@ impl RxQueue {
             wake.disarm(self.port.id, self.queue, poller.is_inside());
             return;
         }
-        self.dpdk_intr_disable();
+        if self.system.is_none() {
+            self.dpdk_intr_disable();
+        }
     }
 
     /// Turns DPDK's rx interrupt of the queue off (a port configured with them).
@@ -1431,7 +1680,7 @@ impl Drop for RxQueue {
             wake.disarm(self.port.id, self.queue, false);
             wake.unregister();
         }
-        if let Some(epfd) = self.listening_epfd {
+        if let (Some(epfd), None) = (self.listening_epfd, &self.system) {
             self.dpdk_intr_disable();
             // SAFETY: the port is still open (this handle holds it); the queue's interrupt is
             // in set `epfd` since `listen`. Removing it works from any thread.
@@ -1537,6 +1786,8 @@ impl Drop for InterruptWait<'_> {
 pub struct TxQueue {
     port: Arc<PortInner>,
     queue: u16,
+    /// A `system:` port's transmit ring.
+    system: Option<QueueSocket<PacketSender>>,
     link: LinkGate,
 }
 
@@ -1549,6 +1800,9 @@ impl TxQueue {
     /// mbufs leave the burst; the ones the device refused stay in it, at the front.
     #[inline]
     pub fn tx_burst(&mut self, burst: &mut MbufBurst) -> usize {
+        if let Some((ring, counters)) = &mut self.system {
+            return ring.tx_burst(burst, counters);
+        }
         if !self.link.open(self.port.id) {
             return 0;
         }

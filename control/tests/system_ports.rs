@@ -1,0 +1,101 @@
+//! `system:` ports: kernel interfaces attached through packet sockets instead of DPDK ports,
+//! over real veth pairs into namespaces.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{assert_vlan_frames_flood_tagged, serial, stderr_text as stderr, tcp_transfer, Topology, Vswitchd};
+use serde_json::Value;
+
+#[test]
+fn system_ports_carry_pings_tcp_and_tagged_frames() {
+    let _g = serial();
+    let topo = Topology::new(3);
+    let sw = Vswitchd::start(&topo.system_port_config());
+    assert!(topo.ping(1, 2, 2), "ping h1 -> h2 over system ports");
+    assert!(topo.ping(3, 1, 2), "ping h3 -> h1 over system ports");
+
+    // The kernel hands a packet socket a frame's 802.1Q tag apart from its bytes; the switch
+    // must put it back, or VLAN 100 frames would arrive untagged.
+    assert_vlan_frames_flood_tagged(&topo);
+
+    let server = std::net::SocketAddrV4::new(topo.host(2).ip, 5201);
+    let (intact, got) = tcp_transfer(topo.netns_path(1), topo.netns_path(2), server, 4 << 20);
+    assert!(intact, "TCP over system ports: {got} of {} bytes arrived intact", 4 << 20);
+
+    let ports = sw.ports_json();
+    let h1 = ports.iter().find(|p| p["name"] == "h1").expect("h1 listed");
+    assert_eq!(h1["devargs"], format!("system:{}", topo.host(1).veth), "{h1}");
+    assert_eq!(h1["link"]["up"], true, "{h1}");
+    let device_rx = h1["device"]["rx_packets"].as_u64().unwrap_or(0);
+    let switch_rx = h1["counters"]["rx_packets"].as_u64().unwrap_or(0);
+    assert!(device_rx > 1000, "the socket's rx counter: {h1}");
+    assert_eq!(device_rx, switch_rx, "every frame the socket took reached the switch: {h1}");
+
+    // An idle worker waits on the sockets (they wake it as rx interrupts would): a ping after
+    // idle gets through and counts as a wake by a queue, not by the timeout.
+    let worker = || {
+        let out = sw.ctl(&["--json", "list-workers"]);
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["workers"][0].clone()
+    };
+    let since = Instant::now();
+    let mut before = worker();
+    while before["idle_state"] != "interrupt" && since.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100));
+        before = worker();
+    }
+    assert_eq!(before["idle_state"], "interrupt", "idle, the worker waits on the sockets: {before}");
+    assert!(topo.ping(1, 3, 1), "ping after idle");
+    let after = worker();
+    let wakes = |w: &Value| w["interrupt_wakes"].as_u64().unwrap_or(0);
+    assert!(wakes(&after) > wakes(&before), "no wake by a socket: {before} then {after}");
+    let (status, log) = sw.stop();
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn more_ports_than_dpdk_has_slots_attach_and_forward_as_system_ports() {
+    const HOSTS: usize = 40; // DPDK 22.11 from Debian has 32 ethdev ports per process
+    let _g = serial();
+    let topo = Topology::new(HOSTS);
+    let sw = Vswitchd::start(&format!("{}{}", topo.system_port_table(1), topo.system_port_table(2)));
+    let mut took = Vec::new();
+    for i in 3..=HOSTS {
+        let started = Instant::now();
+        let add = sw.ctl(&["add-port", &format!("h{i}"), &i.to_string(), &format!("system:{}", topo.host(i).veth)]);
+        took.push(started.elapsed());
+        assert!(add.status.success(), "add-port h{i}: {}", stderr(&add));
+    }
+    took.sort();
+    println!(
+        "{} system ports added: median {:?}, slowest {:?}",
+        took.len(),
+        took[took.len() / 2],
+        took.last().unwrap()
+    );
+    assert_eq!(sw.ports_json().len(), HOSTS);
+    for (from, to) in [(1, HOSTS), (HOSTS, 33), (17, 2)] {
+        assert!(topo.ping(from, to, 2), "ping h{from} -> h{to} with {HOSTS} system ports attached");
+    }
+
+    let again = sw.ctl(&["add-port", "h99", "99", &format!("system:{}", topo.host(5).veth)]);
+    assert!(stderr(&again).contains("AlreadyExists: port.devargs:"), "{}", stderr(&again));
+    let missing = sw.ctl(&["add-port", "h99", "99", "system:no-such-if0"]);
+    assert!(stderr(&missing).contains("no network interface named 'no-such-if0'"), "{}", stderr(&missing));
+    let bad = sw.ctl(&["add-port", "h99", "99", "system:a/b"]);
+    assert!(stderr(&bad).contains("InvalidArgument: port.devargs:"), "{}", stderr(&bad));
+    assert_eq!(sw.ports_json().len(), HOSTS, "a refused add left a port behind");
+
+    let remove = sw.ctl(&["remove-port", &format!("h{HOSTS}")]);
+    assert!(remove.status.success(), "{}", stderr(&remove));
+    assert!(!topo.ping(1, HOSTS, 1), "h{HOSTS} still reachable after its port was removed");
+    topo.exec_ok(1, &["ip", "neigh", "flush", "dev", "eth0"]);
+    let readd =
+        sw.ctl(&["add-port", &format!("h{HOSTS}"), &HOSTS.to_string(), &format!("system:{}", topo.host(HOSTS).veth)]);
+    assert!(readd.status.success(), "{}", stderr(&readd));
+    assert!(topo.ping(HOSTS, 1, 2), "the interface came back as a port");
+    std::thread::sleep(Duration::from_millis(10));
+    let (status, log) = sw.stop();
+    assert!(status.success(), "{log}");
+}

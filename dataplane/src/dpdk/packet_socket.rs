@@ -1,0 +1,536 @@
+//! Kernel interfaces attached through packet sockets, without an ethdev (`system:IFACE`
+//! ports, as OVS calls its kernel-interface ports). DPDK 22.11 as Debian builds it has at
+//! most 32 ethdev ports per process (RTE_MAX_ETHPORTS), and a node runs more pods than that.
+//!
+//! Each rx queue is a socket with a TPACKET_V2 receive ring (several rx queues share the
+//! interface's traffic by flow hash, a fanout group), copied into mbufs as DPDK's af_packet
+//! driver copies. Each tx queue is a socket of its own without a ring: a burst goes in one
+//! `sendmmsg` straight from the mbufs (the kernel copies once; a transmit ring would take a
+//! copy more and the same one system call per burst).
+//!
+//! Setting up a ring makes the kernel wait for an RCU grace period (10-30 ms on a VM, one
+//! after another); binding a socket that has one does not. So receive rings are made ahead
+//! of need, unbound, and a port added takes a ready one: DPDK's af_packet driver waits for
+//! four grace periods per port, about 65 ms here.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use super::{sys, DpdkError, MbufBurst, Mempool, BURST};
+
+/// Fewest slots of an rx ring (a port's rx descriptors give the number).
+const MIN_FRAMES: u32 = 64;
+/// Segments of one frame a send takes (longer chains are dropped and counted).
+const TX_SEGMENTS: usize = 4;
+const ETH_P_ALL_BE: u16 = (libc::ETH_P_ALL as u16).to_be();
+/// DPDK's "no port" value, for the `port` field of mbufs these rings fill.
+const NO_ETHDEV: u16 = u16::MAX;
+
+/// The interface index of `iface`, or why there is none.
+pub(super) fn interface_index(iface: &str) -> Result<u32, DpdkError> {
+    let c = CString::new(iface).map_err(|_| DpdkError::new("interface name contains NUL", libc::EINVAL))?;
+    // SAFETY: a valid C string; the call reads it and returns 0 for an unknown name.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if index == 0 {
+        return Err(DpdkError::new(format!("no network interface named '{iface}'"), -libc::ENODEV));
+    }
+    Ok(index)
+}
+
+/// Ring geometry for frames of up to `frame_bytes` (Ethernet header and tags included).
+fn geometry(frames: u32, frame_bytes: u32) -> libc::tpacket_req {
+    // The kernel puts a frame's data 16-byte aligned after its header and a sockaddr_ll;
+    // a power of two keeps whole frames in each page-sized (or larger) block.
+    let frame_size = (frame_bytes + 2 * libc::TPACKET2_HDRLEN as u32 + 16).next_power_of_two().max(2048);
+    let block_size = frame_size.max(4096);
+    let per_block = block_size / frame_size;
+    let blocks = frames.max(MIN_FRAMES).div_ceil(per_block);
+    libc::tpacket_req {
+        tp_block_size: block_size,
+        tp_block_nr: blocks,
+        tp_frame_size: frame_size,
+        tp_frame_nr: blocks * per_block,
+    }
+}
+
+fn last_error(op: String) -> DpdkError {
+    DpdkError::new(op, -std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+}
+
+fn set_option<T>(fd: &OwnedFd, name: libc::c_int, value: &T, what: &str) -> Result<(), DpdkError> {
+    // SAFETY: `value` is a live T of the size passed, as the option expects.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            name,
+            value as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(last_error(format!("packet socket: {what}")));
+    }
+    Ok(())
+}
+
+/// What a receive ring is made for: rings of one shape are interchangeable until bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Shape {
+    pub frames: u32,
+    pub frame_bytes: u32,
+}
+
+/// Receive rings made ahead of need, unbound (see the module's notes).
+static SPARES: std::sync::Mutex<Vec<(Shape, PacketRing)>> = std::sync::Mutex::new(Vec::new());
+/// A thread is making spares.
+static REFILLING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Rings of a refill are in [`SPARES`].
+static REFILLED: std::sync::Condvar = std::sync::Condvar::new();
+/// Longest wait for a running refill.
+const REFILL_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+/// Ports' worth of rings kept ready.
+const SPARE_PORTS: usize = 2;
+
+/// Keeps [`SPARE_PORTS`] ports' worth of `rings` (the shapes one port took) ready, made on a
+/// thread of their own; spares of other shapes go (the last port added sets the shape).
+pub(super) fn keep_spares(rings: Vec<Shape>) {
+    if rings.is_empty() {
+        return;
+    }
+    if REFILLING.swap(true, Ordering::AcqRel) {
+        return; // the running refill keeps what the last port needed; close enough
+    }
+    let spawned = std::thread::Builder::new().name("vswitchd-spares".into()).spawn(move || {
+        let missing: Vec<Shape> = {
+            let mut spares = SPARES.lock().unwrap_or_else(|e| e.into_inner());
+            spares.retain(|(s, _)| rings.contains(s));
+            let mut missing = Vec::new();
+            for shape in rings.iter().copied() {
+                let want = rings.iter().filter(|s| **s == shape).count() * SPARE_PORTS;
+                let have = spares.iter().filter(|(s, _)| *s == shape).count()
+                    + missing.iter().filter(|s| **s == shape).count();
+                missing.extend(std::iter::repeat_n(shape, want.saturating_sub(have)));
+            }
+            missing
+        };
+        for shape in missing {
+            // One at a time, in the spares as each is ready: the kernel's waits do not overlap.
+            let Ok(ring) = PacketRing::make(shape) else { break };
+            SPARES.lock().unwrap_or_else(|e| e.into_inner()).push((shape, ring));
+            REFILLED.notify_all();
+        }
+        let _spares = SPARES.lock().unwrap_or_else(|e| e.into_inner());
+        REFILLING.store(false, Ordering::Release);
+        REFILLED.notify_all();
+    });
+    if spawned.is_err() {
+        REFILLING.store(false, Ordering::Release);
+        REFILLED.notify_all();
+    }
+}
+
+/// A raw packet socket of protocol 0: no frames are delivered to it until it is bound with
+/// a protocol.
+fn packet_socket() -> Result<OwnedFd, DpdkError> {
+    // SAFETY: socket(2) with constant arguments; a non-negative result is ours alone.
+    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(last_error("packet socket (needs CAP_NET_RAW)".into()));
+    }
+    // SAFETY: `raw` is a new descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+fn bind(fd: &OwnedFd, ifindex: u32, protocol_be: u16) -> Result<(), DpdkError> {
+    // SAFETY: all-zero is a valid sockaddr_ll; the fields that matter are set below.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_protocol = protocol_be;
+    addr.sll_ifindex = ifindex as i32;
+    // SAFETY: a valid sockaddr_ll of the size passed.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            &addr as *const libc::sockaddr_ll as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(last_error(format!("bind a packet socket to interface {ifindex}")));
+    }
+    Ok(())
+}
+
+/// Counters of one queue: written by the queue's only thread, read by the control plane.
+#[derive(Default)]
+pub(super) struct RingCounters {
+    pub packets: AtomicU64,
+    pub bytes: AtomicU64,
+    /// rx: frames cut short by the ring's slot size or too long for an mbuf; tx: frames
+    /// the kernel refused.
+    pub errors: AtomicU64,
+    /// rx: bursts lost for want of mbufs (the frames stay in the ring).
+    pub no_mbuf: AtomicU64,
+}
+
+impl RingCounters {
+    #[inline(always)]
+    fn add(counter: &AtomicU64, n: u64) {
+        // One writer: a load and a store, no locked instruction.
+        counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+    }
+}
+
+/// A packet socket and its mapped receive ring. Closed and unmapped on drop.
+pub(super) struct PacketRing {
+    fd: OwnedFd,
+    base: NonNull<u8>,
+    map_len: usize,
+    frame_size: usize,
+    frames: usize,
+    /// Next slot to read.
+    head: usize,
+}
+
+// SAFETY: the ring is memory of this process shared with the kernel only; the handle is
+// moved to the one thread that uses it.
+unsafe impl Send for PacketRing {}
+
+impl PacketRing {
+    /// A receive socket on interface `ifindex` for frames of up to `frame_bytes`, in
+    /// promiscuous mode; with `fanout`, one of a group sharing the interface's traffic.
+    pub fn open_rx(ifindex: u32, frames: u32, frame_bytes: u32, fanout: Option<u16>) -> Result<PacketRing, DpdkError> {
+        let ring = Self::unbound(Shape { frames, frame_bytes })?;
+        // Bound once the ring exists: from here on the kernel delivers frames into it.
+        ring.bind(ifindex, ETH_P_ALL_BE)?;
+        let promisc = libc::packet_mreq {
+            mr_ifindex: ifindex as i32,
+            mr_type: libc::PACKET_MR_PROMISC as u16,
+            mr_alen: 0,
+            mr_address: [0; 8],
+        };
+        set_option(&ring.fd, libc::PACKET_ADD_MEMBERSHIP, &promisc, "promiscuous mode")?;
+        if let Some(id) = fanout {
+            let arg = id as u32 | (libc::PACKET_FANOUT_HASH << 16);
+            set_option(&ring.fd, libc::PACKET_FANOUT, &arg, "PACKET_FANOUT")?;
+        }
+        Ok(ring)
+    }
+
+    /// A socket with its ring, bound to no interface: a spare one if there is one of this
+    /// shape, else made now.
+    fn unbound(shape: Shape) -> Result<PacketRing, DpdkError> {
+        let spare = {
+            let mut spares = SPARES.lock().unwrap_or_else(|e| e.into_inner());
+            // A spare being made is ready sooner than a ring started now.
+            let since = std::time::Instant::now();
+            while !spares.iter().any(|(s, _)| *s == shape)
+                && REFILLING.load(Ordering::Acquire)
+                && since.elapsed() < REFILL_WAIT
+            {
+                spares = REFILLED.wait_timeout(spares, REFILL_WAIT).unwrap_or_else(|e| e.into_inner()).0;
+            }
+            spares.iter().position(|(s, _)| *s == shape).map(|i| spares.swap_remove(i).1)
+        };
+        match spare {
+            Some(ring) => Ok(ring),
+            None => Self::make(shape),
+        }
+    }
+
+    fn make(shape: Shape) -> Result<PacketRing, DpdkError> {
+        let ring = Self::open(shape.frames, shape.frame_bytes)?;
+        // Frames this host sends out of the interface (the switch's own, too) are not input.
+        set_option(&ring.fd, libc::PACKET_IGNORE_OUTGOING, &1i32, "PACKET_IGNORE_OUTGOING")?;
+        Ok(ring)
+    }
+
+    fn open(frames: u32, frame_bytes: u32) -> Result<PacketRing, DpdkError> {
+        let fd = packet_socket()?;
+        set_option(&fd, libc::PACKET_VERSION, &(libc::tpacket_versions::TPACKET_V2 as i32), "TPACKET_V2")?;
+        let req = geometry(frames, frame_bytes);
+        set_option(&fd, libc::PACKET_RX_RING, &req, "receive ring")?;
+        let map_len = req.tp_block_size as usize * req.tp_block_nr as usize;
+        // SAFETY: maps the ring the kernel just allocated for this socket; nothing else maps
+        // this range.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(last_error(format!("mmap of a {map_len}-byte packet ring")));
+        }
+        let frame_size = req.tp_frame_size as usize;
+        Ok(PacketRing {
+            fd,
+            base: NonNull::new(base as *mut u8).expect("mmap returned a mapping"),
+            map_len,
+            frame_size,
+            frames: req.tp_frame_nr as usize,
+            head: 0,
+        })
+    }
+
+    fn bind(&self, ifindex: u32, protocol_be: u16) -> Result<(), DpdkError> {
+        bind(&self.fd, ifindex, protocol_be)
+    }
+
+    pub fn raw_fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+
+    /// A second descriptor of the socket (for its statistics, read by the control plane).
+    pub fn duplicate_fd(&self) -> Result<OwnedFd, DpdkError> {
+        self.fd.try_clone().map_err(|e| DpdkError::new("dup a packet socket", -e.raw_os_error().unwrap_or(libc::EIO)))
+    }
+
+    /// Slot `i`'s header and status word.
+    #[inline(always)]
+    fn slot(&self, i: usize) -> (*mut libc::tpacket2_hdr, &AtomicU32) {
+        // SAFETY: i < frames, so the slot lies inside the mapping, which lives as long as
+        // self; slots are 16-byte aligned, the status word is the header's first field.
+        unsafe {
+            let hdr = self.base.as_ptr().add(i * self.frame_size) as *mut libc::tpacket2_hdr;
+            (hdr, AtomicU32::from_ptr(std::ptr::addr_of_mut!((*hdr).tp_status)))
+        }
+    }
+
+    /// Moves up to the free room of `burst` received frames into mbufs from `pool`, with
+    /// VLAN tags the kernel took off put back. Returns how many arrived.
+    pub fn rx_burst(&mut self, pool: &Mempool, burst: &mut MbufBurst, counters: &RingCounters) -> usize {
+        let room = BURST - burst.len;
+        let mut ready = 0;
+        while ready < room
+            && self.slot((self.head + ready) % self.frames).1.load(Ordering::Acquire) & libc::TP_STATUS_USER != 0
+        {
+            ready += 1;
+        }
+        if ready == 0 {
+            return 0;
+        }
+        let out = &mut burst.ptrs[burst.len..burst.len + ready];
+        // SAFETY: the pool is alive and `out` has room for `ready` pointers; on success each
+        // is a fresh mbuf we own, on failure none is taken.
+        if unsafe { sys::rte_pktmbuf_alloc_bulk(pool.ptr.as_ptr(), out.as_mut_ptr(), ready as u32) } != 0 {
+            RingCounters::add(&counters.no_mbuf, 1);
+            return 0;
+        }
+        let (mut kept, mut bytes) = (0, 0u64);
+        for _ in 0..ready {
+            let (hdr, status) = self.slot(self.head);
+            // SAFETY: the slot is the reader's (TP_STATUS_USER, seen with Acquire) until its
+            // status goes back to the kernel below; tp_mac and tp_snaplen describe bytes
+            // inside the slot.
+            let (frame, vlan) = unsafe {
+                let h = &*hdr;
+                let frame =
+                    std::slice::from_raw_parts((hdr as *const u8).add(h.tp_mac as usize), h.tp_snaplen as usize);
+                let st = status.load(Ordering::Relaxed);
+                let vlan = (st & libc::TP_STATUS_VLAN_VALID != 0).then(|| {
+                    let tpid = if st & libc::TP_STATUS_VLAN_TPID_VALID != 0 { h.tp_vlan_tpid } else { 0x8100 };
+                    (tpid, h.tp_vlan_tci)
+                });
+                if h.tp_snaplen < h.tp_len || frame.len() < 14 {
+                    status.store(libc::TP_STATUS_KERNEL, Ordering::Release);
+                    self.head = (self.head + 1) % self.frames;
+                    RingCounters::add(&counters.errors, 1);
+                    continue;
+                }
+                (frame, vlan)
+            };
+            let m = out[kept];
+            let len = frame.len() + if vlan.is_some() { 4 } else { 0 };
+            // SAFETY: `m` is a fresh single-segment mbuf we own, with buf_len bytes of buffer
+            // of which data_off are headroom; the copy below is checked to fit them. The
+            // slot's bytes are ours until its status goes back to the kernel.
+            unsafe {
+                let mb = &mut *m;
+                if mb.data_off as usize + len > mb.buf_len as usize {
+                    // Larger than the pool's buffers (the interface's MTU above the port's).
+                    status.store(libc::TP_STATUS_KERNEL, Ordering::Release);
+                    self.head = (self.head + 1) % self.frames;
+                    RingCounters::add(&counters.errors, 1);
+                    continue;
+                }
+                let dst = (mb.buf_addr as *mut u8).add(mb.data_off as usize);
+                match vlan {
+                    None => std::ptr::copy_nonoverlapping(frame.as_ptr(), dst, frame.len()),
+                    Some((tpid, tci)) => {
+                        std::ptr::copy_nonoverlapping(frame.as_ptr(), dst, 12);
+                        std::ptr::copy_nonoverlapping(tpid.to_be_bytes().as_ptr(), dst.add(12), 2);
+                        std::ptr::copy_nonoverlapping(tci.to_be_bytes().as_ptr(), dst.add(14), 2);
+                        std::ptr::copy_nonoverlapping(frame.as_ptr().add(12), dst.add(16), frame.len() - 12);
+                    }
+                }
+                mb.data_len = len as u16;
+                mb.pkt_len = len as u32;
+                mb.port = NO_ETHDEV;
+            }
+            status.store(libc::TP_STATUS_KERNEL, Ordering::Release);
+            self.head = (self.head + 1) % self.frames;
+            kept += 1;
+            bytes += len as u64;
+        }
+        if kept < ready {
+            // SAFETY: the mbufs past `kept` were allocated above and hold nothing.
+            unsafe { sys::rte_pktmbuf_free_bulk(out[kept..].as_mut_ptr(), (ready - kept) as u32) };
+        }
+        burst.len += kept;
+        RingCounters::add(&counters.packets, kept as u64);
+        RingCounters::add(&counters.bytes, bytes);
+        kept
+    }
+
+    /// Slots in the ring.
+    pub fn frames(&self) -> usize {
+        self.frames
+    }
+}
+
+/// A transmit socket: sends bursts of mbufs with `sendmmsg`, no ring. Bound with protocol
+/// 0, it receives nothing: the kernel copies no frames to it.
+pub(super) struct PacketSender {
+    fd: OwnedFd,
+}
+
+impl PacketSender {
+    pub fn open(ifindex: u32) -> Result<PacketSender, DpdkError> {
+        let fd = packet_socket()?;
+        // Straight to the driver (a veth hands the frame to its peer), as DPDK's af_packet
+        // driver sends.
+        set_option(&fd, libc::PACKET_QDISC_BYPASS, &1i32, "PACKET_QDISC_BYPASS")?;
+        bind(&fd, ifindex, 0)?;
+        Ok(PacketSender { fd })
+    }
+
+    /// Sends `burst` in one system call, as DPDK's af_packet driver makes one per burst.
+    /// Sent mbufs are freed and leave the burst; those the kernel had no room for stay in
+    /// it, at the front. A frame the kernel refuses (too long, a chain of more than
+    /// [`TX_SEGMENTS`] segments) is dropped and counted.
+    pub fn tx_burst(&mut self, burst: &mut MbufBurst, counters: &RingCounters) -> usize {
+        if burst.len == 0 {
+            return 0;
+        }
+        // SAFETY: all-zero iovecs and mmsghdrs are valid (null pointers, zero lengths).
+        let mut iov: [libc::iovec; BURST * TX_SEGMENTS] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut msgs: [libc::mmsghdr; BURST] = unsafe { std::mem::zeroed() };
+        let mut bytes = [0u32; BURST];
+        for (i, &m) in burst.ptrs[..burst.len].iter().enumerate() {
+            let first = i * TX_SEGMENTS;
+            let mut n = 0;
+            // SAFETY: `m` is an mbuf the burst owns; its segments chain through `next`, each
+            // with data_len bytes at buf_addr + data_off, alive until freed below.
+            unsafe {
+                bytes[i] = (*m).pkt_len;
+                let mut seg = m;
+                while !seg.is_null() && n < TX_SEGMENTS {
+                    let sg = &*seg;
+                    iov[first + n] = libc::iovec {
+                        iov_base: (sg.buf_addr as *mut u8).add(sg.data_off as usize) as *mut libc::c_void,
+                        iov_len: sg.data_len as usize,
+                    };
+                    n += 1;
+                    seg = sg.next;
+                }
+                if !seg.is_null() {
+                    n = 0; // too many segments: sent as an empty frame, which the kernel refuses
+                }
+            }
+            msgs[i].msg_hdr.msg_iov = iov[first..].as_mut_ptr();
+            msgs[i].msg_hdr.msg_iovlen = n;
+        }
+        let (mut done, mut sent, mut sent_bytes) = (0usize, 0u64, 0u64);
+        while done < burst.len {
+            // SAFETY: msgs[done..len] point into `iov`, whose entries point into mbufs the
+            // burst owns; all outlive the call.
+            let rc = unsafe {
+                libc::sendmmsg(
+                    self.fd.as_raw_fd(),
+                    msgs[done..].as_mut_ptr(),
+                    (burst.len - done) as u32,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if rc > 0 {
+                let k = rc as usize;
+                sent += k as u64;
+                sent_bytes += bytes[done..done + k].iter().map(|&b| b as u64).sum::<u64>();
+                done += k;
+                continue;
+            }
+            let err = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            if err == libc::EAGAIN || err == libc::ENOBUFS || err == libc::EINTR {
+                break; // no room now: the rest stay in the burst
+            }
+            // This frame is refused for good (too long, no segments, the interface gone).
+            RingCounters::add(&counters.errors, 1);
+            done += 1;
+        }
+        if done > 0 {
+            // SAFETY: ptrs[..done] are owned mbufs the kernel has copied (or refused).
+            unsafe { sys::rte_pktmbuf_free_bulk(burst.ptrs.as_mut_ptr(), done as u32) };
+            burst.ptrs.copy_within(done..burst.len, 0);
+            burst.len -= done;
+        }
+        RingCounters::add(&counters.packets, sent);
+        RingCounters::add(&counters.bytes, sent_bytes);
+        done
+    }
+}
+
+/// Frames the kernel dropped for want of a free rx slot on socket `fd` since the last call
+/// (the kernel resets its count on each read).
+pub(super) fn take_drops(fd: &OwnedFd) -> u64 {
+    let mut stats = libc::tpacket_stats { tp_packets: 0, tp_drops: 0 };
+    let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    // SAFETY: `stats` and `len` are valid out-values of the sizes given.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            &mut stats as *mut libc::tpacket_stats as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        stats.tp_drops as u64
+    } else {
+        0
+    }
+}
+
+impl Drop for PacketRing {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the ring mapped in `open`; no slot reference outlives the
+        // &mut borrows of rx_burst/tx_burst. The socket closes after (OwnedFd).
+        unsafe { libc::munmap(self.base.as_ptr() as *mut libc::c_void, self.map_len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::geometry;
+
+    #[test]
+    fn ring_geometry_holds_whole_frames_in_page_multiple_blocks() {
+        for (frames, bytes) in [(256, 1526), (1024, 1526), (100, 9026), (1, 64), (4096, 65000)] {
+            let g = geometry(frames, bytes);
+            assert_eq!(g.tp_block_size % 4096, 0, "{frames} x {bytes}");
+            assert_eq!(g.tp_block_size % g.tp_frame_size, 0);
+            assert!(g.tp_frame_size as usize >= bytes as usize + 2 * libc::TPACKET2_HDRLEN);
+            assert!(g.tp_frame_nr >= frames.max(super::MIN_FRAMES));
+            assert_eq!(g.tp_frame_nr, g.tp_block_nr * (g.tp_block_size / g.tp_frame_size));
+        }
+    }
+}
