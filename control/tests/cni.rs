@@ -209,14 +209,16 @@ fn plugin_errors_are_cni_error_json_with_the_right_codes() {
     let (_, out) = cni("ADD", Some(&ghost), "eth0", &conf);
     assert_eq!(out["code"], 3, "{out}");
     std::mem::forget(ghost);
-    // The switch refuses: no room for a third run-time port. Nothing is left behind.
+    // The switch refuses: an MTU its packet buffers cannot hold. Nothing is left behind.
     let (p1, p2, p3) = (Pod::new("cnif"), Pod::new("cnig"), Pod::new("cnih"));
     assert!(cni("ADD", Some(&p1), "eth0", &conf).0);
     assert!(cni("ADD", Some(&p2), "eth0", &conf).0);
-    let (ok, out) = cni("ADD", Some(&p3), "eth0", &conf);
+    let mut jumbo = conf.clone();
+    jumbo["mtu"] = json!(9000);
+    let (ok, out) = cni("ADD", Some(&p3), "eth0", &jumbo);
     assert!(!ok);
     assert_eq!(out["code"], 100, "{out}");
-    assert!(out["msg"].as_str().unwrap().contains("switch.spare_ports"), "{out}");
+    assert!(out["msg"].as_str().unwrap().contains("does not fit the packet pool"), "{out}");
     let links = String::from_utf8_lossy(&p3.exec(&["ip", "link"]).stdout).into_owned();
     assert!(!links.contains("eth0"), "a refused ADD left the pod interface:\n{links}");
     assert_eq!(port_names(&sw).len(), 2);

@@ -2,7 +2,8 @@
 //!
 //! ADD creates a veth pair, moves one end into the pod's network namespace under
 //! `CNI_IFNAME`, gets addresses from the IPAM plugin the config names (e.g. `host-local`),
-//! configures them, and adds the host end to the switch as an af_packet port through gRPC.
+//! configures them, and adds the host end to the switch as a `system:` port (a kernel
+//! interface on packet sockets, which takes none of DPDK's 32 port slots) through gRPC.
 //! DEL undoes all of it and succeeds when there is nothing left to undo. CHECK verifies the
 //! port, both ends and the addresses. Errors are CNI error JSON on stdout, exit status 1.
 //!
@@ -223,7 +224,7 @@ fn refused(what: &str, s: tonic::Status) -> CniError {
     CniError::new(code, format!("{what}: {}", s.message()), format!("{:?}", s.code()))
 }
 
-/// Adds `host` to the switch as an af_packet port with the first free number from `base`.
+/// Adds `host` to the switch as a `system:` port with the first free number from `base`.
 async fn add_port(conf: &NetConf, host: &str) -> Result<pb::Port> {
     use pb::port_service_client::PortServiceClient;
     let mut client = PortServiceClient::new(connect(&conf.socket).await?);
@@ -245,7 +246,7 @@ async fn add_port(conf: &NetConf, host: &str) -> Result<pb::Port> {
         let spec = pb::PortSpec {
             name: host.to_string(),
             number,
-            devargs: format!("net_af_packet_{host},iface={host}"),
+            devargs: format!("system:{host}"),
             mtu: conf.mtu.unwrap_or(0) as u32,
             ..Default::default()
         };
@@ -285,7 +286,7 @@ fn plumb(env: &Env, conf: &NetConf, host: &str, result: &Value) -> Result<()> {
         }
     }
     ip_in(&env.netns, &["link", "set", &env.ifname, "up"])?;
-    // The switch's af_packet port hands frames on as they are: the pod must fill in its
+    // The switch's packet sockets hand frames on as they are: the pod must fill in its
     // own checksums (a partial one would never be completed), or TCP stalls.
     let ethtool = Command::new("nsenter")
         .args([&format!("--net={}", env.netns), "ethtool", "-K", &env.ifname, "tx", "off"])
