@@ -5,7 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_vlan_frames_flood_tagged, serial, stderr_text as stderr, tcp_transfer, Topology, Vswitchd};
+use common::{
+    assert_vlan_frames_flood_tagged, http_get, serial, stderr_text as stderr, tcp_transfer, Topology, Vswitchd,
+};
 use serde_json::Value;
 
 #[test]
@@ -96,6 +98,33 @@ fn more_ports_than_dpdk_has_slots_attach_and_forward_as_system_ports() {
     assert!(readd.status.success(), "{}", stderr(&readd));
     assert!(topo.ping(HOSTS, 1, 2), "the interface came back as a port");
     std::thread::sleep(Duration::from_millis(10));
+    let (status, log) = sw.stop();
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn a_system_port_with_two_rx_queues_spreads_flows_over_both() {
+    let _g = serial();
+    let topo = Topology::new(2);
+    let two_queues = topo.system_port_table(1).replace("devargs", "rx_queues = 2\ndevargs");
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let body = format!("{two_queues}{}", topo.system_port_table(2));
+    let sw = Vswitchd::start_with_control(&format!("metrics = \"{metrics}\""), &body);
+    // Sixteen TCP connections: the kernel's flow hash puts some on each socket of the group.
+    for port in 5300..5316 {
+        let server = std::net::SocketAddrV4::new(topo.host(2).ip, port);
+        let (intact, got) = tcp_transfer(topo.netns_path(1), topo.netns_path(2), server, 64 << 10);
+        assert!(intact, "TCP to port {port}: {got} bytes");
+    }
+    // Per rx queue counts, as Prometheus scrapes them.
+    let (_, _, text) = http_get(metrics, "/metrics", None);
+    let rx: Vec<u64> = text
+        .lines()
+        .filter(|l| l.starts_with("vswitch_rx_queue_packets_total{") && l.contains("port=\"h1\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
+        .collect();
+    assert_eq!(rx.len(), 2, "two rx queues of h1 in:\n{text}");
+    assert!(rx.iter().all(|&n| n > 20), "both rx queues took frames: {rx:?}");
     let (status, log) = sw.stop();
     assert!(status.success(), "{log}");
 }
