@@ -10,8 +10,8 @@ Per system: time from process start to the first forwarded packet (deployment), 
 RSS while idle, the latency of packets arriving 50 ms apart (the first packet after
 idle), time for a 10,000-rule change under traffic (policy update, the median of three), and time to
 attach N endpoints (veth pairs into namespaces, one API call each as a CNI plugin makes
-them) until each pings through the switch (provisioning; N <= 30, as Debian's DPDK allows
-32 ports per process). OVS-DPDK runs every scenario: L2 as 1,000 exact dl_dst flows, VXLAN
+them) until each pings through the switch (provisioning; 100 by default, each a kernel
+interface on packet sockets: DPDK ports stop at 32 per process in Debian's DPDK). OVS-DPDK runs every scenario: L2 as 1,000 exact dl_dst flows, VXLAN
 with its userspace tunnels (br-int and br-phy, as ../shared/peers does, in a network
 namespace of its own). Writes JSON, a Markdown table (also printed) and an SVG chart.
 
@@ -706,32 +706,31 @@ def provisioning(run, system, n):
     eps = Endpoints(n)
     log = open(run.path(f"{system}-provision.log"), "w")
     try:
-        def af_packet(i):
-            return f"net_af_packet{100 + i},iface={eps.hosts[i][1]}"
+        # Each endpoint is a kernel interface on packet sockets, for both switches: DPDK
+        # ports (net_af_packet) stop at 32 per process in Debian's DPDK. OVS attaches a
+        # veth as a "system" port of its userspace datapath, this switch as a `system:` port.
+        def veth(i):
+            return eps.hosts[i][1]
         if system == "ovs-dpdk":
             p, vsctl, _ = run.ovs_daemons(log)
             run.procs.append(p)
-            # A fresh bridge forwards with its default NORMAL flow. One af_packet queue pair
-            # (more would spread received packets over rx queues OVS does not poll); OVS then
-            # shares the tx queue between its threads.
+            # A fresh bridge forwards with its default NORMAL flow.
             subprocess.run(vsctl + ["add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev",
-                                    "--", "add-port", "br0", "e0", "--", "set", "Interface", "e0", "type=dpdk",
-                                    f"options:dpdk-devargs={af_packet(0)}"], check=True, capture_output=True)
+                                    "--", "add-port", "br0", veth(0)], check=True, capture_output=True)
 
             def attach(i):
-                subprocess.run(vsctl + ["add-port", "br0", f"e{i}", "--", "set", "Interface", f"e{i}", "type=dpdk",
-                                        f"options:dpdk-devargs={af_packet(i)}"], check=True, capture_output=True)
+                subprocess.run(vsctl + ["add-port", "br0", veth(i)], check=True, capture_output=True)
         else:
             cfg = run.path("prov.toml")
             with open(cfg, "w") as f:
-                f.write(run.vswitchd_toml("vsprov", f"spare_ports = {n}", [("e0", 1, af_packet(0))]))
+                f.write(run.vswitchd_toml("vsprov", f"spare_ports = {n}", [("e0", 1, f"system:{veth(0)}")]))
             p = subprocess.Popen(SUT_CORES + [os.path.join(BIN, "vswitchd"), "--config", cfg], stdout=log, stderr=log)
             run.procs.append(p)
             run.wait_api()
 
             def attach(i):
                 subprocess.run([os.path.join(BIN, "vswitchctl"), "--server", run.path("sw.sock"), "add-port",
-                                f"e{i}", str(i + 1), af_packet(i)], check=True, capture_output=True)
+                                f"e{i}", str(i + 1), f"system:{veth(i)}"], check=True, capture_output=True)
         # The system is up with host 0 attached: make sure it forwards before timing.
         time.sleep(1.0)
         t0 = time.monotonic()
@@ -854,8 +853,9 @@ def main():
     ap.add_argument("--retries", type=int, default=1,
                     help="zero-loss search: trials repeated at a rate that lost packets")
     ap.add_argument("--idle-seconds", type=float, default=5.0)
-    ap.add_argument("--endpoints", type=int, default=30,
-                    help="ports provisioned at run time for the provisioning time (DPDK 22.11 allows 32 ports)")
+    ap.add_argument("--endpoints", type=int, default=100,
+                    help="ports provisioned at run time for the provisioning time (kernel interfaces: "
+                         "system: ports of this switch, system ports of OVS)")
     ap.add_argument("--isolate", action="store_true",
                     help="for the run, move every other thread that may use the forwarding core to the "
                          "generator core (as isolcpus would; restored at the end): nothing but the system "
