@@ -52,6 +52,17 @@ fn system_ports_carry_pings_tcp_and_tagged_frames() {
     let after = worker();
     let wakes = |w: &Value| w["interrupt_wakes"].as_u64().unwrap_or(0);
     assert!(wakes(&after) > wakes(&before), "no wake by a socket: {before} then {after}");
+
+    // An interface that goes down leaves an error on its socket until someone reads it: the
+    // idle worker must not wake for it again and again.
+    common::run("ip", &["link", "set", &topo.host(3).veth, "down"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let down = worker();
+    std::thread::sleep(Duration::from_secs(1));
+    let later = worker();
+    assert!(wakes(&later) - wakes(&down) < 20, "woken again and again by a downed interface: {down} then {later}");
+    common::run("ip", &["link", "set", &topo.host(3).veth, "up"]);
+    assert!(topo.ping(1, 3, 3), "ping once the interface is up again");
     let (status, log) = sw.stop();
     assert!(status.success(), "{log}");
 }
@@ -125,6 +136,23 @@ fn a_system_port_with_two_rx_queues_spreads_flows_over_both() {
         .collect();
     assert_eq!(rx.len(), 2, "two rx queues of h1 in:\n{text}");
     assert!(rx.iter().all(|&n| n > 20), "both rx queues took frames: {rx:?}");
+
+    // Frames this host sends out of h1's interface go to host 1, not into the switch: a
+    // fanout group ignores PACKET_IGNORE_OUTGOING, so the rings skip them.
+    let rx_of_h1 = |sw: &Vswitchd| {
+        let h1 = sw.ports_json().into_iter().find(|p| p["name"] == "h1").expect("h1 listed");
+        h1["counters"]["rx_packets"].as_u64().unwrap_or(0)
+    };
+    let before = rx_of_h1(&sw);
+    let script = format!(
+        "import socket; s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(('{}', 0))\n\
+         for i in range(20): s.send(bytes.fromhex('ffffffffffff02000000ee01') + b'\\x88\\xb5' + bytes(50))",
+        topo.host(1).veth
+    );
+    let sent = std::process::Command::new("python3").args(["-c", &script]).output().unwrap();
+    assert!(sent.status.success(), "{}", stderr(&sent));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(rx_of_h1(&sw), before, "frames sent out of h1's interface came in as input");
     let (status, log) = sw.stop();
     assert!(status.success(), "{log}");
 }

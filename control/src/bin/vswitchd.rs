@@ -63,6 +63,7 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 fn main() -> ExitCode {
     // Before any thread starts: threads pick their heap arena on their first allocation.
     let heap_tuned = dataplane::dpdk::tune_heap();
+    dataplane::dpdk::raise_open_file_limit();
     let args = Args::parse();
     let mut config = match Config::from_file(&args.config) {
         Ok(c) => c,

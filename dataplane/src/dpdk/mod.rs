@@ -368,6 +368,26 @@ pub fn warm_heap(bytes: usize) {
     populate(room.spare_capacity_mut());
 }
 
+/// Raises the process's soft limit of open files to its hard limit: each `system:` port
+/// holds a few sockets, and 256 of them pass the usual soft limit of 1024. Returns the limit
+/// now in force.
+pub fn raise_open_file_limit() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit into `lim`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 0;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+        // SAFETY: setrlimit reads one rlimit; raising the soft limit up to the hard one is
+        // always allowed.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return raised.rlim_cur;
+        }
+    }
+    lim.rlim_cur
+}
+
 /// Sets how late the kernel may wake the calling thread from a sleep (its timer slack;
 /// 50 µs by default), so an idle worker's short sleeps stay short. False if refused.
 pub fn set_timer_slack(nanos: u64) -> bool {
@@ -912,7 +932,10 @@ struct SystemPort {
     iface: String,
     ifindex: u32,
     rx: Mutex<Vec<Option<QueueSocket<PacketRing>>>>,
-    tx: Mutex<Vec<Option<QueueSocket<PacketSender>>>>,
+    /// One transmit socket for every worker's tx queue. Held here too, so that it closes
+    /// (which waits for the kernel) when the port goes, not on a worker.
+    tx: Mutex<Option<Arc<PacketSender>>>,
+    tx_taken_counters: Mutex<Vec<Option<Arc<RingCounters>>>>,
     rx_counters: Mutex<Vec<Arc<RingCounters>>>,
     tx_counters: Mutex<Vec<Arc<RingCounters>>>,
     /// Duplicates of the rx sockets, to read the kernel's drop counts from.
@@ -922,8 +945,10 @@ struct SystemPort {
 }
 
 impl SystemPort {
+    /// A sysfs attribute of the interface, found by its index (it may have been renamed).
     fn sysfs(&self, file: &str) -> Option<String> {
-        std::fs::read_to_string(format!("/sys/class/net/{}/{file}", self.iface)).ok().map(|s| s.trim().to_string())
+        let name = packet_socket::interface_name(self.ifindex).unwrap_or_else(|| self.iface.clone());
+        std::fs::read_to_string(format!("/sys/class/net/{name}/{file}")).ok().map(|s| s.trim().to_string())
     }
 }
 
@@ -972,7 +997,7 @@ impl EthPort {
     /// `net_af_packet0,iface=veth0`) and returns its port. A device already probed by the EAL
     /// (PCI devices given with `-a`) is taken as it is.
     pub fn probe(eal: &Arc<Eal>, devargs: &str) -> Result<EthPort, DpdkError> {
-        if let Some(iface) = devargs.strip_prefix(SYSTEM_PORT_PREFIX) {
+        if let Some(iface) = devargs.trim().strip_prefix(SYSTEM_PORT_PREFIX) {
             return Self::open_system(eal, iface.trim());
         }
         let c = CString::new(devargs).map_err(|_| DpdkError::new("devargs contains NUL", 22))?;
@@ -1003,7 +1028,8 @@ impl EthPort {
                     iface: iface.to_string(),
                     ifindex,
                     rx: Mutex::new(Vec::new()),
-                    tx: Mutex::new(Vec::new()),
+                    tx: Mutex::new(None),
+                    tx_taken_counters: Mutex::new(Vec::new()),
                     rx_counters: Mutex::new(Vec::new()),
                     tx_counters: Mutex::new(Vec::new()),
                     rx_sockets: Mutex::new(Vec::new()),
@@ -1016,21 +1042,22 @@ impl EthPort {
     /// Opens a `system:` port's sockets: one receive ring per rx queue (a fanout group when
     /// there are several), one transmit ring per tx queue.
     fn start_system(&self, sp: &SystemPort, setup: &PortSetup, pool: &Arc<Mempool>) -> Result<PortLayout, DpdkError> {
-        // Slots hold frames of the interface's MTU too, if it is larger than the port's:
-        // the kernel would cut those short; they are dropped, counted, either way.
-        let iface_mtu = sp.sysfs("mtu").and_then(|m| m.parse::<u32>().ok()).unwrap_or(0);
-        let frame_bytes = (setup.mtu as u32).max(iface_mtu) + 14 + 8 + 4;
-        let fanout = (setup.rx_queues > 1).then_some((sp.ifindex & 0xffff) as u16);
+        // Slots for frames of the port's MTU (two tags, FCS room): longer ones, which the
+        // switch's buffers are not sized for either, are cut short and counted as errors.
+        let frame_bytes = setup.mtu as u32 + 14 + 8 + 4;
         let mut dups = Vec::new();
         let mut rx = Vec::new();
+        let mut fanout = None;
         for _ in 0..setup.rx_queues {
-            let ring = PacketRing::open_rx(sp.ifindex, setup.rx_descriptors as u32, frame_bytes, fanout)?;
+            let ring = PacketRing::open_rx(sp.ifindex, setup.rx_descriptors as u32, frame_bytes)?;
+            if setup.rx_queues > 1 {
+                fanout = Some(ring.join_fanout(fanout)?);
+            }
             dups.push(ring.duplicate_fd()?);
             rx.push((ring, Arc::new(RingCounters::default())));
         }
-        let tx = (0..setup.tx_queues)
-            .map(|_| Ok((PacketSender::open(sp.ifindex)?, Arc::new(RingCounters::default()))))
-            .collect::<Result<Vec<_>, DpdkError>>()?;
+        let sender = Arc::new(PacketSender::open(sp.ifindex)?);
+        let tx: Vec<_> = (0..setup.tx_queues).map(|_| Arc::new(RingCounters::default())).collect();
         // The next port of this shape takes ready rings.
         let shape = packet_socket::Shape { frames: setup.rx_descriptors as u32, frame_bytes };
         packet_socket::keep_spares(vec![shape; setup.rx_queues as usize]);
@@ -1043,9 +1070,10 @@ impl EthPort {
             rx_interrupts: setup.rx_interrupts,
         };
         *sp.rx_counters.lock().unwrap() = rx.iter().map(|(_, c)| c.clone()).collect();
-        *sp.tx_counters.lock().unwrap() = tx.iter().map(|(_, c)| c.clone()).collect();
+        *sp.tx_counters.lock().unwrap() = tx.clone();
         *sp.rx.lock().unwrap() = rx.into_iter().map(Some).collect();
-        *sp.tx.lock().unwrap() = tx.into_iter().map(Some).collect();
+        *sp.tx.lock().unwrap() = Some(sender);
+        *sp.tx_taken_counters.lock().unwrap() = tx.into_iter().map(Some).collect();
         *sp.rx_sockets.lock().unwrap() = dups;
         let inner = &self.inner;
         *inner.started.lock().unwrap() = true;
@@ -1242,7 +1270,10 @@ impl EthPort {
             return None;
         }
         let system = match &self.inner.system {
-            Some(sp) => Some(sp.tx.lock().unwrap().get_mut(q as usize)?.take()?),
+            Some(sp) => {
+                let counters = sp.tx_taken_counters.lock().unwrap().get_mut(q as usize)?.take()?;
+                Some((sp.tx.lock().unwrap().clone()?, counters))
+            }
             None => None,
         };
         Some(TxQueue { port: self.inner.clone(), queue: q, system, link: LinkGate::new(self.inner.memif) })
@@ -1398,7 +1429,10 @@ impl SystemRx {
         }
         // SAFETY: all-zero is a valid rte_epoll_event (no callback, null data).
         let mut event: Box<sys::rte_epoll_event> = Box::new(unsafe { std::mem::zeroed() });
-        event.epdata.event = libc::EPOLLIN as u32;
+        // Edge-triggered: each frame the kernel queues signals once (a frame that came
+        // before the wait still ends it), and an error (the interface went down) once, not
+        // at every wait until someone reads it.
+        event.epdata.event = (libc::EPOLLIN | libc::EPOLLET) as u32;
         // SAFETY: no arguments; the calling thread's set (created on first use).
         let epfd = unsafe { sys::rte_intr_tls_epfd() };
         // SAFETY: `event` stays at this address until Drop takes it out of the set; the
@@ -1787,7 +1821,7 @@ pub struct TxQueue {
     port: Arc<PortInner>,
     queue: u16,
     /// A `system:` port's transmit ring.
-    system: Option<QueueSocket<PacketSender>>,
+    system: Option<QueueSocket<Arc<PacketSender>>>,
     link: LinkGate,
 }
 

@@ -25,6 +25,8 @@ const MIN_FRAMES: u32 = 64;
 /// Segments of one frame a send takes (longer chains are dropped and counted).
 const TX_SEGMENTS: usize = 4;
 const ETH_P_ALL_BE: u16 = (libc::ETH_P_ALL as u16).to_be();
+/// Where a slot's sockaddr_ll starts: after the header, 16-byte aligned.
+const SLOT_ADDRESS: usize = std::mem::size_of::<libc::tpacket2_hdr>().next_multiple_of(16);
 /// DPDK's "no port" value, for the `port` field of mbufs these rings fill.
 const NO_ETHDEV: u16 = u16::MAX;
 
@@ -37,6 +39,19 @@ pub(super) fn interface_index(iface: &str) -> Result<u32, DpdkError> {
         return Err(DpdkError::new(format!("no network interface named '{iface}'"), -libc::ENODEV));
     }
     Ok(index)
+}
+
+/// The interface's name now, from its index.
+pub(super) fn interface_name(ifindex: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: the buffer has IF_NAMESIZE bytes, as if_indextoname needs; it writes a
+    // NUL-terminated name into it or returns NULL.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated string.
+    Some(unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
 }
 
 /// Ring geometry for frames of up to `frame_bytes` (Ethernet header and tags included).
@@ -83,52 +98,76 @@ pub(super) struct Shape {
     pub frame_bytes: u32,
 }
 
-/// Receive rings made ahead of need, unbound (see the module's notes).
-static SPARES: std::sync::Mutex<Vec<(Shape, PacketRing)>> = std::sync::Mutex::new(Vec::new());
-/// A thread is making spares.
-static REFILLING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-/// Rings of a refill are in [`SPARES`].
+/// Receive rings made ahead of need, unbound (see the module's notes), and the shapes a
+/// refill is making.
+struct Pool {
+    spares: Vec<(Shape, PacketRing)>,
+    refilling: Vec<Shape>,
+}
+
+static POOL: std::sync::Mutex<Pool> = std::sync::Mutex::new(Pool { spares: Vec::new(), refilling: Vec::new() });
+/// A ring joined the spares, or a refill ended.
 static REFILLED: std::sync::Condvar = std::sync::Condvar::new();
 /// Longest wait for a running refill.
 const REFILL_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 /// Ports' worth of rings kept ready.
 const SPARE_PORTS: usize = 2;
 
+fn pool() -> std::sync::MutexGuard<'static, Pool> {
+    POOL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Ends a refill, also when it panics: waiters stop waiting for it.
+struct RefillDone;
+
+impl Drop for RefillDone {
+    fn drop(&mut self) {
+        pool().refilling.clear();
+        REFILLED.notify_all();
+    }
+}
+
 /// Keeps [`SPARE_PORTS`] ports' worth of `rings` (the shapes one port took) ready, made on a
 /// thread of their own; spares of other shapes go (the last port added sets the shape).
 pub(super) fn keep_spares(rings: Vec<Shape>) {
-    if rings.is_empty() {
+    let (missing, stale) = {
+        let mut pool = pool();
+        if rings.is_empty() || !pool.refilling.is_empty() {
+            return; // a running refill keeps what the port before needed: close enough
+        }
+        let (keep, stale): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut pool.spares).into_iter().partition(|(s, _)| rings.contains(s));
+        pool.spares = keep;
+        let mut missing = Vec::new();
+        for shape in rings.iter().copied() {
+            let want = rings.iter().filter(|s| **s == shape).count() * SPARE_PORTS;
+            let have = pool.spares.iter().filter(|(s, _)| *s == shape).count()
+                + missing.iter().filter(|s| **s == shape).count();
+            missing.extend(std::iter::repeat_n(shape, want.saturating_sub(have)));
+        }
+        pool.refilling = missing.clone();
+        (missing, stale)
+    };
+    if missing.is_empty() && stale.is_empty() {
+        pool().refilling.clear();
         return;
     }
-    if REFILLING.swap(true, Ordering::AcqRel) {
-        return; // the running refill keeps what the last port needed; close enough
-    }
     let spawned = std::thread::Builder::new().name("vswitchd-spares".into()).spawn(move || {
-        let missing: Vec<Shape> = {
-            let mut spares = SPARES.lock().unwrap_or_else(|e| e.into_inner());
-            spares.retain(|(s, _)| rings.contains(s));
-            let mut missing = Vec::new();
-            for shape in rings.iter().copied() {
-                let want = rings.iter().filter(|s| **s == shape).count() * SPARE_PORTS;
-                let have = spares.iter().filter(|(s, _)| *s == shape).count()
-                    + missing.iter().filter(|s| **s == shape).count();
-                missing.extend(std::iter::repeat_n(shape, want.saturating_sub(have)));
-            }
-            missing
-        };
+        let _done = RefillDone;
+        drop(stale); // closing waits for the kernel too: here, with no lock held
         for shape in missing {
-            // One at a time, in the spares as each is ready: the kernel's waits do not overlap.
+            // One at a time, each in the pool as soon as it is ready.
             let Ok(ring) = PacketRing::make(shape) else { break };
-            SPARES.lock().unwrap_or_else(|e| e.into_inner()).push((shape, ring));
+            let mut pool = pool();
+            pool.spares.push((shape, ring));
+            if let Some(i) = pool.refilling.iter().position(|s| *s == shape) {
+                pool.refilling.swap_remove(i);
+            }
             REFILLED.notify_all();
         }
-        let _spares = SPARES.lock().unwrap_or_else(|e| e.into_inner());
-        REFILLING.store(false, Ordering::Release);
-        REFILLED.notify_all();
     });
     if spawned.is_err() {
-        REFILLING.store(false, Ordering::Release);
-        REFILLED.notify_all();
+        drop(RefillDone);
     }
 }
 
@@ -201,8 +240,8 @@ unsafe impl Send for PacketRing {}
 
 impl PacketRing {
     /// A receive socket on interface `ifindex` for frames of up to `frame_bytes`, in
-    /// promiscuous mode; with `fanout`, one of a group sharing the interface's traffic.
-    pub fn open_rx(ifindex: u32, frames: u32, frame_bytes: u32, fanout: Option<u16>) -> Result<PacketRing, DpdkError> {
+    /// promiscuous mode.
+    pub fn open_rx(ifindex: u32, frames: u32, frame_bytes: u32) -> Result<PacketRing, DpdkError> {
         let ring = Self::unbound(Shape { frames, frame_bytes })?;
         // Bound once the ring exists: from here on the kernel delivers frames into it.
         ring.bind(ifindex, ETH_P_ALL_BE)?;
@@ -213,27 +252,51 @@ impl PacketRing {
             mr_address: [0; 8],
         };
         set_option(&ring.fd, libc::PACKET_ADD_MEMBERSHIP, &promisc, "promiscuous mode")?;
-        if let Some(id) = fanout {
-            let arg = id as u32 | (libc::PACKET_FANOUT_HASH << 16);
-            set_option(&ring.fd, libc::PACKET_FANOUT, &arg, "PACKET_FANOUT")?;
-        }
         Ok(ring)
+    }
+
+    /// Joins fanout group `id` (frames spread over its sockets by flow hash), or with None a
+    /// new group whose id the kernel picks (ids are shared by the whole network namespace, so
+    /// one of ours could be another program's). Returns the group's id.
+    pub fn join_fanout(&self, id: Option<u16>) -> Result<u16, DpdkError> {
+        const PACKET_FANOUT_FLAG_UNIQUEID: u32 = 0x2000;
+        let arg = match id {
+            Some(id) => id as u32 | (libc::PACKET_FANOUT_HASH << 16),
+            None => (libc::PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_UNIQUEID) << 16,
+        };
+        set_option(&self.fd, libc::PACKET_FANOUT, &arg, "PACKET_FANOUT")?;
+        let mut got = 0u32;
+        let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
+        // SAFETY: `got` and `len` are valid out-values of the sizes given.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_FANOUT,
+                &mut got as *mut u32 as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(last_error("read the PACKET_FANOUT group".into()));
+        }
+        Ok(got as u16)
     }
 
     /// A socket with its ring, bound to no interface: a spare one if there is one of this
     /// shape, else made now.
     fn unbound(shape: Shape) -> Result<PacketRing, DpdkError> {
         let spare = {
-            let mut spares = SPARES.lock().unwrap_or_else(|e| e.into_inner());
-            // A spare being made is ready sooner than a ring started now.
+            let mut pool = pool();
+            // A spare of this shape being made is ready sooner than a ring started now.
             let since = std::time::Instant::now();
-            while !spares.iter().any(|(s, _)| *s == shape)
-                && REFILLING.load(Ordering::Acquire)
+            while !pool.spares.iter().any(|(s, _)| *s == shape)
+                && pool.refilling.contains(&shape)
                 && since.elapsed() < REFILL_WAIT
             {
-                spares = REFILLED.wait_timeout(spares, REFILL_WAIT).unwrap_or_else(|e| e.into_inner()).0;
+                pool = REFILLED.wait_timeout(pool, REFILL_WAIT).unwrap_or_else(|e| e.into_inner()).0;
             }
-            spares.iter().position(|(s, _)| *s == shape).map(|i| spares.swap_remove(i).1)
+            pool.spares.iter().position(|(s, _)| *s == shape).map(|i| pool.spares.swap_remove(i).1)
         };
         match spare {
             Some(ring) => Ok(ring),
@@ -328,25 +391,29 @@ impl PacketRing {
         for _ in 0..ready {
             let (hdr, status) = self.slot(self.head);
             // SAFETY: the slot is the reader's (TP_STATUS_USER, seen with Acquire) until its
-            // status goes back to the kernel below; tp_mac and tp_snaplen describe bytes
-            // inside the slot.
-            let (frame, vlan) = unsafe {
-                let h = &*hdr;
-                let frame =
-                    std::slice::from_raw_parts((hdr as *const u8).add(h.tp_mac as usize), h.tp_snaplen as usize);
+            // status goes back to the kernel below. Its fields are read through the pointer
+            // (the status word is also an atomic), and the frame is taken only if tp_mac and
+            // tp_snaplen keep it inside the slot; the sockaddr_ll follows the header.
+            let (frame, vlan, outgoing) = unsafe {
+                let (mac, snaplen, len) = ((*hdr).tp_mac as usize, (*hdr).tp_snaplen as usize, (*hdr).tp_len as usize);
                 let st = status.load(Ordering::Relaxed);
                 let vlan = (st & libc::TP_STATUS_VLAN_VALID != 0).then(|| {
-                    let tpid = if st & libc::TP_STATUS_VLAN_TPID_VALID != 0 { h.tp_vlan_tpid } else { 0x8100 };
-                    (tpid, h.tp_vlan_tci)
+                    let tpid = if st & libc::TP_STATUS_VLAN_TPID_VALID != 0 { (*hdr).tp_vlan_tpid } else { 0x8100 };
+                    (tpid, (*hdr).tp_vlan_tci)
                 });
-                if h.tp_snaplen < h.tp_len || frame.len() < 14 {
+                let addr = (hdr as *const u8).add(SLOT_ADDRESS) as *const libc::sockaddr_ll;
+                let outgoing = (*addr).sll_pkttype == libc::PACKET_OUTGOING;
+                if snaplen < len || snaplen < 14 || mac + snaplen > self.frame_size || outgoing {
                     status.store(libc::TP_STATUS_KERNEL, Ordering::Release);
                     self.head = (self.head + 1) % self.frames;
-                    RingCounters::add(&counters.errors, 1);
+                    if !outgoing {
+                        RingCounters::add(&counters.errors, 1);
+                    }
                     continue;
                 }
-                (frame, vlan)
+                (std::slice::from_raw_parts((hdr as *const u8).add(mac), snaplen), vlan, outgoing)
             };
+            debug_assert!(!outgoing);
             let m = out[kept];
             let len = frame.len() + if vlan.is_some() { 4 } else { 0 };
             // SAFETY: `m` is a fresh single-segment mbuf we own, with buf_len bytes of buffer
@@ -396,8 +463,9 @@ impl PacketRing {
     }
 }
 
-/// A transmit socket: sends bursts of mbufs with `sendmmsg`, no ring. Bound with protocol
-/// 0, it receives nothing: the kernel copies no frames to it.
+/// A port's transmit socket, shared by its workers' tx queues (the kernel serialises
+/// sends on it): bursts of mbufs go with `sendmmsg`, no ring. Bound with protocol 0, it
+/// receives nothing: the kernel copies no frames to it.
 pub(super) struct PacketSender {
     fd: OwnedFd,
 }
@@ -413,10 +481,11 @@ impl PacketSender {
     }
 
     /// Sends `burst` in one system call, as DPDK's af_packet driver makes one per burst.
-    /// Sent mbufs are freed and leave the burst; those the kernel had no room for stay in
-    /// it, at the front. A frame the kernel refuses (too long, a chain of more than
-    /// [`TX_SEGMENTS`] segments) is dropped and counted.
-    pub fn tx_burst(&mut self, burst: &mut MbufBurst, counters: &RingCounters) -> usize {
+    /// Returns how many went. Sent mbufs are freed and leave the burst; those the kernel had
+    /// no room for, or could not send because the interface is down or gone, stay in it, at
+    /// the front. A frame the kernel refuses on its own (longer than the interface takes, a
+    /// chain of more than [`TX_SEGMENTS`] segments) is freed and counted as an error.
+    pub fn tx_burst(&self, burst: &mut MbufBurst, counters: &RingCounters) -> usize {
         if burst.len == 0 {
             return 0;
         }
@@ -468,13 +537,16 @@ impl PacketSender {
                 done += k;
                 continue;
             }
-            let err = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-            if err == libc::EAGAIN || err == libc::ENOBUFS || err == libc::EINTR {
-                break; // no room now: the rest stay in the burst
+            match std::io::Error::last_os_error().raw_os_error().unwrap_or(0) {
+                // This frame is refused for good: the others may go.
+                libc::EINVAL | libc::EMSGSIZE => {
+                    RingCounters::add(&counters.errors, 1);
+                    done += 1;
+                }
+                // No room now, or no interface: the rest stay in the burst (the caller
+                // counts them as not taken), one system call for all of them.
+                _ => break,
             }
-            // This frame is refused for good (too long, no segments, the interface gone).
-            RingCounters::add(&counters.errors, 1);
-            done += 1;
         }
         if done > 0 {
             // SAFETY: ptrs[..done] are owned mbufs the kernel has copied (or refused).
@@ -484,7 +556,7 @@ impl PacketSender {
         }
         RingCounters::add(&counters.packets, sent);
         RingCounters::add(&counters.bytes, sent_bytes);
-        done
+        sent as usize
     }
 }
 
@@ -512,9 +584,12 @@ pub(super) fn take_drops(fd: &OwnedFd) -> u64 {
 
 impl Drop for PacketRing {
     fn drop(&mut self) {
+        // The system call itself, not this process's munmap (which waits for every poller
+        // inside a poll section, for DPDK's memif): only the ring's owner ever reads it, and
+        // a worker dropping a removed port's queue is inside its own section.
         // SAFETY: unmaps exactly the ring mapped in `open`; no slot reference outlives the
-        // &mut borrows of rx_burst/tx_burst. The socket closes after (OwnedFd).
-        unsafe { libc::munmap(self.base.as_ptr() as *mut libc::c_void, self.map_len) };
+        // &mut borrow of rx_burst. The socket closes after (OwnedFd).
+        unsafe { libc::syscall(libc::SYS_munmap, self.base.as_ptr(), self.map_len) };
     }
 }
 
