@@ -924,24 +924,28 @@ impl PortInner {
     }
 }
 
-/// A `system:` queue's socket and its counters.
-type QueueSocket<S> = (S, Arc<RingCounters>);
-
-/// A `system:` port: its interface and, once set up, its sockets until queues take them.
+/// A `system:` port: its interface and, once set up, its sockets.
 struct SystemPort {
     iface: String,
     ifindex: u32,
-    rx: Mutex<Vec<Option<QueueSocket<PacketRing>>>>,
-    /// One transmit socket for every worker's tx queue. Held here too, so that it closes
-    /// (which waits for the kernel) when the port goes, not on a worker.
-    tx: Mutex<Option<Arc<PacketSender>>>,
-    tx_taken_counters: Mutex<Vec<Option<Arc<RingCounters>>>>,
-    rx_counters: Mutex<Vec<Arc<RingCounters>>>,
-    tx_counters: Mutex<Vec<Arc<RingCounters>>>,
-    /// Duplicates of the rx sockets, to read the kernel's drop counts from.
-    rx_sockets: Mutex<Vec<std::os::fd::OwnedFd>>,
+    sockets: Mutex<SystemSockets>,
     /// Frames the kernel dropped for want of a free rx slot, as read so far.
     rx_missed: AtomicU64,
+}
+
+/// What [`EthPort::setup_and_start`] opens for a `system:` port.
+#[derive(Default)]
+struct SystemSockets {
+    /// Receive rings until their rx queues take them.
+    rx: Vec<Option<PacketRing>>,
+    /// Duplicates of the rx sockets, to read the kernel's drop counts from; they also keep
+    /// the sockets open until the port goes, so a worker dropping a queue does not wait for
+    /// the kernel to close one.
+    rx_fds: Vec<std::os::fd::OwnedFd>,
+    /// One transmit socket for every worker's tx queue (held here too, for the same reason).
+    tx: Option<Arc<PacketSender>>,
+    rx_counters: Vec<Arc<RingCounters>>,
+    tx_counters: Vec<Arc<RingCounters>>,
 }
 
 impl SystemPort {
@@ -1027,12 +1031,7 @@ impl EthPort {
                 Some(SystemPort {
                     iface: iface.to_string(),
                     ifindex,
-                    rx: Mutex::new(Vec::new()),
-                    tx: Mutex::new(None),
-                    tx_taken_counters: Mutex::new(Vec::new()),
-                    rx_counters: Mutex::new(Vec::new()),
-                    tx_counters: Mutex::new(Vec::new()),
-                    rx_sockets: Mutex::new(Vec::new()),
+                    sockets: Mutex::default(),
                     rx_missed: AtomicU64::new(0),
                 }),
             )),
@@ -1040,41 +1039,35 @@ impl EthPort {
     }
 
     /// Opens a `system:` port's sockets: one receive ring per rx queue (a fanout group when
-    /// there are several), one transmit ring per tx queue.
+    /// there are several), one transmit socket for all tx queues.
     fn start_system(&self, sp: &SystemPort, setup: &PortSetup, pool: &Arc<Mempool>) -> Result<PortLayout, DpdkError> {
         // Slots for frames of the port's MTU (two tags, FCS room): longer ones, which the
         // switch's buffers are not sized for either, are cut short and counted as errors.
-        let frame_bytes = setup.mtu as u32 + 14 + 8 + 4;
-        let mut dups = Vec::new();
-        let mut rx = Vec::new();
+        let shape = packet_socket::Shape { frames: setup.rx_descriptors as u32, frame_bytes: setup.mtu as u32 + 26 };
+        let mut sockets = SystemSockets::default();
         let mut fanout = None;
         for _ in 0..setup.rx_queues {
-            let ring = PacketRing::open_rx(sp.ifindex, setup.rx_descriptors as u32, frame_bytes)?;
+            let ring = PacketRing::open_rx(sp.ifindex, shape)?;
             if setup.rx_queues > 1 {
                 fanout = Some(ring.join_fanout(fanout)?);
             }
-            dups.push(ring.duplicate_fd()?);
-            rx.push((ring, Arc::new(RingCounters::default())));
+            sockets.rx_fds.push(ring.duplicate_fd()?);
+            sockets.rx.push(Some(ring));
+            sockets.rx_counters.push(Arc::default());
         }
-        let sender = Arc::new(PacketSender::open(sp.ifindex)?);
-        let tx: Vec<_> = (0..setup.tx_queues).map(|_| Arc::new(RingCounters::default())).collect();
+        sockets.tx = Some(Arc::new(PacketSender::open(sp.ifindex)?));
+        sockets.tx_counters = (0..setup.tx_queues).map(|_| Arc::default()).collect();
         // The next port of this shape takes ready rings.
-        let shape = packet_socket::Shape { frames: setup.rx_descriptors as u32, frame_bytes };
-        packet_socket::keep_spares(vec![shape; setup.rx_queues as usize]);
+        packet_socket::keep_spares(shape, setup.rx_queues as usize);
         let layout = PortLayout {
-            rx_descriptors: rx.first().map_or(0, |(r, _)| r.frames() as u16),
+            rx_descriptors: sockets.rx.iter().flatten().next().map_or(0, |r| r.frames() as u16),
             // Frames go straight from mbufs to the kernel: no descriptors of the port's own.
             tx_descriptors: 0,
             rss: setup.rx_queues > 1,
             // A socket's readiness wakes an epoll wait: always there.
             rx_interrupts: setup.rx_interrupts,
         };
-        *sp.rx_counters.lock().unwrap() = rx.iter().map(|(_, c)| c.clone()).collect();
-        *sp.tx_counters.lock().unwrap() = tx.clone();
-        *sp.rx.lock().unwrap() = rx.into_iter().map(Some).collect();
-        *sp.tx.lock().unwrap() = Some(sender);
-        *sp.tx_taken_counters.lock().unwrap() = tx.into_iter().map(Some).collect();
-        *sp.rx_sockets.lock().unwrap() = dups;
+        *sp.sockets.lock().unwrap() = sockets;
         let inner = &self.inner;
         *inner.started.lock().unwrap() = true;
         *inner.rx_taken.lock().unwrap() = vec![false; setup.rx_queues as usize];
@@ -1248,7 +1241,9 @@ impl EthPort {
         }
         let system = match &self.inner.system {
             Some(sp) => {
-                let (ring, counters) = sp.rx.lock().unwrap().get_mut(q as usize)?.take()?;
+                let mut sockets = sp.sockets.lock().unwrap();
+                let ring = sockets.rx.get_mut(q as usize)?.take()?;
+                let counters = sockets.rx_counters[q as usize].clone();
                 let pool = self.inner.pool.lock().unwrap().clone()?;
                 Some(SystemRx { ring, counters, pool, wake: None })
             }
@@ -1271,8 +1266,8 @@ impl EthPort {
         }
         let system = match &self.inner.system {
             Some(sp) => {
-                let counters = sp.tx_taken_counters.lock().unwrap().get_mut(q as usize)?.take()?;
-                Some((sp.tx.lock().unwrap().clone()?, counters))
+                let sockets = sp.sockets.lock().unwrap();
+                Some((sockets.tx.clone()?, sockets.tx_counters.get(q as usize)?.clone()))
             }
             None => None,
         };
@@ -1456,13 +1451,13 @@ impl Drop for SystemRx {
 
 impl SystemPort {
     fn stats(&self) -> EthStats {
-        let sum = |v: &Mutex<Vec<Arc<RingCounters>>>, f: fn(&RingCounters) -> &AtomicU64| -> u64 {
-            v.lock().unwrap().iter().map(|c| f(c).load(Ordering::Relaxed)).sum()
+        let sockets = self.sockets.lock().unwrap();
+        let (rx, tx) = (&sockets.rx_counters, &sockets.tx_counters);
+        let sum = |v: &[Arc<RingCounters>], f: fn(&RingCounters) -> &AtomicU64| -> u64 {
+            v.iter().map(|c| f(c).load(Ordering::Relaxed)).sum()
         };
-        let drops: u64 = self.rx_sockets.lock().unwrap().iter().map(packet_socket::take_drops).sum();
+        let drops: u64 = sockets.rx_fds.iter().map(packet_socket::take_drops).sum();
         let missed = self.rx_missed.fetch_add(drops, Ordering::Relaxed) + drops;
-        let rx = self.rx_counters.lock().unwrap();
-        let tx = self.tx_counters.lock().unwrap();
         let queues = (0..rx.len().max(tx.len()).min(sys::RTE_ETHDEV_QUEUE_STAT_CNTRS as usize))
             .map(|q| QueueStats {
                 rx_packets: rx.get(q).map_or(0, |c| c.packets.load(Ordering::Relaxed)),
@@ -1472,16 +1467,15 @@ impl SystemPort {
                 rx_errors: rx.get(q).map_or(0, |c| c.errors.load(Ordering::Relaxed)),
             })
             .collect();
-        drop((rx, tx));
         EthStats {
-            ipackets: sum(&self.rx_counters, |c| &c.packets),
-            opackets: sum(&self.tx_counters, |c| &c.packets),
-            ibytes: sum(&self.rx_counters, |c| &c.bytes),
-            obytes: sum(&self.tx_counters, |c| &c.bytes),
+            ipackets: sum(rx, |c| &c.packets),
+            opackets: sum(tx, |c| &c.packets),
+            ibytes: sum(rx, |c| &c.bytes),
+            obytes: sum(tx, |c| &c.bytes),
             imissed: missed,
-            ierrors: sum(&self.rx_counters, |c| &c.errors),
-            oerrors: sum(&self.tx_counters, |c| &c.errors),
-            rx_nombuf: sum(&self.rx_counters, |c| &c.no_mbuf),
+            ierrors: sum(rx, |c| &c.errors),
+            oerrors: sum(tx, |c| &c.errors),
+            rx_nombuf: sum(rx, |c| &c.no_mbuf),
             queues,
         }
     }
@@ -1821,7 +1815,7 @@ pub struct TxQueue {
     port: Arc<PortInner>,
     queue: u16,
     /// A `system:` port's transmit ring.
-    system: Option<QueueSocket<Arc<PacketSender>>>,
+    system: Option<(Arc<PacketSender>, Arc<RingCounters>)>,
     link: LinkGate,
 }
 

@@ -4,7 +4,7 @@
 //!
 //! Each rx queue is a socket with a TPACKET_V2 receive ring (several rx queues share the
 //! interface's traffic by flow hash, a fanout group), copied into mbufs as DPDK's af_packet
-//! driver copies. Each tx queue is a socket of its own without a ring: a burst goes in one
+//! driver copies. A port's tx queues share one socket without a ring: a burst goes in one
 //! `sendmmsg` straight from the mbufs (the kernel copies once; a transmit ring would take a
 //! copy more and the same one system call per burst).
 //!
@@ -19,6 +19,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::{sys, DpdkError, MbufBurst, Mempool, BURST};
+use crate::stats::bump;
 
 /// Fewest slots of an rx ring (a port's rx descriptors give the number).
 const MIN_FRAMES: u32 = 64;
@@ -98,14 +99,14 @@ pub(super) struct Shape {
     pub frame_bytes: u32,
 }
 
-/// Receive rings made ahead of need, unbound (see the module's notes), and the shapes a
-/// refill is making.
+/// Receive rings made ahead of need, unbound (see the module's notes), all of one shape,
+/// and whether a refill is making more.
 struct Pool {
     spares: Vec<(Shape, PacketRing)>,
-    refilling: Vec<Shape>,
+    refilling: Option<Shape>,
 }
 
-static POOL: std::sync::Mutex<Pool> = std::sync::Mutex::new(Pool { spares: Vec::new(), refilling: Vec::new() });
+static POOL: std::sync::Mutex<Pool> = std::sync::Mutex::new(Pool { spares: Vec::new(), refilling: None });
 /// A ring joined the spares, or a refill ended.
 static REFILLED: std::sync::Condvar = std::sync::Condvar::new();
 /// Longest wait for a running refill.
@@ -122,47 +123,36 @@ struct RefillDone;
 
 impl Drop for RefillDone {
     fn drop(&mut self) {
-        pool().refilling.clear();
+        pool().refilling = None;
         REFILLED.notify_all();
     }
 }
 
-/// Keeps [`SPARE_PORTS`] ports' worth of `rings` (the shapes one port took) ready, made on a
-/// thread of their own; spares of other shapes go (the last port added sets the shape).
-pub(super) fn keep_spares(rings: Vec<Shape>) {
+/// Keeps [`SPARE_PORTS`] ports' worth of rings of `shape` ready (`per_port` each), made on a
+/// thread of their own; spares of another shape go (the last port added sets the shape).
+pub(super) fn keep_spares(shape: Shape, per_port: usize) {
     let (missing, stale) = {
         let mut pool = pool();
-        if rings.is_empty() || !pool.refilling.is_empty() {
+        if pool.refilling.is_some() {
             return; // a running refill keeps what the port before needed: close enough
         }
         let (keep, stale): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut pool.spares).into_iter().partition(|(s, _)| rings.contains(s));
+            std::mem::take(&mut pool.spares).into_iter().partition(|(s, _)| *s == shape);
         pool.spares = keep;
-        let mut missing = Vec::new();
-        for shape in rings.iter().copied() {
-            let want = rings.iter().filter(|s| **s == shape).count() * SPARE_PORTS;
-            let have = pool.spares.iter().filter(|(s, _)| *s == shape).count()
-                + missing.iter().filter(|s| **s == shape).count();
-            missing.extend(std::iter::repeat_n(shape, want.saturating_sub(have)));
+        let missing = (per_port * SPARE_PORTS).saturating_sub(pool.spares.len());
+        if missing == 0 && stale.is_empty() {
+            return;
         }
-        pool.refilling = missing.clone();
+        pool.refilling = Some(shape);
         (missing, stale)
     };
-    if missing.is_empty() && stale.is_empty() {
-        pool().refilling.clear();
-        return;
-    }
     let spawned = std::thread::Builder::new().name("vswitchd-spares".into()).spawn(move || {
         let _done = RefillDone;
         drop(stale); // closing waits for the kernel too: here, with no lock held
-        for shape in missing {
+        for _ in 0..missing {
             // One at a time, each in the pool as soon as it is ready.
             let Ok(ring) = PacketRing::make(shape) else { break };
-            let mut pool = pool();
-            pool.spares.push((shape, ring));
-            if let Some(i) = pool.refilling.iter().position(|s| *s == shape) {
-                pool.refilling.swap_remove(i);
-            }
+            pool().spares.push((shape, ring));
             REFILLED.notify_all();
         }
     });
@@ -215,14 +205,6 @@ pub(super) struct RingCounters {
     pub no_mbuf: AtomicU64,
 }
 
-impl RingCounters {
-    #[inline(always)]
-    fn add(counter: &AtomicU64, n: u64) {
-        // One writer: a load and a store, no locked instruction.
-        counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
-    }
-}
-
 /// A packet socket and its mapped receive ring. Closed and unmapped on drop.
 pub(super) struct PacketRing {
     fd: OwnedFd,
@@ -239,12 +221,11 @@ pub(super) struct PacketRing {
 unsafe impl Send for PacketRing {}
 
 impl PacketRing {
-    /// A receive socket on interface `ifindex` for frames of up to `frame_bytes`, in
-    /// promiscuous mode.
-    pub fn open_rx(ifindex: u32, frames: u32, frame_bytes: u32) -> Result<PacketRing, DpdkError> {
-        let ring = Self::unbound(Shape { frames, frame_bytes })?;
+    /// A receive socket on interface `ifindex` with a ring of `shape`, in promiscuous mode.
+    pub fn open_rx(ifindex: u32, shape: Shape) -> Result<PacketRing, DpdkError> {
+        let ring = Self::unbound(shape)?;
         // Bound once the ring exists: from here on the kernel delivers frames into it.
-        ring.bind(ifindex, ETH_P_ALL_BE)?;
+        bind(&ring.fd, ifindex, ETH_P_ALL_BE)?;
         let promisc = libc::packet_mreq {
             mr_ifindex: ifindex as i32,
             mr_type: libc::PACKET_MR_PROMISC as u16,
@@ -291,7 +272,7 @@ impl PacketRing {
             // A spare of this shape being made is ready sooner than a ring started now.
             let since = std::time::Instant::now();
             while !pool.spares.iter().any(|(s, _)| *s == shape)
-                && pool.refilling.contains(&shape)
+                && pool.refilling == Some(shape)
                 && since.elapsed() < REFILL_WAIT
             {
                 pool = REFILLED.wait_timeout(pool, REFILL_WAIT).unwrap_or_else(|e| e.into_inner()).0;
@@ -305,16 +286,16 @@ impl PacketRing {
     }
 
     fn make(shape: Shape) -> Result<PacketRing, DpdkError> {
-        let ring = Self::open(shape.frames, shape.frame_bytes)?;
+        let ring = Self::open(shape)?;
         // Frames this host sends out of the interface (the switch's own, too) are not input.
         set_option(&ring.fd, libc::PACKET_IGNORE_OUTGOING, &1i32, "PACKET_IGNORE_OUTGOING")?;
         Ok(ring)
     }
 
-    fn open(frames: u32, frame_bytes: u32) -> Result<PacketRing, DpdkError> {
+    fn open(shape: Shape) -> Result<PacketRing, DpdkError> {
         let fd = packet_socket()?;
         set_option(&fd, libc::PACKET_VERSION, &(libc::tpacket_versions::TPACKET_V2 as i32), "TPACKET_V2")?;
-        let req = geometry(frames, frame_bytes);
+        let req = geometry(shape.frames, shape.frame_bytes);
         set_option(&fd, libc::PACKET_RX_RING, &req, "receive ring")?;
         let map_len = req.tp_block_size as usize * req.tp_block_nr as usize;
         // SAFETY: maps the ring the kernel just allocated for this socket; nothing else maps
@@ -341,10 +322,6 @@ impl PacketRing {
             frames: req.tp_frame_nr as usize,
             head: 0,
         })
-    }
-
-    fn bind(&self, ifindex: u32, protocol_be: u16) -> Result<(), DpdkError> {
-        bind(&self.fd, ifindex, protocol_be)
     }
 
     pub fn raw_fd(&self) -> i32 {
@@ -384,83 +361,102 @@ impl PacketRing {
         // SAFETY: the pool is alive and `out` has room for `ready` pointers; on success each
         // is a fresh mbuf we own, on failure none is taken.
         if unsafe { sys::rte_pktmbuf_alloc_bulk(pool.ptr.as_ptr(), out.as_mut_ptr(), ready as u32) } != 0 {
-            RingCounters::add(&counters.no_mbuf, 1);
+            bump(&counters.no_mbuf, 1);
             return 0;
         }
         let (mut kept, mut bytes) = (0, 0u64);
         for _ in 0..ready {
             let (hdr, status) = self.slot(self.head);
-            // SAFETY: the slot is the reader's (TP_STATUS_USER, seen with Acquire) until its
-            // status goes back to the kernel below. Its fields are read through the pointer
-            // (the status word is also an atomic), and the frame is taken only if tp_mac and
-            // tp_snaplen keep it inside the slot; the sockaddr_ll follows the header.
-            let (frame, vlan, outgoing) = unsafe {
-                let (mac, snaplen, len) = ((*hdr).tp_mac as usize, (*hdr).tp_snaplen as usize, (*hdr).tp_len as usize);
-                let st = status.load(Ordering::Relaxed);
-                let vlan = (st & libc::TP_STATUS_VLAN_VALID != 0).then(|| {
-                    let tpid = if st & libc::TP_STATUS_VLAN_TPID_VALID != 0 { (*hdr).tp_vlan_tpid } else { 0x8100 };
-                    (tpid, (*hdr).tp_vlan_tci)
-                });
-                let addr = (hdr as *const u8).add(SLOT_ADDRESS) as *const libc::sockaddr_ll;
-                let outgoing = (*addr).sll_pkttype == libc::PACKET_OUTGOING;
-                if snaplen < len || snaplen < 14 || mac + snaplen > self.frame_size || outgoing {
-                    status.store(libc::TP_STATUS_KERNEL, Ordering::Release);
-                    self.head = (self.head + 1) % self.frames;
-                    if !outgoing {
-                        RingCounters::add(&counters.errors, 1);
-                    }
-                    continue;
-                }
-                (std::slice::from_raw_parts((hdr as *const u8).add(mac), snaplen), vlan, outgoing)
-            };
-            debug_assert!(!outgoing);
-            let m = out[kept];
-            let len = frame.len() + if vlan.is_some() { 4 } else { 0 };
-            // SAFETY: `m` is a fresh single-segment mbuf we own, with buf_len bytes of buffer
-            // of which data_off are headroom; the copy below is checked to fit them. The
-            // slot's bytes are ours until its status goes back to the kernel.
-            unsafe {
-                let mb = &mut *m;
-                if mb.data_off as usize + len > mb.buf_len as usize {
-                    // Larger than the pool's buffers (the interface's MTU above the port's).
-                    status.store(libc::TP_STATUS_KERNEL, Ordering::Release);
-                    self.head = (self.head + 1) % self.frames;
-                    RingCounters::add(&counters.errors, 1);
-                    continue;
-                }
-                let dst = (mb.buf_addr as *mut u8).add(mb.data_off as usize);
-                match vlan {
-                    None => std::ptr::copy_nonoverlapping(frame.as_ptr(), dst, frame.len()),
-                    Some((tpid, tci)) => {
-                        std::ptr::copy_nonoverlapping(frame.as_ptr(), dst, 12);
-                        std::ptr::copy_nonoverlapping(tpid.to_be_bytes().as_ptr(), dst.add(12), 2);
-                        std::ptr::copy_nonoverlapping(tci.to_be_bytes().as_ptr(), dst.add(14), 2);
-                        std::ptr::copy_nonoverlapping(frame.as_ptr().add(12), dst.add(16), frame.len() - 12);
-                    }
-                }
-                mb.data_len = len as u16;
-                mb.pkt_len = len as u32;
-                mb.port = NO_ETHDEV;
-            }
+            // SAFETY: the kernel handed this slot over (TP_STATUS_USER, seen with Acquire) and
+            // takes it back only with the store below; out[kept] is a fresh mbuf allocated
+            // above, not yet given to the burst.
+            let copied = unsafe { self.copy_slot(hdr, status.load(Ordering::Relaxed), out[kept]) };
             status.store(libc::TP_STATUS_KERNEL, Ordering::Release);
             self.head = (self.head + 1) % self.frames;
-            kept += 1;
-            bytes += len as u64;
+            match copied {
+                Slot::Copied(len) => {
+                    kept += 1;
+                    bytes += len as u64;
+                }
+                Slot::Outgoing => {}
+                Slot::Unfit => bump(&counters.errors, 1),
+            }
         }
         if kept < ready {
             // SAFETY: the mbufs past `kept` were allocated above and hold nothing.
             unsafe { sys::rte_pktmbuf_free_bulk(out[kept..].as_mut_ptr(), (ready - kept) as u32) };
         }
         burst.len += kept;
-        RingCounters::add(&counters.packets, kept as u64);
-        RingCounters::add(&counters.bytes, bytes);
+        bump(&counters.packets, kept as u64);
+        bump(&counters.bytes, bytes);
         kept
+    }
+
+    /// Copies the frame of slot `hdr` (its status word `status`) into the fresh mbuf `m`,
+    /// with the VLAN tag the kernel took off put back.
+    ///
+    /// # Safety
+    ///
+    /// `hdr` is a slot of this ring that the kernel handed over (TP_STATUS_USER) and `m` a
+    /// fresh single-segment mbuf the caller owns.
+    #[inline(always)]
+    unsafe fn copy_slot(&self, hdr: *const libc::tpacket2_hdr, status: u32, m: *mut sys::rte_mbuf) -> Slot {
+        // SAFETY: per the contract, the slot's bytes (frame_size of them) are ours to read; the
+        // frame is taken only if tp_mac and tp_snaplen keep it inside them, and it is copied
+        // only if it fits the mbuf's buffer (buf_len bytes, data_off of them headroom).
+        unsafe {
+            let (mac, snaplen, len) = ((*hdr).tp_mac as usize, (*hdr).tp_snaplen as usize, (*hdr).tp_len as usize);
+            let addr = (hdr as *const u8).add(SLOT_ADDRESS) as *const libc::sockaddr_ll;
+            if (*addr).sll_pkttype == libc::PACKET_OUTGOING {
+                return Slot::Outgoing;
+            }
+            let vlan = (status & libc::TP_STATUS_VLAN_VALID != 0).then(|| {
+                let tpid = if status & libc::TP_STATUS_VLAN_TPID_VALID != 0 { (*hdr).tp_vlan_tpid } else { 0x8100 };
+                (tpid, (*hdr).tp_vlan_tci)
+            });
+            let out_len = snaplen + if vlan.is_some() { 4 } else { 0 };
+            let mb = &mut *m;
+            // Cut short by the slot, a runt, or longer than the pool's buffers (a slot,
+            // rounded up to a power of two, holds more than the port's MTU).
+            if snaplen < len
+                || snaplen < 14
+                || mac + snaplen > self.frame_size
+                || mb.data_off as usize + out_len > mb.buf_len as usize
+            {
+                return Slot::Unfit;
+            }
+            let src = (hdr as *const u8).add(mac);
+            let dst = (mb.buf_addr as *mut u8).add(mb.data_off as usize);
+            match vlan {
+                None => std::ptr::copy_nonoverlapping(src, dst, snaplen),
+                Some((tpid, tci)) => {
+                    std::ptr::copy_nonoverlapping(src, dst, 12);
+                    std::ptr::copy_nonoverlapping(tpid.to_be_bytes().as_ptr(), dst.add(12), 2);
+                    std::ptr::copy_nonoverlapping(tci.to_be_bytes().as_ptr(), dst.add(14), 2);
+                    std::ptr::copy_nonoverlapping(src.add(12), dst.add(16), snaplen - 12);
+                }
+            }
+            mb.data_len = out_len as u16;
+            mb.pkt_len = out_len as u32;
+            mb.port = NO_ETHDEV;
+            Slot::Copied(out_len)
+        }
     }
 
     /// Slots in the ring.
     pub fn frames(&self) -> usize {
         self.frames
     }
+}
+
+/// What became of a received slot.
+enum Slot {
+    /// Copied into the mbuf: this many bytes.
+    Copied(usize),
+    /// Sent out of the interface by this host: not input.
+    Outgoing,
+    /// Not taken, counted as an error (see [`PacketRing::copy_slot`]).
+    Unfit,
 }
 
 /// A port's transmit socket, shared by its workers' tx queues (the kernel serialises
@@ -540,7 +536,7 @@ impl PacketSender {
             match std::io::Error::last_os_error().raw_os_error().unwrap_or(0) {
                 // This frame is refused for good: the others may go.
                 libc::EINVAL | libc::EMSGSIZE => {
-                    RingCounters::add(&counters.errors, 1);
+                    bump(&counters.errors, 1);
                     done += 1;
                 }
                 // No room now, or no interface: the rest stay in the burst (the caller
@@ -554,8 +550,8 @@ impl PacketSender {
             burst.ptrs.copy_within(done..burst.len, 0);
             burst.len -= done;
         }
-        RingCounters::add(&counters.packets, sent);
-        RingCounters::add(&counters.bytes, sent_bytes);
+        bump(&counters.packets, sent);
+        bump(&counters.bytes, sent_bytes);
         sent as usize
     }
 }
