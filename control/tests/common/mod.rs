@@ -207,6 +207,14 @@ impl Topology {
 
     /// [`Topology::sniff`] counting only frames tagged `vlan` ("none": untagged ones).
     pub fn sniff_vlan(&self, on: usize, marker: &str, seconds: f64, vlan: Option<&str>) -> Sniffer {
+        match vlan {
+            Some(v) => self.sniff_with(on, marker, seconds, &["--vlan", v]),
+            None => self.sniff_with(on, marker, seconds, &[]),
+        }
+    }
+
+    /// [`Topology::sniff`] with more of `frames.py sniff`'s options.
+    pub fn sniff_with(&self, on: usize, marker: &str, seconds: f64, options: &[&str]) -> Sniffer {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.host(on).ns, "python3", &helper("frames.py"), "sniff"]).args([
             "--iface",
@@ -216,9 +224,7 @@ impl Topology {
             "--seconds",
             &seconds.to_string(),
         ]);
-        if let Some(v) = vlan {
-            cmd.args(["--vlan", v]);
-        }
+        cmd.args(options);
         let mut child = cmd.stdout(Stdio::piped()).spawn().expect("start sniffer");
         let mut out = BufReader::new(child.stdout.take().expect("piped"));
         let mut line = String::new();
@@ -497,6 +503,54 @@ pub fn in_netns<T: Send + 'static>(
 /// A tokio runtime for gRPC calls from synchronous tests.
 pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+}
+
+/// Sends `count` UDP datagrams of `size` bytes (each numbered, the rest a pattern) from
+/// namespace `client_ns` to a receiver in `server_ns` bound to `server`, 1 ms apart. Returns
+/// how many distinct datagrams arrived intact. The receiving kernel drops a datagram whose
+/// checksum is wrong, so this counts only those a checksum let through.
+pub fn udp_datagrams(
+    client_ns: PathBuf,
+    server_ns: PathBuf,
+    server: std::net::SocketAddrV4,
+    count: u16,
+    size: usize,
+) -> usize {
+    use std::net::UdpSocket;
+    let datagram = move |i: u16| -> Vec<u8> {
+        let mut d: Vec<u8> = (0..size).map(|b| (b as u8).wrapping_mul(31).wrapping_add(i as u8)).collect();
+        d[..2].copy_from_slice(&i.to_be_bytes());
+        d
+    };
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let receiver = in_netns(server_ns, move || {
+        let sock = UdpSocket::bind(server).expect("bind");
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        ready_tx.send(()).unwrap();
+        let mut seen = vec![false; count as usize];
+        let mut buf = vec![0u8; size + 1];
+        while let Ok(n) = sock.recv(&mut buf) {
+            let i = u16::from_be_bytes([buf[0], buf[1]]);
+            if n == size && i < count && buf[..n] == datagram(i)[..] {
+                seen[i as usize] = true;
+            }
+            if seen.iter().all(|&s| s) {
+                break;
+            }
+        }
+        seen.iter().filter(|&&s| s).count()
+    });
+    ready_rx.recv().unwrap();
+    in_netns(client_ns, move || {
+        let sock = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        for i in 0..count {
+            sock.send_to(&datagram(i), server).expect("send");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    })
+    .join()
+    .expect("sender");
+    receiver.join().expect("receiver")
 }
 
 /// Sends `size` bytes of reproducible pseudo-random data over TCP from a client in namespace
