@@ -172,14 +172,15 @@ fn checksums_a_sender_left_to_offload_are_filled_in() {
     assert!(topo.ping(1, 2, 2), "ping h1 -> h2");
 
     let server = std::net::SocketAddrV4::new(topo.host(2).ip, 5400);
+    // Without the checksums filled in, none would arrive; a few may be lost on a busy host.
     let got = udp_datagrams(topo.netns_path(1), topo.netns_path(2), server, 50, 1000);
-    assert_eq!(got, 50, "UDP datagrams with checksums left to offload arrived intact");
+    assert!(got >= 45, "UDP datagrams with checksums left to offload arrived intact: {got} of 50");
 
     // The same from a raw socket, untagged and on VLAN 100, whose tag the kernel hands apart
     // from the frame: the checksum's start moves by the tag the switch puts back.
     let frames = common::helper("frames.py");
     for (vlan, marker) in [(None, "c5c5c5c5"), (Some("100"), "c5c5c5c6")] {
-        let sniffer = topo.sniff_with(2, marker, 1.5, &["--udp-checksum"]);
+        let sniffer = topo.sniff_with(2, marker, 1.5, &["--udp-checksum", "--vlan", vlan.unwrap_or("none")]);
         let mut send = vec!["python3", &frames, "send", "--iface", "eth0", "--dst", &topo.host(2).mac];
         send.extend(["--src", &topo.host(1).mac, "--marker", marker, "--count", "10", "--partial-udp"]);
         if let Some(v) = vlan {

@@ -8,10 +8,13 @@
 //! `sendmmsg` straight from the mbufs (the kernel copies once; a transmit ring would take a
 //! copy more and the same one system call per burst).
 //!
-//! Frames come with the kernel's `virtio_net_hdr` (PACKET_VNET_HDR): a frame whose sender
-//! left its checksum to offload (a veth with tx checksumming on, the default) gets it filled
-//! in here, so UDP and TCP from such an interface arrive intact. TSO super-frames (longer
-//! than a slot) are still cut short and counted as errors: a sender must not use TSO.
+//! A frame whose sender left its TCP or UDP checksum to offload (a veth with tx checksumming
+//! on, the default; the kernel marks it TP_STATUS_CSUMNOTREADY) gets it filled in here, so
+//! UDP and TCP from such an interface arrive intact. The checksum is found by parsing, not
+//! from a `virtio_net_hdr` (PACKET_VNET_HDR): on a TPACKET_V2 ring, one frame the kernel
+//! cannot describe in that header (an SCTP GSO frame) leaves its slot owned and stops the
+//! ring for good. TSO super-frames (longer than a slot) are cut short and counted as
+//! errors: a sender must not use TSO.
 //!
 //! Setting up a ring makes the kernel wait for an RCU grace period (10-30 ms on a VM, one
 //! after another); binding a socket that has one does not. So receive rings are made ahead
@@ -36,10 +39,6 @@ const ETH_P_ALL_BE: u16 = (libc::ETH_P_ALL as u16).to_be();
 const SLOT_ADDRESS: usize = std::mem::size_of::<libc::tpacket2_hdr>().next_multiple_of(16);
 /// DPDK's "no port" value, for the `port` field of mbufs these rings fill.
 const NO_ETHDEV: u16 = u16::MAX;
-/// `struct virtio_net_hdr`, which the kernel puts just before each frame in the ring.
-const VNET_HDR_LEN: usize = 10;
-/// Its `flags` bit for "checksum left to be completed from csum_start".
-const VNET_HDR_F_NEEDS_CSUM: u8 = 1;
 
 /// The interface index of `iface`, or why there is none.
 pub(super) fn interface_index(iface: &str) -> Result<u32, DpdkError> {
@@ -69,8 +68,7 @@ pub(super) fn interface_name(ifindex: u32) -> Option<String> {
 fn geometry(frames: u32, frame_bytes: u32) -> libc::tpacket_req {
     // The kernel puts a frame's data 16-byte aligned after its header and a sockaddr_ll;
     // a power of two keeps whole frames in each page-sized (or larger) block.
-    let frame_size =
-        (frame_bytes + 2 * libc::TPACKET2_HDRLEN as u32 + 16 + VNET_HDR_LEN as u32).next_power_of_two().max(2048);
+    let frame_size = (frame_bytes + 2 * libc::TPACKET2_HDRLEN as u32 + 16).next_power_of_two().max(2048);
     let block_size = frame_size.max(4096);
     let per_block = block_size / frame_size;
     let blocks = frames.max(MIN_FRAMES).div_ceil(per_block);
@@ -306,8 +304,6 @@ impl PacketRing {
     fn open(shape: Shape) -> Result<PacketRing, DpdkError> {
         let fd = packet_socket()?;
         set_option(&fd, libc::PACKET_VERSION, &(libc::tpacket_versions::TPACKET_V2 as i32), "TPACKET_V2")?;
-        // Before the ring: the kernel refuses it on a socket that has one.
-        set_option(&fd, libc::PACKET_VNET_HDR, &1i32, "PACKET_VNET_HDR")?;
         let req = geometry(shape.frames, shape.frame_bytes);
         set_option(&fd, libc::PACKET_RX_RING, &req, "receive ring")?;
         let map_len = req.tp_block_size as usize * req.tp_block_nr as usize;
@@ -416,10 +412,9 @@ impl PacketRing {
     #[inline(always)]
     unsafe fn copy_slot(&self, hdr: *const libc::tpacket2_hdr, status: u32, m: *mut sys::rte_mbuf) -> Slot {
         // SAFETY: per the contract, the slot's bytes (frame_size of them) are ours to read; the
-        // frame is taken only if tp_mac and tp_snaplen keep it inside them, with the vnet
-        // header before it past the slot's header and address, and it is copied only if it
-        // fits the mbuf's buffer (buf_len bytes, data_off of them headroom), which the slice
-        // written last covers.
+        // frame is taken only if tp_mac and tp_snaplen keep it inside them, and it is copied
+        // only if it fits the mbuf's buffer (buf_len bytes, data_off of them headroom), which
+        // the slice written last covers.
         unsafe {
             let (mac, snaplen, len) = ((*hdr).tp_mac as usize, (*hdr).tp_snaplen as usize, (*hdr).tp_len as usize);
             let addr = (hdr as *const u8).add(SLOT_ADDRESS) as *const libc::sockaddr_ll;
@@ -430,14 +425,12 @@ impl PacketRing {
                 let tpid = if status & libc::TP_STATUS_VLAN_TPID_VALID != 0 { (*hdr).tp_vlan_tpid } else { 0x8100 };
                 (tpid, (*hdr).tp_vlan_tci)
             });
-            let tag_len = if vlan.is_some() { 4 } else { 0 };
-            let out_len = snaplen + tag_len;
+            let out_len = snaplen + if vlan.is_some() { 4 } else { 0 };
             let mb = &mut *m;
             // Cut short by the slot, a runt, or longer than the pool's buffers (a slot,
             // rounded up to a power of two, holds more than the port's MTU).
             if snaplen < len
                 || snaplen < 14
-                || mac < SLOT_ADDRESS + std::mem::size_of::<libc::sockaddr_ll>() + VNET_HDR_LEN
                 || mac + snaplen > self.frame_size
                 || mb.data_off as usize + out_len > mb.buf_len as usize
             {
@@ -454,15 +447,10 @@ impl PacketRing {
                     std::ptr::copy_nonoverlapping(src.add(12), dst.add(16), snaplen - 12);
                 }
             }
-            let vnet = std::slice::from_raw_parts((hdr as *const u8).add(mac - VNET_HDR_LEN), VNET_HDR_LEN);
-            if vnet[0] & VNET_HDR_F_NEEDS_CSUM != 0 {
-                // The header's fields are in host order (legacy virtio, as packet sockets use it);
-                // csum_start counts from the frame as the kernel holds it, without the tag.
-                let start = u16::from_ne_bytes([vnet[6], vnet[7]]) as usize + tag_len;
-                let offset = u16::from_ne_bytes([vnet[8], vnet[9]]) as usize;
-                if !checksum::complete_partial(std::slice::from_raw_parts_mut(dst, out_len), start, offset) {
-                    return Slot::Unfit;
-                }
+            if status & libc::TP_STATUS_CSUMNOTREADY != 0
+                && !checksum::complete_offloaded_l4(std::slice::from_raw_parts_mut(dst, out_len))
+            {
+                return Slot::Unfit;
             }
             mb.data_len = out_len as u16;
             mb.pkt_len = out_len as u32;

@@ -53,6 +53,46 @@ pub fn update32(check: u16, old: u32, new: u32) -> u16 {
     update16(c, old as u16, new as u16)
 }
 
+/// [`complete_partial`] for a frame whose TCP or UDP checksum its sender left to offload,
+/// found by parsing: Ethernet, up to two VLAN tags, IPv4 or IPv6 (a TCP or UDP header right
+/// after the fixed one), summed to the end of the IP packet (not of Ethernet padding).
+/// Other frames (SCTP, whose offloaded checksum is a CRC; IPv6 extension headers) are left
+/// as they are. False, changing nothing, if the IP header points past the frame.
+pub fn complete_offloaded_l4(frame: &mut [u8]) -> bool {
+    const TCP: u8 = 6;
+    const UDP: u8 = 17;
+    let be16 = |f: &[u8], at: usize| f.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    let mut at = 12;
+    let mut ethertype = be16(frame, at);
+    for _ in 0..2 {
+        if matches!(ethertype, Some(0x8100 | 0x88a8)) {
+            at += 4;
+            ethertype = be16(frame, at);
+        }
+    }
+    let ip = at + 2;
+    let (protocol, l4, end) = match ethertype {
+        Some(0x0800) if frame.len() >= ip + 20 => {
+            let header = (frame[ip] & 0x0f) as usize * 4;
+            let total = be16(frame, ip + 2).unwrap_or(0) as usize;
+            if header < 20 || total < header {
+                return false;
+            }
+            (frame[ip + 9], ip + header, ip + total)
+        }
+        Some(0x86dd) if frame.len() >= ip + 40 => {
+            (frame[ip + 6], ip + 40, ip + 40 + be16(frame, ip + 4).unwrap_or(0) as usize)
+        }
+        _ => return true,
+    };
+    let offset = match protocol {
+        TCP => 16,
+        UDP => 6,
+        _ => return true,
+    };
+    end <= frame.len() && complete_partial(&mut frame[..end], l4, offset)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +164,97 @@ mod tests {
         assert!(!complete_partial(&mut frame, 34, 11));
         assert!(!complete_partial(&mut frame, usize::MAX, 6));
         assert_eq!(frame, before);
+    }
+
+    /// An Ethernet frame with `tags` VLAN tags carrying `l4` (protocol `protocol`) over IPv4
+    /// or IPv6, its checksum field at `field` holding the pseudo-header's sum as a sender
+    /// with offload leaves it, and `padding` zero bytes after the IP packet. Returns the
+    /// frame, where the L4 header starts, and the pseudo-header.
+    fn offloaded(
+        tags: usize,
+        v6: bool,
+        protocol: u8,
+        mut l4: Vec<u8>,
+        field: usize,
+        padding: usize,
+    ) -> (Vec<u8>, usize, Vec<u8>) {
+        let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
+        for i in 0..tags {
+            f.extend_from_slice(&[if i == 0 { 0x88 } else { 0x81 }, if i == 0 { 0xa8 } else { 0x00 }, 0, 100]);
+        }
+        let len = l4.len() as u16;
+        let mut pseudo = Vec::new();
+        if v6 {
+            f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+            f.extend_from_slice(&len.to_be_bytes());
+            f.extend_from_slice(&[protocol, 64]);
+            let (src, dst) = ([0xfdu8; 16], [0xfeu8; 16]);
+            f.extend_from_slice(&src);
+            f.extend_from_slice(&dst);
+            pseudo.extend_from_slice(&src);
+            pseudo.extend_from_slice(&dst);
+            pseudo.extend_from_slice(&(len as u32).to_be_bytes());
+            pseudo.extend_from_slice(&[0, 0, 0, protocol]);
+        } else {
+            f.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
+            f.extend_from_slice(&(20 + len).to_be_bytes());
+            f.extend_from_slice(&[0, 0, 0, 0, 64, protocol, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+            pseudo.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2, 0, protocol]);
+            pseudo.extend_from_slice(&len.to_be_bytes());
+        }
+        l4[field..field + 2].copy_from_slice(&sum(&pseudo).to_be_bytes());
+        let at = f.len();
+        f.extend_from_slice(&l4);
+        f.resize(f.len() + padding, 0);
+        (f, at, pseudo)
+    }
+
+    /// Whether the L4 bytes `l4` verify against `pseudo`.
+    fn verifies(pseudo: &[u8], l4: &[u8]) -> bool {
+        let mut all = pseudo.to_vec();
+        all.extend_from_slice(l4);
+        checksum(&all) == 0
+    }
+
+    #[test]
+    fn completes_offloaded_tcp_and_udp_checksums_found_by_parsing() {
+        let udp = [&[0x03, 0xe8, 0x07, 0xd0, 0x00, 0x0d, 0, 0][..], b"hello"].concat();
+        let tcp = [&[0u8; 16][..], &[0, 0, 0, 0], b"payload"].concat();
+        for (protocol, l4, field) in [(17u8, udp, 6), (6, tcp, 16)] {
+            for (tags, v6, padding) in [(0, false, 0), (1, false, 7), (2, false, 0), (0, true, 3), (1, true, 0)] {
+                let what = format!("protocol {protocol}, {tags} tags, IPv6 {v6}, {padding} bytes of padding");
+                let (mut f, at, pseudo) = offloaded(tags, v6, protocol, l4.clone(), field, padding);
+                assert!(!verifies(&pseudo, &f[at..at + l4.len()]), "{what}: not yet complete");
+                assert!(complete_offloaded_l4(&mut f), "{what}");
+                assert!(verifies(&pseudo, &f[at..at + l4.len()]), "{what}: completed, padding not summed");
+            }
+        }
+    }
+
+    #[test]
+    fn leaves_other_frames_alone_and_refuses_an_ip_length_past_the_frame() {
+        // SCTP's offloaded checksum is a CRC32c: not ours to fill in.
+        let (mut sctp, _, _) = offloaded(0, false, 132, vec![0u8; 16], 8, 0);
+        let before = sctp.clone();
+        assert!(complete_offloaded_l4(&mut sctp));
+        assert_eq!(sctp, before);
+        let mut arp = vec![0u8; 60];
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        let before = arp.clone();
+        assert!(complete_offloaded_l4(&mut arp));
+        assert_eq!(arp, before);
+        // An IPv4 total length longer than the frame, or shorter than its header.
+        let udp = vec![0, 1, 0, 2, 0, 8, 0, 0];
+        let (mut long, _, _) = offloaded(0, false, 17, udp.clone(), 6, 0);
+        long[16..18].copy_from_slice(&200u16.to_be_bytes());
+        let before = long.clone();
+        assert!(!complete_offloaded_l4(&mut long));
+        assert_eq!(long, before);
+        let (mut short, _, _) = offloaded(0, false, 17, udp, 6, 0);
+        short[16..18].copy_from_slice(&10u16.to_be_bytes());
+        assert!(!complete_offloaded_l4(&mut short));
+        // A frame cut inside its headers.
+        assert!(complete_offloaded_l4(&mut [0x08, 0x00][..].repeat(8)));
     }
 
     #[test]
