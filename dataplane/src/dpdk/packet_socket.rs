@@ -10,10 +10,11 @@
 //!
 //! A frame whose sender left its TCP or UDP checksum to offload (a veth with tx checksumming
 //! on, the default; the kernel marks it TP_STATUS_CSUMNOTREADY) gets it filled in here, so
-//! UDP and TCP from such an interface arrive intact. The checksum is found by parsing, not
-//! from a `virtio_net_hdr` (PACKET_VNET_HDR): on a TPACKET_V2 ring, one frame the kernel
-//! cannot describe in that header (an SCTP GSO frame) leaves its slot owned and stops the
-//! ring for good. TSO super-frames (longer than a slot) are cut short and counted as
+//! UDP and TCP from such an interface arrive intact. The checksum is found as the flow key
+//! finds the L4 header (`flow::edit::complete_offloaded_checksum`), not from a
+//! `virtio_net_hdr` (PACKET_VNET_HDR): on a TPACKET_V2 ring, one frame the kernel cannot
+//! describe in that header (an SCTP GSO frame) leaves its slot owned and stops the ring for
+//! good. TSO super-frames (longer than a slot) are cut short and counted as
 //! errors: a sender must not use TSO.
 //!
 //! Setting up a ring makes the kernel wait for an RCU grace period (10-30 ms on a VM, one
@@ -27,8 +28,8 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::{sys, DpdkError, MbufBurst, Mempool, BURST};
+use crate::flow::edit::complete_offloaded_checksum;
 use crate::stats::bump;
-use crate::wire::checksum;
 
 /// Fewest slots of an rx ring (a port's rx descriptors give the number).
 const MIN_FRAMES: u32 = 64;
@@ -448,7 +449,7 @@ impl PacketRing {
                 }
             }
             if status & libc::TP_STATUS_CSUMNOTREADY != 0
-                && !checksum::complete_offloaded_l4(std::slice::from_raw_parts_mut(dst, out_len))
+                && !complete_offloaded_checksum(std::slice::from_raw_parts_mut(dst, out_len))
             {
                 return Slot::Unfit;
             }

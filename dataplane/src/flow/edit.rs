@@ -3,9 +3,9 @@
 //! are updated incrementally (a UDP checksum of zero, "none", stays zero).
 
 use super::compiled::Op;
-use super::key::{ethertype, Layout};
+use super::key::{ethertype, extract_key, ipproto, slot, Depth, Layout};
 use crate::stats::DropReason;
-use crate::wire::checksum::{update16, update32};
+use crate::wire::checksum::{complete_partial, update16, update32};
 
 /// A frame that can grow and shrink at the front.
 pub trait FrameBuf {
@@ -73,6 +73,30 @@ fn l4_checksum_at(b: &[u8], layout: &Layout) -> Option<usize> {
         17 if b.len() >= l4 + 8 && get16(b, l4 + 6) != 0 => Some(l4 + 6),
         _ => None,
     }
+}
+
+/// Fills in the TCP or UDP checksum a sender left to offload (Linux's CHECKSUM_PARTIAL, as
+/// a veth with tx checksumming hands frames on: the field holds the pseudo-header's sum),
+/// finding the L4 header as the flow key does (up to two VLAN tags, IPv4, or IPv6 and its
+/// extension headers) and summing to the end of the IP packet, not of Ethernet padding.
+/// Other protocols (SCTP, whose offloaded checksum is a CRC) are left as they are. False,
+/// changing nothing, if the headers do not parse or the IP length points past the frame.
+pub fn complete_offloaded_checksum(frame: &mut [u8]) -> bool {
+    let Ok((key, layout)) = extract_key(frame, 0, Depth::L4) else { return false };
+    let offset = match slot::IP_PROTO.get(&key) as u8 {
+        ipproto::TCP => 16,
+        ipproto::UDP => 6,
+        _ => return true,
+    };
+    if layout.l4 == 0 {
+        return true; // a later fragment: the checksum is in the first
+    }
+    let l3 = layout.l3 as usize;
+    let end = match slot::ETH_TYPE.get(&key) as u16 {
+        ethertype::IPV4 => l3 + get16(frame, l3 + 2) as usize,
+        _ => l3 + 40 + get16(frame, l3 + 4) as usize, // IPv6: the fixed header, then its payload
+    };
+    end <= frame.len() && complete_partial(&mut frame[..end], layout.l4 as usize, offset)
 }
 
 fn fix_l4(b: &mut [u8], at: Option<usize>, old: u32, new: u32, width32: bool) {
@@ -226,7 +250,116 @@ fn push_vlan<F: FrameBuf>(f: &mut F, layout: &mut Layout, tpid: u16, tci: u16) -
 mod tests {
     use super::*;
     use crate::flow::key::{extract, slot, Depth, FlowKey};
-    use crate::wire::checksum::checksum;
+    use crate::wire::checksum::{checksum, sum};
+
+    /// An Ethernet frame with `tags` VLAN tags carrying `l4` (protocol `protocol`) over IPv4
+    /// or IPv6, its checksum field at `field` holding the pseudo-header's sum as a sender
+    /// with offload leaves it, and `padding` zero bytes after the IP packet. Returns the
+    /// frame, where the L4 header starts, and the pseudo-header.
+    fn offloaded(
+        tags: usize,
+        v6: bool,
+        protocol: u8,
+        mut l4: Vec<u8>,
+        field: usize,
+        padding: usize,
+    ) -> (Vec<u8>, usize, Vec<u8>) {
+        let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
+        for i in 0..tags {
+            f.extend_from_slice(&[if i == 0 { 0x88 } else { 0x81 }, if i == 0 { 0xa8 } else { 0x00 }, 0, 100]);
+        }
+        let len = l4.len() as u16;
+        let mut pseudo = Vec::new();
+        if v6 {
+            f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+            f.extend_from_slice(&len.to_be_bytes());
+            f.extend_from_slice(&[protocol, 64]);
+            let (src, dst) = ([0xfdu8; 16], [0xfeu8; 16]);
+            f.extend_from_slice(&src);
+            f.extend_from_slice(&dst);
+            pseudo.extend_from_slice(&src);
+            pseudo.extend_from_slice(&dst);
+            pseudo.extend_from_slice(&(len as u32).to_be_bytes());
+            pseudo.extend_from_slice(&[0, 0, 0, protocol]);
+        } else {
+            f.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
+            f.extend_from_slice(&(20 + len).to_be_bytes());
+            f.extend_from_slice(&[0, 0, 0, 0, 64, protocol, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+            pseudo.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2, 0, protocol]);
+            pseudo.extend_from_slice(&len.to_be_bytes());
+        }
+        l4[field..field + 2].copy_from_slice(&sum(&pseudo).to_be_bytes());
+        let at = f.len();
+        f.extend_from_slice(&l4);
+        f.resize(f.len() + padding, 0);
+        (f, at, pseudo)
+    }
+
+    /// Whether the L4 bytes `l4` verify against `pseudo`.
+    fn verifies(pseudo: &[u8], l4: &[u8]) -> bool {
+        let mut all = pseudo.to_vec();
+        all.extend_from_slice(l4);
+        checksum(&all) == 0
+    }
+
+    #[test]
+    fn completes_offloaded_tcp_and_udp_checksums_found_by_parsing() {
+        let udp = [&[0x03, 0xe8, 0x07, 0xd0, 0x00, 0x0d, 0, 0][..], b"hello"].concat();
+        let tcp = [&[0u8; 16][..], &[0, 0, 0, 0], b"payload"].concat();
+        for (protocol, l4, field) in [(17u8, udp, 6), (6, tcp, 16)] {
+            for (tags, v6, padding) in [(0, false, 0), (1, false, 7), (2, false, 0), (0, true, 3), (1, true, 0)] {
+                let what = format!("protocol {protocol}, {tags} tags, IPv6 {v6}, {padding} bytes of padding");
+                let (mut f, at, pseudo) = offloaded(tags, v6, protocol, l4.clone(), field, padding);
+                assert!(!verifies(&pseudo, &f[at..at + l4.len()]), "{what}: not yet complete");
+                assert!(complete_offloaded_checksum(&mut f), "{what}");
+                assert!(verifies(&pseudo, &f[at..at + l4.len()]), "{what}: completed, padding not summed");
+            }
+        }
+    }
+
+    #[test]
+    fn completes_udp_behind_an_ipv6_extension_header() {
+        // IPv6 with an 8-byte hop-by-hop header, then UDP: the L4 header is found past it.
+        let udp = [&[0x03, 0xe8, 0x07, 0xd0, 0x00, 0x0d, 0, 0][..], b"hello"].concat();
+        let (mut f, at, pseudo) = offloaded(0, true, 0, udp.clone(), 6, 0);
+        // `offloaded` put UDP right after the fixed header with next header 0 (hop-by-hop):
+        // insert the extension header, naming UDP, and count it in the payload length.
+        f.splice(at..at, [17u8, 0, 1, 4, 0, 0, 0, 0]);
+        f[18..20].copy_from_slice(&((udp.len() + 8) as u16).to_be_bytes());
+        let mut pseudo = pseudo;
+        let n = pseudo.len();
+        pseudo[n - 1] = 17; // the pseudo-header names the upper layer, UDP
+                            // The field held the sum of a pseudo-header naming protocol 0: make it UDP's.
+        f[at + 8 + 6..at + 8 + 8].copy_from_slice(&sum(&pseudo).to_be_bytes());
+        assert!(complete_offloaded_checksum(&mut f));
+        assert!(verifies(&pseudo, &f[at + 8..at + 8 + udp.len()]));
+    }
+
+    #[test]
+    fn leaves_other_frames_alone_and_refuses_an_ip_length_past_the_frame() {
+        // SCTP's offloaded checksum is a CRC32c: not ours to fill in.
+        let (mut sctp, _, _) = offloaded(0, false, 132, vec![0u8; 16], 8, 0);
+        let before = sctp.clone();
+        assert!(complete_offloaded_checksum(&mut sctp));
+        assert_eq!(sctp, before);
+        let mut arp = vec![0u8; 60];
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        let before = arp.clone();
+        assert!(complete_offloaded_checksum(&mut arp));
+        assert_eq!(arp, before);
+        // An IPv4 total length longer than the frame, or shorter than its header.
+        let udp = vec![0, 1, 0, 2, 0, 8, 0, 0];
+        let (mut long, _, _) = offloaded(0, false, 17, udp.clone(), 6, 0);
+        long[16..18].copy_from_slice(&200u16.to_be_bytes());
+        let before = long.clone();
+        assert!(!complete_offloaded_checksum(&mut long));
+        assert_eq!(long, before);
+        let (mut short, _, _) = offloaded(0, false, 17, udp, 6, 0);
+        short[16..18].copy_from_slice(&10u16.to_be_bytes());
+        assert!(!complete_offloaded_checksum(&mut short));
+        // A frame cut inside its IPv4 header does not parse: refused, as the runt it is.
+        assert!(!complete_offloaded_checksum(&mut [0x08, 0x00][..].repeat(8)));
+    }
 
     /// Ethernet / IPv4 / UDP 10.0.0.1:1000 -> 10.0.0.2:53 with correct checksums.
     fn udp_frame() -> Vec<u8> {
