@@ -239,6 +239,33 @@ pub fn hugepage_state(size: u64) -> HugepageState {
     HugepageState { total: read("nr_hugepages"), free: read("free_hugepages"), mounted }
 }
 
+/// The kernel's transparent huge page mode for shared memory: memfd, which a memif peer's
+/// regions are in unless it runs zero-copy.
+pub const SHMEM_THP_PATH: &str = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
+
+/// The mode in force in a `transparent_hugepage` setting's line: the bracketed word of
+/// `always within_size advise [never] deny force`.
+pub fn active_thp_mode(line: &str) -> Option<&str> {
+    line.split_whitespace().find_map(|w| w.strip_prefix('[')?.strip_suffix(']'))
+}
+
+/// Why a memif peer's buffers will sit on 4 KiB pages, given the shared-memory THP line, or
+/// None where the kernel puts them on huge pages. A copy-mode memif region is a memfd that
+/// DPDK and VPP create without `MADV_HUGEPAGE`, so only `always`, `within_size` and
+/// `force` give it huge pages. On 4 KiB pages a lone packet after a pause misses the TLB on
+/// its ring slot and buffer: about 40 µs on a VM here (`bench/README.md`).
+pub fn memif_small_pages_reason(shmem_thp_line: &str) -> Option<String> {
+    let mode = active_thp_mode(shmem_thp_line)?;
+    if matches!(mode, "always" | "within_size" | "force") {
+        return None;
+    }
+    Some(format!(
+        "memif peers' buffers are on 4 KiB pages ({SHMEM_THP_PATH} is {mode}): the first packet after a pause \
+         takes tens of µs longer; `echo within_size > {SHMEM_THP_PATH}` puts them on huge pages, or run the \
+         peers' memif in zero-copy mode"
+    ))
+}
+
 /// Not enough hugepages for a plan: the message says how many and how to get them.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
@@ -390,5 +417,29 @@ mod tests {
         std::fs::write(&path, b"not a pcap").unwrap();
         assert_eq!(count_pcap_packets(&path), None);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_bracketed_word_is_the_thp_mode_in_force() {
+        assert_eq!(active_thp_mode("always within_size advise [never] deny force\n"), Some("never"));
+        assert_eq!(active_thp_mode("[always] madvise never"), Some("always"));
+        assert_eq!(active_thp_mode("always within_size advise never"), None);
+        assert_eq!(active_thp_mode(""), None);
+    }
+
+    #[test]
+    fn memif_buffers_are_on_small_pages_unless_shmem_thp_covers_memfd() {
+        for mode in ["never", "deny", "advise"] {
+            let line = "always within_size advise never deny force".replace(mode, &format!("[{mode}]"));
+            let reason = memif_small_pages_reason(&line).unwrap_or_else(|| panic!("{mode} gives huge pages?"));
+            assert!(reason.contains(&format!("is {mode}")), "{reason}");
+            assert!(reason.contains("echo within_size >"), "{reason}");
+        }
+        for mode in ["always", "within_size", "force"] {
+            let line = "always within_size advise never deny force".replace(mode, &format!("[{mode}]"));
+            assert_eq!(memif_small_pages_reason(&line), None, "{mode}");
+        }
+        // A kernel without the file or with a line not understood: nothing to say.
+        assert_eq!(memif_small_pages_reason("garbage"), None);
     }
 }

@@ -23,7 +23,7 @@ use crate::config::{Config, ConfigError, DeviceKind, PortConfig};
 use crate::dpdk::{DevInfo, DpdkError, Eal, EthPort, EthStats, LinkStatus, Mempool, PortLayout, PortSetup};
 use crate::l2::L2Settings;
 use crate::mac_table::{FlushFilter, MacEntry, MacTable, PortIdx};
-use crate::memory::{check_hugepages, default_hugepage_size, hugepage_state, HugepageShortage, MemoryPlan};
+use crate::memory::{self, check_hugepages, default_hugepage_size, hugepage_state, HugepageShortage, MemoryPlan};
 use crate::pipeline::{Pipeline, PipelineCell};
 use crate::stats::{PortTotals, WorkerStats, MAX_PORTS};
 use crate::tunnel::neighbor::NeighborTable;
@@ -578,6 +578,9 @@ fn open_port(
     let devargs = pc.effective_devargs(n_workers);
     let fail = |reason: String| StartError::Port { port: pc.name.clone(), devargs: devargs.clone(), reason };
     let eth = EthPort::probe(eal, &devargs).map_err(|e| fail(e.to_string()))?;
+    if matches!(pc.device(), Ok(DeviceKind::Vdev { driver: "net_memif", .. })) {
+        warn_once_if_memif_pages_small();
+    }
     let info = eth.info().map_err(|e| fail(e.to_string()))?;
     let tx_queues = n_workers as u16;
     if info.max_tx_queues < tx_queues || info.max_rx_queues < pc.rx_queues {
@@ -611,6 +614,18 @@ fn open_port(
         tx_queues,
         runtime_mbufs: 0,
     })
+}
+
+/// Says once per process, at the first memif port, if the kernel puts memif peers' buffers
+/// on 4 KiB pages: the cost shows only as latency after pauses, which nothing else explains.
+fn warn_once_if_memif_pages_small() {
+    static CHECKED: std::sync::Once = std::sync::Once::new();
+    CHECKED.call_once(|| {
+        let line = std::fs::read_to_string(memory::SHMEM_THP_PATH).unwrap_or_default();
+        if let Some(reason) = memory::memif_small_pages_reason(&line) {
+            tracing::warn!("{reason}");
+        }
+    });
 }
 
 #[cfg(test)]
