@@ -762,7 +762,28 @@ def versions():
         "cores": os.cpu_count(),
         "sut_core": SUT_CORE,
         "generator_core": GEN_CORE,
+        # memif regions (memfd) are on huge pages only with always / within_size / force.
+        "shmem_thp": shmem_thp(),
     }
+
+
+SHMEM_THP = "/sys/kernel/mm/transparent_hugepage/shmem_enabled"
+
+
+def shmem_thp():
+    """The kernel's THP mode for shared memory: the bracketed word of `shmem_enabled`."""
+    try:
+        return next((w[1:-1] for w in open(SHMEM_THP).read().split() if w.startswith("[")), None)
+    except OSError:
+        return None
+
+
+def set_shmem_thp(mode):
+    """Sets the shared-memory THP mode (machine-wide); returns the one before, to restore."""
+    before = shmem_thp()
+    with open(SHMEM_THP, "w") as f:
+        f.write(mode)
+    return before
 
 
 def timer_wake(seconds):
@@ -808,6 +829,9 @@ def markdown(results):
         o = w["oversleep_us"]
         lines.append(f"- {w['sleep_us']} µs sleeps: {w['cpu_cores']} cores ({w['cpu_us_per_wake']} µs of CPU per "
                      f"wake), oversleep p50 / p99 {o['p50']} / {o['p99']} µs")
+    if results["machine"].get("shmem_thp"):
+        lines += ["", f"Shared-memory THP (`{SHMEM_THP}`, where memif peers' copy-mode buffers live): "
+                      f"{results['machine']['shmem_thp']}"]
     return "\n".join(lines)
 
 
@@ -860,6 +884,10 @@ def main():
                     help="for the run, move every other thread that may use the forwarding core to the "
                          "generator core (as isolcpus would; restored at the end): nothing but the system "
                          "under test runs there")
+    ap.add_argument("--shmem-thp", choices=["within_size", "always", "advise", "never"],
+                    help="for the run, set the kernel's THP mode for shared memory (restored at the end): "
+                         "within_size puts memif peers' copy-mode buffers on huge pages, for every system; "
+                         "default: the machine's as found (recorded as machine.shmem_thp)")
     ap.add_argument("--smoke", action="store_true", help="p2p on this switch, short trials: checks the runner")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     ap.add_argument("--bin-dir", help="use the binaries here instead of building target/release")
@@ -885,6 +913,7 @@ def main():
                        check=True)
     subprocess.run([os.path.join(ROOT, "scripts", "hugepages.sh"), "512"], check=True, capture_output=True)
     run = Run(args)
+    shmem_before = set_shmem_thp(args.shmem_thp) if args.shmem_thp else None
     results = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": versions(),
                "settings": {k: v for k, v in vars(args).items() if k != "out"}, "scenarios": [], "systems": {}}
     isolated = isolate(GEN_CORE) if args.isolate else {}
@@ -912,6 +941,8 @@ def main():
     finally:
         run.close()
         restore_affinity(isolated)
+        if shmem_before:
+            set_shmem_thp(shmem_before)
     os.makedirs(args.out, exist_ok=True)
     name = "smoke" if args.smoke else "cnf"
     with open(os.path.join(args.out, f"{name}.json"), "w") as f:
