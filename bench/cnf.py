@@ -899,6 +899,8 @@ def main():
         args.endpoints = 3
     if os.geteuid() != 0:
         sys.exit("cnf.py: run as root (hugepages, DPDK)")
+    if args.shmem_thp and shmem_thp() is None:
+        sys.exit(f"cnf.py: --shmem-thp needs {SHMEM_THP} (a kernel with transparent huge pages)")
     if "ovs-dpdk" in args.systems.split(",") and not os.access(OVS_VSWITCHD, os.X_OK):
         sys.exit(f"cnf.py: {OVS_VSWITCHD} is missing: apt-get install openvswitch-switch-dpdk "
                  "(../shared/peers/run.sh does), or leave ovs-dpdk out of --systems")
@@ -913,11 +915,14 @@ def main():
                        check=True)
     subprocess.run([os.path.join(ROOT, "scripts", "hugepages.sh"), "512"], check=True, capture_output=True)
     run = Run(args)
-    shmem_before = set_shmem_thp(args.shmem_thp) if args.shmem_thp else None
-    results = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": versions(),
-               "settings": {k: v for k, v in vars(args).items() if k != "out"}, "scenarios": [], "systems": {}}
-    isolated = isolate(GEN_CORE) if args.isolate else {}
+    shmem_before, isolated = None, {}
     try:
+        if args.shmem_thp:
+            shmem_before = set_shmem_thp(args.shmem_thp)
+        results = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": versions(),
+                   "settings": {k: v for k, v in vars(args).items() if k != "out"}, "scenarios": [], "systems": {}}
+        if args.isolate:
+            isolated = isolate(GEN_CORE)
         results["machine"]["timer_wake"] = timer_wake(0.3 if args.smoke else 2.0)
         for system in args.systems.split(","):
             results["systems"][system] = deployment(run, system, 1 if args.smoke else 3)
@@ -941,8 +946,11 @@ def main():
     finally:
         run.close()
         restore_affinity(isolated)
-        if shmem_before:
-            set_shmem_thp(shmem_before)
+        if shmem_before is not None and shmem_before != args.shmem_thp:
+            try:
+                set_shmem_thp(shmem_before)
+            except OSError as e:
+                print(f"cnf.py: could not put {SHMEM_THP} back to {shmem_before}: {e}", file=sys.stderr)
     os.makedirs(args.out, exist_ok=True)
     name = "smoke" if args.smoke else "cnf"
     with open(os.path.join(args.out, f"{name}.json"), "w") as f:

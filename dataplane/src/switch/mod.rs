@@ -616,8 +616,9 @@ fn open_port(
     })
 }
 
-/// Says once per process, at the first memif port, if the kernel puts memif peers' buffers
-/// on 4 KiB pages: the cost shows only as latency after pauses, which nothing else explains.
+/// Says once per process, at the first memif port, if the kernel puts copy-mode memif
+/// buffers on 4 KiB pages: the cost shows only as latency after pauses, which no counter
+/// explains.
 fn warn_once_if_memif_pages_small() {
     static CHECKED: std::sync::Once = std::sync::Once::new();
     CHECKED.call_once(|| {
