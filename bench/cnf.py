@@ -830,7 +830,7 @@ def markdown(results):
         lines.append(f"- {w['sleep_us']} µs sleeps: {w['cpu_cores']} cores ({w['cpu_us_per_wake']} µs of CPU per "
                      f"wake), oversleep p50 / p99 {o['p50']} / {o['p99']} µs")
     if results["machine"].get("shmem_thp"):
-        lines += ["", f"Shared-memory THP (`{SHMEM_THP}`, where memif peers' copy-mode buffers live): "
+        lines += ["", f"Shared-memory THP (`{SHMEM_THP}`, where a memif client's copy-mode buffers live): "
                       f"{results['machine']['shmem_thp']}"]
     return "\n".join(lines)
 
