@@ -176,6 +176,18 @@ fn idle_worker_waits_for_memif_ring_signals_and_forwards_what_comes() {
     assert!(common::count(&still, "sleeps") > common::count(&asleep, "sleeps"), "{still}");
 }
 
+#[test]
+fn memif_ports_warn_once_when_the_kernel_leaves_memif_buffers_on_small_pages() {
+    let rig = Rig::start(Link::Memif);
+    // The generator's buffers are a memfd: on huge pages only where shared-memory THP is
+    // always, within_size or force. Two memif ports, one warning at most.
+    let mode = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/shmem_enabled").unwrap_or_default();
+    let small_pages = ["[never]", "[deny]", "[advise]"].iter().any(|m| mode.contains(m));
+    let log = std::fs::read_to_string(rig.dir.path().join("vswitchd.log")).unwrap();
+    let warnings = log.matches("memif buffers in copy mode are on 4 KiB pages").count();
+    assert_eq!(warnings, usize::from(small_pages), "shmem_enabled: {mode}log:\n{log}");
+}
+
 /// What the worker did in `idle_worker_waits_and_forwards`.
 struct Idle {
     /// The generator still connected.

@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests that start vswitchd.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// Where cargo built `tgen`, and vswitchd next to it.
@@ -13,11 +13,13 @@ pub fn bin_dir() -> PathBuf {
 /// and waits until its API socket, `dir/sw.sock`, exists.
 pub fn start_switch(dir: &Path, config: &str) -> Child {
     std::fs::write(dir.join("sw.toml"), config).unwrap();
+    // Both streams in one log, through one file handle (one offset): the log lines are on stderr.
+    let log = std::fs::File::create(dir.join("vswitchd.log")).unwrap();
     let mut child = Command::new(bin_dir().join("vswitchd"))
         .arg("-c")
         .arg(dir.join("sw.toml"))
-        .stdout(std::fs::File::create(dir.join("vswitchd.log")).unwrap())
-        .stderr(Stdio::inherit())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
         .spawn()
         .expect("start vswitchd");
     let deadline = Instant::now() + Duration::from_secs(30);
