@@ -321,15 +321,15 @@ mod tests {
     fn completes_udp_behind_an_ipv6_extension_header() {
         // IPv6 with an 8-byte hop-by-hop header, then UDP: the L4 header is found past it.
         let udp = [&[0x03, 0xe8, 0x07, 0xd0, 0x00, 0x0d, 0, 0][..], b"hello"].concat();
-        let (mut f, at, pseudo) = offloaded(0, true, 0, udp.clone(), 6, 0);
+        let (mut f, at, mut pseudo) = offloaded(0, true, 0, udp.clone(), 6, 0);
         // `offloaded` put UDP right after the fixed header with next header 0 (hop-by-hop):
         // insert the extension header, naming UDP, and count it in the payload length.
         f.splice(at..at, [17u8, 0, 1, 4, 0, 0, 0, 0]);
         f[18..20].copy_from_slice(&((udp.len() + 8) as u16).to_be_bytes());
-        let mut pseudo = pseudo;
+        // The field held the sum of a pseudo-header naming protocol 0: make it name the
+        // upper layer, UDP, as the sender's stack would.
         let n = pseudo.len();
-        pseudo[n - 1] = 17; // the pseudo-header names the upper layer, UDP
-                            // The field held the sum of a pseudo-header naming protocol 0: make it UDP's.
+        pseudo[n - 1] = 17;
         f[at + 8 + 6..at + 8 + 8].copy_from_slice(&sum(&pseudo).to_be_bytes());
         assert!(complete_offloaded_checksum(&mut f));
         assert!(verifies(&pseudo, &f[at + 8..at + 8 + udp.len()]));
