@@ -87,6 +87,19 @@ fn idle_sleeps_too_long_or_tiers_out_of_order() {
 }
 
 #[test]
+fn a_wake_up_latency_limit_without_back_off_or_over_a_second() {
+    let f = start_failing(&format!(
+        "{HEAD}{NULL_PORT}{WORKER}[switch]\nidle_backoff = false\nidle_cpu_resume_latency_us = 2000000\n"
+    ));
+    for msg in [
+        "switch.idle_cpu_resume_latency_us: set with idle_backoff = false",
+        "switch.idle_cpu_resume_latency_us: 2000000 is over 1000000 (1 s)",
+    ] {
+        assert_clean_failure(&f, msg);
+    }
+}
+
+#[test]
 fn several_problems_are_listed_together() {
     let f = start_failing(&format!(
         "{HEAD}[[port]]\nname = \"a\"\nnumber = 0\ndevargs = \"net_null0\"\nmtu = 20\n[[port]]\nname = \"a\"\nnumber = 2\ndevargs = \"net_null1\"\n"

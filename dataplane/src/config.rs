@@ -163,6 +163,13 @@ pub struct SwitchConfig {
     /// back-off costs no throughput under load. 0: sleep whenever the queues are empty.
     pub idle_load_pps: u32,
     pub idle_load_hold_ms: u32,
+    /// Limit on how long each worker core may take to wake from idle (µs; the kernel's
+    /// per-CPU PM QoS resume latency), set at start and put back at stop. Deep idle states
+    /// (C6 on bare metal) take 50-150 µs to leave; a limit of a few µs keeps the core in
+    /// shallow ones while a backed-off worker sleeps. 0: the core polls when idle (no idle
+    /// state at all: the fastest wake-up, and the core, or in a VM the host's CPU, stays
+    /// busy). Absent: the kernel's setting is left alone. Needs a writable /sys.
+    pub idle_cpu_resume_latency_us: Option<u32>,
     /// Ports that can be added while the switch runs (CNI endpoints): the packet pool keeps
     /// mbufs for this many ports of `RUNTIME_PORT_DESCRIPTORS` rx and tx descriptors.
     pub spare_ports: u32,
@@ -198,6 +205,7 @@ impl Default for SwitchConfig {
             idle_interrupts: true,
             idle_load_pps: 100_000,
             idle_load_hold_ms: 1000,
+            idle_cpu_resume_latency_us: None,
             spare_ports: 8,
         }
     }
@@ -515,6 +523,18 @@ impl Config {
                 p.push(format!(
                     "switch.{field}: {value} is over 10000 (10 ms): packets would wait that long after idle"
                 ));
+            }
+        }
+        if let Some(latency) = self.switch.idle_cpu_resume_latency_us {
+            if !self.switch.idle_backoff {
+                p.push(
+                    "switch.idle_cpu_resume_latency_us: set with idle_backoff = false, whose workers never let \
+                     their cores idle"
+                        .to_string(),
+                );
+            }
+            if latency > 1_000_000 {
+                p.push(format!("switch.idle_cpu_resume_latency_us: {latency} is over 1000000 (1 s)"));
             }
         }
         let (deep, long) = (self.switch.idle_deep_after_ms, self.switch.idle_long_after_ms);

@@ -7,6 +7,7 @@
 //! - [`worker`]: pinned poll-mode worker threads.
 //! - [`config`], [`memory`], [`switch`]: configuration, memory sizing, assembly.
 //! - [`pod`]: the config completed from a Kubernetes pod's environment.
+//! - [`power`]: wake-up latency limits for the cores of idle workers.
 #![deny(unsafe_code)]
 
 pub mod config;
@@ -18,6 +19,7 @@ pub mod mac_table;
 pub mod memory;
 pub mod pipeline;
 pub mod pod;
+pub mod power;
 pub mod stats;
 pub mod switch;
 pub mod tunnel;

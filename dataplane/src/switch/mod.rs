@@ -25,6 +25,7 @@ use crate::l2::L2Settings;
 use crate::mac_table::{FlushFilter, MacEntry, MacTable, PortIdx};
 use crate::memory::{self, check_hugepages, default_hugepage_size, hugepage_state, HugepageShortage, MemoryPlan};
 use crate::pipeline::{Pipeline, PipelineCell};
+use crate::power::{self, ResumeLatencyLimit};
 use crate::stats::{PortTotals, WorkerStats, MAX_PORTS};
 use crate::tunnel::neighbor::NeighborTable;
 use crate::wire::MacAddr;
@@ -219,6 +220,8 @@ pub struct Switch {
     flows: Mutex<flows::FlowState>,
     /// Tunnel ports (taken after `flows`).
     tunnels: Mutex<tunnels::TunnelState>,
+    /// Wake-up latency limits set on the worker cores, put back at shutdown.
+    resume_latency: Mutex<Vec<ResumeLatencyLimit>>,
 }
 
 #[derive(Default)]
@@ -291,6 +294,23 @@ impl Switch {
             trace: Default::default(),
             mailboxes,
         });
+
+        // Set before the workers start, so their first sleep already has it; put back by
+        // `shutdown`, or by the drop on a failed start.
+        let mut resume_latency = Vec::new();
+        if let (Some(latency), true) = (config.switch.idle_cpu_resume_latency_us, config.switch.idle_backoff) {
+            for wc in &config.workers {
+                let limit = ResumeLatencyLimit::set(wc.core, latency)
+                    .map_err(|reason| StartError::Worker { core: wc.core, reason })?;
+                tracing::info!(
+                    "core {}: wake-up latency limit {} (was {})",
+                    wc.core,
+                    power::describe(&power::sysfs_value(latency)),
+                    power::describe(limit.previous())
+                );
+                resume_latency.push(limit);
+            }
+        }
 
         let mut workers = Vec::new();
         let mut threads = Vec::new();
@@ -373,6 +393,7 @@ impl Switch {
             started_tsc: crate::dpdk::tsc(),
             flows: Mutex::new(flow_state),
             tunnels: Mutex::new(tunnel_state),
+            resume_latency: Mutex::new(resume_latency),
         });
         if let Err(e) = switch.load_config_tunnels() {
             switch.shutdown();
@@ -559,6 +580,7 @@ impl Switch {
         for t in self.threads.lock().unwrap().drain(..) {
             let _ = t.join();
         }
+        self.resume_latency.lock().unwrap().clear();
         self.publisher.lock().unwrap().snapshots.clear();
         // Ports hold the pool and the EAL; dropping them first lets the EAL go last.
         self.ports.write().unwrap().clear();
