@@ -82,6 +82,11 @@ impl Link {
 
 impl Rig {
     fn start(link: Link) -> Rig {
+        Rig::start_with(link, "")
+    }
+
+    /// `start` with `switch` added to the switch's `[switch]` table.
+    fn start_with(link: Link, switch: &str) -> Rig {
         assert!(common::is_root(), "this test runs DPDK with hugepages: run it as root");
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().to_path_buf();
@@ -90,7 +95,7 @@ impl Rig {
         let config = common::two_port_config(
             dir.path(),
             &unique("vsirq"),
-            "mbufs = 8191\nspare_ports = 2\nidle_deep_after_ms = 50",
+            &format!("mbufs = 8191\nspare_ports = 2\nidle_deep_after_ms = 50\n{switch}"),
             &link.switch_port("a", &p("a.sock")),
             &link.switch_port("b", &p("b.sock")),
         );
@@ -186,6 +191,63 @@ fn memif_ports_warn_once_when_the_kernel_leaves_memif_buffers_on_small_pages() {
     let log = std::fs::read_to_string(rig.dir.path().join("vswitchd.log")).unwrap();
     let warnings = log.matches("memif buffers in copy mode are on 4 KiB pages").count();
     assert_eq!(warnings, usize::from(small_pages), "shmem_enabled: {mode}log:\n{log}");
+}
+
+/// The kernel's wake-up latency limit (PM QoS) of core 1, the worker's.
+const CORE1_RESUME_LATENCY: &str = "/sys/devices/system/cpu/cpu1/power/pm_qos_resume_latency_us";
+
+fn core1_resume_latency() -> String {
+    std::fs::read_to_string(CORE1_RESUME_LATENCY).unwrap().trim().to_string()
+}
+
+/// Puts a sysfs value back when dropped, also when the test fails.
+struct PutBack(&'static str, String);
+
+impl Drop for PutBack {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0, &self.1);
+    }
+}
+
+/// Microseconds core 1 spent in its polling idle state (cpuidle's POLL), if it has one.
+fn core1_idle_poll_us() -> Option<u64> {
+    let state0 = "/sys/devices/system/cpu/cpu1/cpuidle/state0";
+    let name = std::fs::read_to_string(format!("{state0}/name")).ok()?;
+    if name.trim() != "POLL" {
+        return None;
+    }
+    std::fs::read_to_string(format!("{state0}/time")).ok()?.trim().parse().ok()
+}
+
+/// With `idle_cpu_resume_latency_us = 0`, the worker's core is limited to polling idle while
+/// the switch runs ("n/a", the kernel's zero), so an idle worker's core polls in the kernel
+/// instead of halting; packets after deep idle are all forwarded; stopped, the switch puts
+/// back the value it found.
+#[test]
+fn a_wake_up_latency_limit_holds_on_the_worker_core_while_the_switch_runs_and_is_put_back() {
+    let _original = PutBack(CORE1_RESUME_LATENCY, core1_resume_latency());
+    // A value of the test's own, so that "put back" cannot pass by chance.
+    std::fs::write(CORE1_RESUME_LATENCY, "77").unwrap();
+    let mut rig = Rig::start_with(Link::Memif, "idle_cpu_resume_latency_us = 0");
+    assert_eq!(core1_resume_latency(), "n/a");
+    let log = std::fs::read_to_string(rig.dir.path().join("vswitchd.log")).unwrap();
+    assert!(log.contains("core 1: wake-up latency limit 0 µs: the core polls when idle (was 77 µs)"), "{log}");
+
+    rig.wait_idle_state("interrupt");
+    let poll_before = core1_idle_poll_us();
+    std::thread::sleep(Duration::from_millis(1000));
+    let poll_after = core1_idle_poll_us();
+    match (poll_before, poll_after) {
+        // The worker blocks on its rings' signals: the core's idle time is spent polling.
+        (Some(b), Some(a)) => assert!(a - b > 500_000, "core 1 polled {} µs of 1 s idle", a - b),
+        _ => eprintln!("core 1 has no cpuidle POLL state here: its idle time is not checked"),
+    }
+    let slow = rig.trial(0.000004, 2.0);
+    let sent = slow["sent"].as_u64().unwrap();
+    assert!(sent >= 5 && slow["lost"] == 0 && slow["stamped"] == sent, "{slow}");
+
+    drop(rig);
+    assert_eq!(core1_resume_latency(), "77", "the switch stopped without putting back the value it found");
 }
 
 /// What the worker did in `idle_worker_waits_and_forwards`.
