@@ -138,7 +138,10 @@ class Run:
         a, b = self.path("a.sock"), self.path("b.sock")
         busy_poll = system == "vswitchd-poll"
         # The pool as computed from the ports (switch.mbufs unset), as a user gets it.
-        body = self.vswitchd_toml("vscnf", f'idle_backoff = {"false" if busy_poll else "true"}',
+        switch = f'idle_backoff = {"false" if busy_poll else "true"}'
+        if not busy_poll and self.args.idle_cpu_resume_latency is not None:
+            switch += f"\nidle_cpu_resume_latency_us = {self.args.idle_cpu_resume_latency}"
+        body = self.vswitchd_toml("vscnf", switch,
                                   [("a", 1, sut_port(system, 0, a, role)), ("b", 2, sut_port(system, 1, b, role))])
         if scenario == "p2p":
             body += '[[flow]]\nrule = "in_port=1,actions=output:2"\n'
@@ -832,6 +835,10 @@ def markdown(results):
     if results["machine"].get("shmem_thp"):
         lines += ["", f"Shared-memory THP (`{SHMEM_THP}`, where a memif client's copy-mode buffers live): "
                       f"{results['machine']['shmem_thp']}"]
+    latency = results.get("settings", {}).get("idle_cpu_resume_latency")
+    if latency is not None:
+        lines += ["", f"This switch with back-off ran with `switch.idle_cpu_resume_latency_us = {latency}` (its "
+                      "core's wake-up latency limit" + (": the core polls when idle)" if latency == 0 else ")")]
     return "\n".join(lines)
 
 
@@ -888,6 +895,10 @@ def main():
                     help="for the run, set the kernel's THP mode for shared memory (restored at the end): "
                          "within_size puts memif peers' copy-mode buffers on huge pages, for every system; "
                          "default: the machine's as found (recorded as machine.shmem_thp)")
+    ap.add_argument("--idle-cpu-resume-latency", type=int, metavar="US",
+                    help="this switch with back-off: switch.idle_cpu_resume_latency_us (the forwarding core's "
+                         "wake-up latency limit, 0: the core polls when idle; put back when the switch stops); "
+                         "default: unset, the kernel's as found")
     ap.add_argument("--smoke", action="store_true", help="p2p on this switch, short trials: checks the runner")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     ap.add_argument("--bin-dir", help="use the binaries here instead of building target/release")
