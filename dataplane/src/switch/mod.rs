@@ -299,11 +299,17 @@ impl Switch {
         // `shutdown`, or by the drop on a failed start.
         let mut resume_latency = Vec::new();
         if let (Some(latency), true) = (config.switch.idle_cpu_resume_latency_us, config.switch.idle_backoff) {
+            // Beside the API socket, whose directory exists by now.
+            let state_dir = config.control.socket.parent().unwrap_or(std::path::Path::new("/"));
             for wc in &config.workers {
-                let limit = ResumeLatencyLimit::set(wc.core, latency)
+                let limit = ResumeLatencyLimit::set(state_dir, wc.core, latency)
                     .map_err(|reason| StartError::Worker { core: wc.core, reason })?;
+                let leftover = limit
+                    .found_leftover()
+                    .map(|v| format!("; found {}, left by a switch that did not stop", power::describe(v)))
+                    .unwrap_or_default();
                 tracing::info!(
-                    "core {}: wake-up latency limit {} (was {})",
+                    "core {}: wake-up latency limit {} (was {}{leftover})",
                     wc.core,
                     power::describe(&power::sysfs_value(latency)),
                     power::describe(limit.previous())
