@@ -7,7 +7,8 @@
 //! hundred with memif); every packet that arrives after idle is forwarded, and wakes the
 //! worker; flow and port changes reach a blocked worker at once (its doorbell); a port
 //! without interrupts (net_null) sends the worker back to sleeping, and removing it brings
-//! interrupts back.
+//! interrupts back. And the wake-up latency limit (`idle_cpu_resume_latency_us`) of the
+//! worker's core: set while the switch runs, put back after, also after a switch was killed.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -248,6 +249,41 @@ fn a_wake_up_latency_limit_holds_on_the_worker_core_while_the_switch_runs_and_is
 
     drop(rig);
     assert_eq!(core1_resume_latency(), "77", "the switch stopped without putting back the value it found");
+}
+
+/// A switch killed while its limit holds cannot put back the value it replaced; the next
+/// start finds the leftover limit, says so, and puts back the value from before the first
+/// (kept beside the API socket), not the leftover.
+#[test]
+fn a_wake_up_latency_limit_left_by_a_killed_switch_is_put_back_by_the_next() {
+    assert!(common::is_root(), "this test runs DPDK with hugepages: run it as root");
+    let _original = PutBack(CORE1_RESUME_LATENCY, core1_resume_latency());
+    std::fs::write(CORE1_RESUME_LATENCY, "77").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("vsqos");
+    let config = common::two_port_config(
+        dir.path(),
+        &prefix,
+        "mbufs = 4095\nidle_cpu_resume_latency_us = 0",
+        &format!("{}a,no-rx=1", unique("net_null")),
+        &format!("{}b,no-rx=1", unique("net_null")),
+    );
+    let mut first = common::start_switch(dir.path(), &config);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert_eq!(core1_resume_latency(), "n/a", "a killed switch cannot put the value back");
+    // The dead switch's socket stays; gone, `start_switch` waits for the next one's.
+    std::fs::remove_file(dir.path().join("sw.sock")).unwrap();
+
+    let mut second = common::start_switch(dir.path(), &config);
+    let log = std::fs::read_to_string(dir.path().join("vswitchd.log")).unwrap();
+    common::stop_switch(&mut second);
+    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
+    assert!(
+        log.contains("(was 77 µs; found 0 µs: the core polls when idle, left by a switch that did not stop)"),
+        "{log}"
+    );
+    assert_eq!(core1_resume_latency(), "77", "the next switch put back the leftover, not the value from before");
 }
 
 /// What the worker did in `idle_worker_waits_and_forwards`.
