@@ -166,9 +166,10 @@ pub struct SwitchConfig {
     /// Limit on how long each worker core may take to wake from idle (µs; the kernel's
     /// per-CPU PM QoS resume latency), set at start and put back at stop. Deep idle states
     /// (C6 on bare metal) take 50-150 µs to leave; a limit of a few µs keeps the core in
-    /// shallow ones while a backed-off worker sleeps. 0: the core polls when idle (no idle
-    /// state at all: the fastest wake-up, and the core, or in a VM the host's CPU, stays
-    /// busy). Absent: the kernel's setting is left alone. Needs a writable /sys.
+    /// shallow ones while a backed-off worker sleeps. 0: only the shallowest idle state
+    /// (polling, on x86 with a cpuidle driver: the fastest wake-up, and the core, or in a VM
+    /// the host's CPU, stays busy). Absent: the kernel's setting is left alone (a limit left
+    /// by a killed switch is put back at every start). Needs a writable /sys.
     pub idle_cpu_resume_latency_us: Option<u32>,
     /// Ports that can be added while the switch runs (CNI endpoints): the packet pool keeps
     /// mbufs for this many ports of `RUNTIME_PORT_DESCRIPTORS` rx and tx descriptors.

@@ -5,21 +5,25 @@
 //! put the core in a deep idle state (C6 and deeper on bare metal; a halt the host must
 //! wake in a VM): the first packet after idle waits for the core to come back. A limit on
 //! the core's resume latency keeps it in states it leaves within that time. DPDK 24.11's
-//! `rte_power_qos_set_cpu_resume_latency` (used by l3fwd-power) writes the same file, with
-//! the same meaning of 0: no idle state with any exit latency, so the kernel polls.
+//! `rte_power_qos_set_cpu_resume_latency` writes the same file, with the same meaning of 0:
+//! only the shallowest idle state (polling, on x86 with a cpuidle driver).
 //!
 //! The switch sets the limit of each worker core at start and puts back what it found at
-//! stop. The value it replaced is kept in a file beside the API socket while the limit
-//! holds: a switch killed before it could put it back leaves the file, and the next start
-//! puts back that value, not the leftover limit.
+//! stop. While a limit holds, a record beside the API socket keeps the value it replaced
+//! (with the value set and the switch's PID): a switch killed before it could put the value
+//! back leaves its records, and the next start puts them back first, whatever its own
+//! config says.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Where sysfs keeps the CPU devices.
 pub const SYSFS_CPUS: &str = "/sys/devices/system/cpu";
 
-/// The kernel's spelling of a limit: "n/a" is zero latency (only the polling idle state);
-/// "0" means no limit.
+const RECORD_SUFFIX: &str = ".resume-latency-before";
+
+/// The kernel's spelling of a limit: "n/a" is zero latency (only the shallowest idle
+/// state); "0" means no limit.
 pub fn sysfs_value(latency_us: u32) -> String {
     if latency_us == 0 {
         "n/a".to_string()
@@ -37,6 +41,20 @@ pub fn describe(value: &str) -> String {
     }
 }
 
+fn sysfs_path(root: &Path, cpu: usize) -> PathBuf {
+    root.join(format!("cpu{cpu}/power/pm_qos_resume_latency_us"))
+}
+
+fn read_value(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map(|v| v.trim().to_string())
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn record_path(state_dir: &Path, cpu: usize) -> PathBuf {
+    state_dir.join(format!("cpu{cpu}{RECORD_SUFFIX}"))
+}
+
 /// One core's resume latency limit, set by the switch; dropping it puts back the value it
 /// replaced.
 #[derive(Debug)]
@@ -44,37 +62,38 @@ pub struct ResumeLatencyLimit {
     cpu: usize,
     path: PathBuf,
     previous: String,
-    /// Keeps `previous` while the limit holds, so a switch that is killed (and cannot put
-    /// it back) leaves it for the next start.
+    /// Keeps `previous` while the limit holds (see the module's notes).
     record: PathBuf,
-    /// The file held another switch's limit, left by one that did not stop.
-    found_leftover: Option<String>,
 }
 
 impl ResumeLatencyLimit {
-    /// Sets core `cpu`'s limit to `latency_us` (0: the core never leaves polling idle),
-    /// keeping the value it replaces in `state_dir`.
+    /// Sets core `cpu`'s limit to `latency_us` (0: the shallowest idle state only), keeping
+    /// the value it replaces in `state_dir`.
+    ///
+    /// # Errors
+    /// The file cannot be read or written (a pod without a writable /sys), the record cannot
+    /// be written, or another live switch holds the core's limit. Nothing is left changed.
     pub fn set(state_dir: &Path, cpu: usize, latency_us: u32) -> Result<Self, String> {
         Self::set_in(Path::new(SYSFS_CPUS), state_dir, cpu, latency_us)
     }
 
     /// `set` under another sysfs root (tests).
     pub fn set_in(root: &Path, state_dir: &Path, cpu: usize, latency_us: u32) -> Result<Self, String> {
-        let path = root.join(format!("cpu{cpu}/power/pm_qos_resume_latency_us"));
-        let found = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-            .trim()
-            .to_string();
-        let record = state_dir.join(format!("cpu{cpu}.resume-latency-before"));
-        let recorded = std::fs::read_to_string(&record).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-        let (previous, found_leftover) = match recorded {
-            Some(before) => (before, Some(found)),
-            None => {
-                std::fs::write(&record, &found).map_err(|e| format!("cannot write {}: {e}", record.display()))?;
-                (found, None)
-            }
-        };
-        if let Err(e) = std::fs::write(&path, sysfs_value(latency_us)) {
+        let path = sysfs_path(root, cpu);
+        let previous = read_value(&path)?;
+        let record = record_path(state_dir, cpu);
+        if let Ok(text) = std::fs::read_to_string(&record) {
+            // `put_back_leftovers` ran first: what is left belongs to a live switch.
+            let pid = text.lines().nth(2).unwrap_or("?");
+            return Err(format!(
+                "another switch (PID {pid}) holds this core's wake-up latency limit ({})",
+                record.display()
+            ));
+        }
+        let value = sysfs_value(latency_us);
+        std::fs::write(&record, format!("{previous}\n{value}\n{}\n", std::process::id()))
+            .map_err(|e| format!("cannot write {}: {e}", record.display()))?;
+        if let Err(e) = std::fs::write(&path, &value) {
             let _ = std::fs::remove_file(&record);
             let hint = if e.kind() == std::io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(libc::EROFS) {
                 " (a pod needs a writable /sys: privileged)"
@@ -83,28 +102,23 @@ impl ResumeLatencyLimit {
             };
             return Err(format!("cannot write {}: {e}{hint}", path.display()));
         }
-        Ok(ResumeLatencyLimit { cpu, path, previous, record, found_leftover })
+        Ok(ResumeLatencyLimit { cpu, path, previous, record })
     }
 
     pub fn cpu(&self) -> usize {
         self.cpu
     }
 
-    /// The value to put back: found before the switch set its own, or kept from a switch
-    /// that did not stop.
+    /// The value found before the switch set its own.
     pub fn previous(&self) -> &str {
         &self.previous
-    }
-
-    /// The limit a switch that did not stop left in place, if this start found one.
-    pub fn found_leftover(&self) -> Option<&str> {
-        self.found_leftover.as_deref()
     }
 }
 
 impl Drop for ResumeLatencyLimit {
     fn drop(&mut self) {
         match std::fs::write(&self.path, &self.previous) {
+            // Kept otherwise, so the next start tries again.
             Ok(()) => {
                 let _ = std::fs::remove_file(&self.record);
             }
@@ -118,17 +132,110 @@ impl Drop for ResumeLatencyLimit {
     }
 }
 
+/// What [`put_back_leftovers`] did with one record left by a switch that did not stop.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Leftover {
+    /// The core's value from before that switch is back.
+    PutBack { cpu: usize, value: String },
+    /// The core's limit is no longer the one that switch set: someone changed it since, and
+    /// it stays.
+    ChangedSince { cpu: usize, value: String },
+    /// The switch that wrote it still runs: left alone.
+    Live { cpu: usize, pid: u32 },
+    /// Not a record this process can trust or use: left alone.
+    Ignored { path: PathBuf, reason: String },
+}
+
+/// Puts back the limits that switches killed while holding them left in `state_dir`.
+pub fn put_back_leftovers(state_dir: &Path) -> Vec<Leftover> {
+    put_back_leftovers_in(Path::new(SYSFS_CPUS), state_dir)
+}
+
+/// `put_back_leftovers` under another sysfs root (tests).
+pub fn put_back_leftovers_in(root: &Path, state_dir: &Path) -> Vec<Leftover> {
+    let Ok(entries) = std::fs::read_dir(state_dir) else { return Vec::new() };
+    // Only records of this process's owner: a shared directory may hold others' files.
+    let owner = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    let mut done = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(cpu) =
+            name.to_str().and_then(|n| n.strip_prefix("cpu")?.strip_suffix(RECORD_SUFFIX)?.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let path = entry.path();
+        let ignored = |reason: String| Leftover::Ignored { path: path.clone(), reason };
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_file() && Some(m.uid()) == owner => {}
+            Ok(_) => {
+                done.push(ignored("not a file of this process's owner".into()));
+                continue;
+            }
+            Err(e) => {
+                done.push(ignored(e.to_string()));
+                continue;
+            }
+        }
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut lines = text.lines().map(str::trim);
+        let (Some(previous), Some(set), Some(Ok(pid))) =
+            (lines.next(), lines.next(), lines.next().map(str::parse::<u32>))
+        else {
+            done.push(ignored("not a record of this switch".into()));
+            continue;
+        };
+        if pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists() {
+            done.push(Leftover::Live { cpu, pid });
+            continue;
+        }
+        let sysfs = sysfs_path(root, cpu);
+        let outcome = match read_value(&sysfs) {
+            Ok(now) if now != set => Leftover::ChangedSince { cpu, value: now },
+            Ok(_) => match std::fs::write(&sysfs, previous) {
+                Ok(()) => Leftover::PutBack { cpu, value: previous.to_string() },
+                Err(e) => {
+                    done.push(ignored(format!("cannot write {}: {e}", sysfs.display())));
+                    continue;
+                }
+            },
+            Err(reason) => {
+                done.push(ignored(reason));
+                continue;
+            }
+        };
+        let _ = std::fs::remove_file(&path);
+        done.push(outcome);
+    }
+    done.sort_by_key(|l| format!("{l:?}"));
+    done
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A sysfs root with `cpu`'s file holding `value`, and the file.
     fn fake_sysfs(cpu: usize, value: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
-        let power = dir.path().join(format!("cpu{cpu}/power"));
+        let file = add_cpu(dir.path(), cpu, value);
+        (dir, file)
+    }
+
+    fn add_cpu(root: &Path, cpu: usize, value: &str) -> PathBuf {
+        let power = root.join(format!("cpu{cpu}/power"));
         std::fs::create_dir_all(&power).unwrap();
         let file = power.join("pm_qos_resume_latency_us");
         std::fs::write(&file, format!("{value}\n")).unwrap();
-        (dir, file)
+        file
+    }
+
+    fn read(file: &Path) -> String {
+        std::fs::read_to_string(file).unwrap()
+    }
+
+    fn records(state: &Path) -> usize {
+        std::fs::read_dir(state).unwrap().count()
     }
 
     #[test]
@@ -142,43 +249,70 @@ mod tests {
         let (dir, file) = fake_sysfs(3, "0");
         let state = tempfile::tempdir().unwrap();
         let limit = ResumeLatencyLimit::set_in(dir.path(), state.path(), 3, 0).unwrap();
-        assert_eq!(std::fs::read_to_string(&file).unwrap(), "n/a");
-        assert_eq!(limit.previous(), "0");
-        assert_eq!(limit.cpu(), 3);
-        assert_eq!(limit.found_leftover(), None);
+        assert_eq!(read(&file), "n/a");
+        assert_eq!((limit.previous(), limit.cpu()), ("0", 3));
+        assert_eq!(records(state.path()), 1);
         drop(limit);
-        assert_eq!(std::fs::read_to_string(&file).unwrap(), "0");
-        assert_eq!(std::fs::read_dir(state.path()).unwrap().count(), 0, "the record outlived the limit");
+        assert_eq!(read(&file), "0");
+        assert_eq!(records(state.path()), 0, "the record outlived the limit");
 
         std::fs::write(&file, "n/a\n").unwrap();
         let limit = ResumeLatencyLimit::set_in(dir.path(), state.path(), 3, 10).unwrap();
-        assert_eq!(std::fs::read_to_string(&file).unwrap(), "10");
+        assert_eq!(read(&file), "10");
         drop(limit);
-        assert_eq!(std::fs::read_to_string(&file).unwrap(), "n/a");
+        assert_eq!(read(&file), "n/a");
     }
 
     #[test]
-    fn a_switch_that_did_not_stop_leaves_the_value_it_replaced_for_the_next_start_to_put_back() {
-        let (dir, file) = fake_sysfs(2, "20");
+    fn limits_left_by_a_killed_switch_are_put_back_unless_changed_since_or_still_held() {
+        let (dir, cpu2) = fake_sysfs(2, "20");
+        let cpu3 = add_cpu(dir.path(), 3, "0");
+        let cpu5 = add_cpu(dir.path(), 5, "0");
         let state = tempfile::tempdir().unwrap();
-        // Killed: its drop never runs.
+        // Killed: the drops never run.
         std::mem::forget(ResumeLatencyLimit::set_in(dir.path(), state.path(), 2, 0).unwrap());
-        assert_eq!(std::fs::read_to_string(&file).unwrap(), "n/a");
-        let limit = ResumeLatencyLimit::set_in(dir.path(), state.path(), 2, 5).unwrap();
-        assert_eq!(limit.previous(), "20");
-        assert_eq!(limit.found_leftover(), Some("n/a"));
-        assert_eq!(std::fs::read_to_string(&file).unwrap(), "5");
-        drop(limit);
-        assert_eq!(std::fs::read_to_string(&file).unwrap(), "20");
+        std::mem::forget(ResumeLatencyLimit::set_in(dir.path(), state.path(), 3, 0).unwrap());
+        assert_eq!((read(&cpu2).as_str(), read(&cpu3).as_str()), ("n/a", "n/a"));
+        // Core 3 retuned by the operator since; core 5 held by a live process (PID 1).
+        std::fs::write(&cpu3, "15").unwrap();
+        std::fs::write(state.path().join("cpu5.resume-latency-before"), "0\nn/a\n1\n").unwrap();
+        std::fs::write(state.path().join("notes.txt"), "not a record").unwrap();
+
+        let done = put_back_leftovers_in(dir.path(), state.path());
+        assert_eq!(
+            done,
+            vec![
+                Leftover::ChangedSince { cpu: 3, value: "15".into() },
+                Leftover::Live { cpu: 5, pid: 1 },
+                Leftover::PutBack { cpu: 2, value: "20".into() },
+            ]
+        );
+        assert_eq!((read(&cpu2).as_str(), read(&cpu3).as_str(), read(&cpu5).as_str()), ("20", "15", "0\n"));
+        // The live switch's record stays, and its core cannot be taken.
+        let err = ResumeLatencyLimit::set_in(dir.path(), state.path(), 5, 0).unwrap_err();
+        assert!(err.contains("another switch (PID 1)"), "{err}");
+        assert_eq!(read(&cpu5), "0\n");
+        assert_eq!(records(state.path()), 2, "cpu5's record and notes.txt");
+        // Nothing left: a second pass does nothing.
+        assert_eq!(put_back_leftovers_in(dir.path(), state.path()), vec![Leftover::Live { cpu: 5, pid: 1 }]);
     }
 
     #[test]
-    fn a_core_without_the_file_is_an_error_naming_the_path_and_keeps_no_record() {
+    fn a_failed_start_leaves_no_record_and_no_change() {
         let (dir, _) = fake_sysfs(0, "0");
         let state = tempfile::tempdir().unwrap();
         let err = ResumeLatencyLimit::set_in(dir.path(), state.path(), 7, 0).unwrap_err();
         assert!(err.contains("cpu7/power/pm_qos_resume_latency_us"), "{err}");
-        assert_eq!(std::fs::read_dir(state.path()).unwrap().count(), 0);
+        assert_eq!(records(state.path()), 0);
+        // A file that reads but refuses writes, even root's (a sysfs file without a store).
+        let read_only = Path::new("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size");
+        if read_only.exists() {
+            std::fs::create_dir_all(dir.path().join("cpu8/power")).unwrap();
+            std::os::unix::fs::symlink(read_only, dir.path().join("cpu8/power/pm_qos_resume_latency_us")).unwrap();
+            let err = ResumeLatencyLimit::set_in(dir.path(), state.path(), 8, 0).unwrap_err();
+            assert!(err.starts_with("cannot write"), "{err}");
+            assert_eq!(records(state.path()), 0);
+        }
     }
 
     #[test]

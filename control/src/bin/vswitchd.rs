@@ -132,6 +132,7 @@ fn main() -> ExitCode {
         Err(e) => return fail(e),
     };
     if let Err(e) = pin_current_thread(&[main_core]) {
+        switch.shutdown();
         return fail(format!("cannot pin the control plane to core {main_core}: {e}"));
     }
     println!(

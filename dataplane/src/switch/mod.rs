@@ -295,21 +295,21 @@ impl Switch {
             mailboxes,
         });
 
+        // Limits left by a switch killed while holding them go first, whatever this config
+        // says. Records live beside the API socket, whose directory exists by now.
+        let state_dir = config.control.socket.parent().unwrap_or(std::path::Path::new("/"));
+        for leftover in power::put_back_leftovers(state_dir) {
+            log_leftover(&leftover);
+        }
         // Set before the workers start, so their first sleep already has it; put back by
         // `shutdown`, or by the drop on a failed start.
         let mut resume_latency = Vec::new();
         if let (Some(latency), true) = (config.switch.idle_cpu_resume_latency_us, config.switch.idle_backoff) {
-            // Beside the API socket, whose directory exists by now.
-            let state_dir = config.control.socket.parent().unwrap_or(std::path::Path::new("/"));
             for wc in &config.workers {
                 let limit = ResumeLatencyLimit::set(state_dir, wc.core, latency)
                     .map_err(|reason| StartError::Worker { core: wc.core, reason })?;
-                let leftover = limit
-                    .found_leftover()
-                    .map(|v| format!("; found {}, left by a switch that did not stop", power::describe(v)))
-                    .unwrap_or_default();
                 tracing::info!(
-                    "core {}: wake-up latency limit {} (was {}{leftover})",
+                    "core {}: wake-up latency limit {} (was {})",
                     wc.core,
                     power::describe(&power::sysfs_value(latency)),
                     power::describe(limit.previous())
@@ -592,6 +592,29 @@ impl Switch {
         self.ports.write().unwrap().clear();
         self.pool.lock().unwrap().take();
         self.eal.lock().unwrap().take();
+    }
+}
+
+fn log_leftover(leftover: &power::Leftover) {
+    use power::Leftover;
+    match leftover {
+        Leftover::PutBack { cpu, value } => tracing::info!(
+            "core {cpu}: put back its wake-up latency limit ({}), left by a switch that did not stop",
+            power::describe(value)
+        ),
+        Leftover::ChangedSince { cpu, value } => tracing::info!(
+            "core {cpu}: a switch that did not stop left a wake-up latency limit, changed since to {}: kept",
+            power::describe(value)
+        ),
+        Leftover::Live { cpu, pid } => {
+            tracing::warn!("core {cpu}: its wake-up latency limit is held by another switch (PID {pid})")
+        }
+        Leftover::Ignored { path, reason } => {
+            tracing::warn!(
+                "{}: not a wake-up latency record this switch can use ({reason}): left alone",
+                path.display()
+            )
+        }
     }
 }
 
