@@ -194,7 +194,8 @@ fn memif_ports_warn_once_when_the_kernel_leaves_memif_buffers_on_small_pages() {
     assert_eq!(warnings, usize::from(small_pages), "shmem_enabled: {mode}log:\n{log}");
 }
 
-/// The kernel's wake-up latency limit (PM QoS) of core 1, the worker's.
+/// The kernel's wake-up latency limit (PM QoS) of core 1, the worker's. The tests that
+/// change it run one at a time, as every test here (a nextest group; `--test-threads=1`).
 const CORE1_RESUME_LATENCY: &str = "/sys/devices/system/cpu/cpu1/power/pm_qos_resume_latency_us";
 
 fn core1_resume_latency() -> String {
@@ -226,6 +227,7 @@ fn core1_idle_poll_us() -> Option<u64> {
 /// back the value it found.
 #[test]
 fn a_wake_up_latency_limit_holds_on_the_worker_core_while_the_switch_runs_and_is_put_back() {
+    assert!(common::is_root(), "this test writes a core's PM QoS limit: run it as root");
     let _original = PutBack(CORE1_RESUME_LATENCY, core1_resume_latency());
     // A value of the test's own, so that "put back" cannot pass by chance.
     std::fs::write(CORE1_RESUME_LATENCY, "77").unwrap();
@@ -251,39 +253,62 @@ fn a_wake_up_latency_limit_holds_on_the_worker_core_while_the_switch_runs_and_is
     assert_eq!(core1_resume_latency(), "77", "the switch stopped without putting back the value it found");
 }
 
+/// A vswitchd that is stopped (SIGINT) when dropped, also when the test fails.
+struct Running(Option<Child>);
+
+impl Running {
+    /// Kills it (SIGKILL): it cannot clean up.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            common::stop_switch(&mut child);
+        }
+    }
+}
+
 /// A switch killed while its limit holds cannot put back the value it replaced; the next
-/// start finds the leftover limit, says so, and puts back the value from before the first
-/// (kept beside the API socket), not the leftover.
+/// start puts it back first (kept beside the API socket), also when its own config sets no
+/// limit, and says so.
 #[test]
-fn a_wake_up_latency_limit_left_by_a_killed_switch_is_put_back_by_the_next() {
+fn a_wake_up_latency_limit_left_by_a_killed_switch_is_put_back_by_the_next_start() {
     assert!(common::is_root(), "this test runs DPDK with hugepages: run it as root");
     let _original = PutBack(CORE1_RESUME_LATENCY, core1_resume_latency());
     std::fs::write(CORE1_RESUME_LATENCY, "77").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("vsqos");
-    let config = common::two_port_config(
-        dir.path(),
-        &prefix,
-        "mbufs = 4095\nidle_cpu_resume_latency_us = 0",
-        &format!("{}a,no-rx=1", unique("net_null")),
-        &format!("{}b,no-rx=1", unique("net_null")),
-    );
-    let mut first = common::start_switch(dir.path(), &config);
-    first.kill().unwrap();
-    first.wait().unwrap();
+    let config = |switch: &str| {
+        common::two_port_config(
+            dir.path(),
+            &prefix,
+            &format!("mbufs = 4095\n{switch}"),
+            &format!("{}a,no-rx=1", unique("net_null")),
+            &format!("{}b,no-rx=1", unique("net_null")),
+        )
+    };
+    let mut first = Running(Some(common::start_switch(dir.path(), &config("idle_cpu_resume_latency_us = 0"))));
+    first.kill();
     assert_eq!(core1_resume_latency(), "n/a", "a killed switch cannot put the value back");
     // The dead switch's socket stays; gone, `start_switch` waits for the next one's.
     std::fs::remove_file(dir.path().join("sw.sock")).unwrap();
 
-    let mut second = common::start_switch(dir.path(), &config);
+    let second = Running(Some(common::start_switch(dir.path(), &config(""))));
+    assert_eq!(core1_resume_latency(), "77", "the next start did not put back the value from before");
     let log = std::fs::read_to_string(dir.path().join("vswitchd.log")).unwrap();
-    common::stop_switch(&mut second);
+    drop(second);
     let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
     assert!(
-        log.contains("(was 77 µs; found 0 µs: the core polls when idle, left by a switch that did not stop)"),
+        log.contains("core 1: put back its wake-up latency limit (77 µs), left by a switch that did not stop"),
         "{log}"
     );
-    assert_eq!(core1_resume_latency(), "77", "the next switch put back the leftover, not the value from before");
+    assert_eq!(core1_resume_latency(), "77");
 }
 
 /// What the worker did in `idle_worker_waits_and_forwards`.
