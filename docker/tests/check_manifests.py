@@ -65,9 +65,20 @@ def render(text, ctx):
     return re.sub(r"\{\{(.*?)\}\}", lambda m: expr(m.group(1)), text)
 
 
-def render_chart(release="vswitch"):
+def render_chart(release="vswitch", overrides=()):
+    """The chart's templates rendered with its values, and `overrides` ("a.b=value", as
+    `helm --set`; values are strings)."""
     chart = yaml.safe_load(open(os.path.join(CHART, "Chart.yaml")))
     values = yaml.safe_load(open(os.path.join(CHART, "values.yaml")))
+    for o in overrides:
+        path, value = o.split("=", 1)
+        *parents, leaf = path.split(".")
+        node = values
+        for part in parents:
+            node = node.setdefault(part, {})
+        if leaf not in node:
+            sys.exit(f"check_manifests.py: --set {o}: the chart has no value {path}")
+        node[leaf] = value
     ctx = {"Values": values, "Release": {"Name": release, "Namespace": values.get("namespace", "default")},
            "Chart": {"Name": chart["name"], "AppVersion": chart["appVersion"], "Version": chart["version"]}}
     out = {}
@@ -154,6 +165,8 @@ def main():
                     help="default: the newest the installed kubernetes-validate knows")
     ap.add_argument("--render-to", help="also write the rendered chart here")
     ap.add_argument("--extra", action="append", default=[], help="validate this file too")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="render the chart with this value (a string), as helm --set")
     args = ap.parse_args()
     problems, seen = [], []
     for name in sorted(os.listdir(K8S)):
@@ -165,7 +178,7 @@ def main():
         p, kinds = validate_text(open(path).read(), path, args.k8s_version)
         problems += p
         seen += [f"{path}:{k}" for k in kinds]
-    for name, text in render_chart().items():
+    for name, text in render_chart(overrides=args.set).items():
         if args.render_to:
             os.makedirs(args.render_to, exist_ok=True)
             open(os.path.join(args.render_to, name), "w").write(text)
