@@ -789,13 +789,19 @@ def set_shmem_thp(mode):
     return before
 
 
-def timer_wake(seconds):
-    """What a timer wake-up costs on the forwarding core (`wakecost`: a thread that only
-    sleeps, as an idle worker without rx interrupts does): the floor under idle CPU and under
-    the wait for the first packet after idle on this machine."""
+def wake_floor(seconds, signals):
+    """What a wake-up costs on the forwarding core (`wakecost`): a timer's (a thread that only
+    sleeps, as an idle worker without rx interrupts does) and a signal's from the generator's
+    core (a blocked read woken by a write 50 ms after the last, as a peer's rx interrupt wakes
+    a worker in deep idle): the floor under idle CPU and under the wait for the first packet
+    after idle on this machine. (timer figures, signal figures), None where wakecost failed."""
     out = subprocess.run([os.path.join(BIN, "wakecost"), "--core", str(SUT_CORE), "--sleep-us", "32,500",
-                          "--seconds", str(seconds), "--json"], capture_output=True, text=True)
-    return json.loads(out.stdout)["sleeps"] if out.returncode == 0 else None
+                          "--seconds", str(seconds), "--signal-from", str(GEN_CORE), "--signals", str(signals),
+                          "--json"], capture_output=True, text=True)
+    if out.returncode != 0:
+        return None, None
+    figures = json.loads(out.stdout)
+    return figures["sleeps"], figures.get("signal")
 
 
 def markdown(results):
@@ -832,6 +838,12 @@ def markdown(results):
         o = w["oversleep_us"]
         lines.append(f"- {w['sleep_us']} µs sleeps: {w['cpu_cores']} cores ({w['cpu_us_per_wake']} µs of CPU per "
                      f"wake), oversleep p50 / p99 {o['p50']} / {o['p99']} µs")
+    signal = results["machine"].get("signal_wake")
+    if signal:
+        w = signal["wake_us"]
+        lines.append(f"- a blocked read on core {SUT_CORE} woken by a byte from core {signal['from_core']} after "
+                     f"{signal['gap_ms']} ms pauses ({signal['count']} times, as a peer's rx interrupt wakes a worker "
+                     f"in deep idle): p50 / p99 {w['p50']} / {w['p99']} µs")
     if results["machine"].get("shmem_thp"):
         lines += ["", f"Shared-memory THP (`{SHMEM_THP}`, where a memif client's copy-mode buffers live): "
                       f"{results['machine']['shmem_thp']}"]
@@ -934,7 +946,8 @@ def main():
                    "settings": {k: v for k, v in vars(args).items() if k != "out"}, "scenarios": [], "systems": {}}
         if args.isolate:
             isolated = isolate(GEN_CORE)
-        results["machine"]["timer_wake"] = timer_wake(0.3 if args.smoke else 2.0)
+        results["machine"]["timer_wake"], results["machine"]["signal_wake"] = \
+            wake_floor(0.3 if args.smoke else 2.0, 5 if args.smoke else 40)
         for system in args.systems.split(","):
             results["systems"][system] = deployment(run, system, 1 if args.smoke else 3)
             results["systems"][system].update(idle_wake(run, system, 2.0 if args.smoke else 6.0))

@@ -46,8 +46,13 @@ fn cnf_runner_smoke() {
     let wakes = json["machine"]["timer_wake"].as_array().expect("timer wake figures");
     assert_eq!(wakes.iter().map(|w| w["sleep_us"].as_u64().unwrap()).collect::<Vec<_>>(), [32, 500]);
     assert!(wakes.iter().all(|w| w["cpu_us_per_wake"].as_f64().unwrap() > 0.0), "{wakes:?}");
+    // And a signal's from the generator's core, as a peer's rx interrupt.
+    let signal = &json["machine"]["signal_wake"];
+    assert_eq!(signal["count"].as_u64(), Some(5), "{signal}");
+    assert!(signal["wake_us"]["p50"].as_f64().unwrap() > 0.0, "{signal}");
     let table = std::fs::read_to_string(out_dir.path().join("smoke.md")).expect("smoke.md");
     assert!(table.contains("| p2p | vswitchd |") && table.contains("- 500 µs sleeps: "), "{table}");
+    assert!(table.contains("- a blocked read on core 1 woken by a byte from core 0"), "{table}");
     let svg = std::fs::read_to_string(out_dir.path().join("smoke.svg")).expect("smoke.svg");
     assert!(svg.starts_with("<svg") && svg.contains("p2p · vswitchd") && svg.trim_end().ends_with("</svg>"));
 }

@@ -8,7 +8,11 @@
 //! worker's own sleep (`std::thread::sleep`, 2 µs timer slack) on a pinned thread that does
 //! nothing else, and reads the CPU the scheduler charges it (/proc/thread-self/schedstat).
 //!
-//!   wakecost --core 1 --sleep-us 32,100,500,1000 --seconds 1 [--json]
+//! With `--signal-from CORE` it also measures the other wake-up an idle worker waits for: a
+//! thread blocked in a read on the worker's core, woken by a byte a thread on CORE writes
+//! after each pause (as a peer's rx interrupt, an eventfd write, wakes a worker in deep idle).
+//!
+//!   wakecost --core 1 --sleep-us 32,100,500,1000 --seconds 1 [--signal-from 0] [--json]
 
 use std::time::{Duration, Instant};
 
@@ -27,9 +31,71 @@ struct Args {
     /// Seconds per sleep length.
     #[arg(long, default_value_t = 1.0)]
     seconds: f64,
+    /// Also measure wake-ups by a byte from a thread on this core (a peer's signal).
+    #[arg(long)]
+    signal_from: Option<usize>,
+    /// Pause before each signal, ms.
+    #[arg(long, default_value_t = 50)]
+    signal_gap_ms: u64,
+    /// Signals to send.
+    #[arg(long, default_value_t = 40)]
+    signals: u32,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// Wake-ups by signal: from the write to the blocked reader's return, µs.
+struct SignalFigures {
+    from: usize,
+    gap_ms: u64,
+    count: u64,
+    p50_us: f64,
+    p99_us: f64,
+    max_us: f64,
+}
+
+/// A thread on `core` blocks reading a socket; a thread on `from` writes one byte to it
+/// `count` times, each after `gap`. Records how long each write took to wake the reader.
+fn measure_signal(core: usize, from: usize, gap: Duration, count: u32) -> std::io::Result<SignalFigures> {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let (mut writer, mut reader) = std::os::unix::net::UnixStream::pair()?;
+    let base = Instant::now();
+    let sent_at = Arc::new(AtomicU64::new(0));
+    let sent = sent_at.clone();
+    let waiter = std::thread::spawn(move || -> std::io::Result<Histogram<u64>> {
+        if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+            return Err(std::io::Error::other(format!("cannot pin to core {core}")));
+        }
+        let mut woke = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).expect("histogram bounds");
+        let mut byte = [0u8; 1];
+        for _ in 0..count {
+            reader.read_exact(&mut byte)?;
+            let now = base.elapsed().as_nanos() as u64;
+            woke.saturating_record(now.saturating_sub(sent.load(Ordering::Acquire)).max(1));
+        }
+        Ok(woke)
+    });
+    if !core_affinity::set_for_current(core_affinity::CoreId { id: from }) {
+        return Err(std::io::Error::other(format!("cannot pin to core {from}")));
+    }
+    for _ in 0..count {
+        std::thread::sleep(gap);
+        sent_at.store(base.elapsed().as_nanos() as u64, Ordering::Release);
+        writer.write_all(&[1])?;
+    }
+    let woke = waiter.join().map_err(|_| std::io::Error::other("the waiting thread panicked"))??;
+    Ok(SignalFigures {
+        from,
+        gap_ms: gap.as_millis() as u64,
+        count: woke.len(),
+        p50_us: woke.value_at_quantile(0.5) as f64 / 1e3,
+        p99_us: woke.value_at_quantile(0.99) as f64 / 1e3,
+        max_us: woke.max() as f64 / 1e3,
+    })
 }
 
 /// One sleep length's figures.
@@ -82,8 +148,13 @@ fn measure(sleep_us: u64, seconds: f64) -> std::io::Result<Figures> {
 
 fn main() {
     let args = Args::parse();
-    if args.sleep_us.is_empty() || args.sleep_us.contains(&0) || args.seconds.is_nan() || args.seconds <= 0.0 {
-        eprintln!("wakecost: --sleep-us needs lengths above 0 and --seconds a positive number");
+    if args.sleep_us.is_empty()
+        || args.sleep_us.contains(&0)
+        || args.seconds.is_nan()
+        || args.seconds <= 0.0
+        || args.signals == 0
+    {
+        eprintln!("wakecost: --sleep-us needs lengths above 0, --seconds a positive number and --signals at least 1");
         std::process::exit(2);
     }
     if !core_affinity::set_for_current(core_affinity::CoreId { id: args.core }) {
@@ -98,6 +169,16 @@ fn main() {
             eprintln!("wakecost: reading /proc/thread-self/schedstat: {e}");
             std::process::exit(1);
         }
+    };
+    let signal = match args.signal_from {
+        Some(from) => match measure_signal(args.core, from, Duration::from_millis(args.signal_gap_ms), args.signals) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("wakecost: signal wake-ups from core {from}: {e}");
+                std::process::exit(1);
+            }
+        },
+        None => None,
     };
     if args.json {
         let rows: Vec<serde_json::Value> = figures
@@ -116,7 +197,16 @@ fn main() {
                 })
             })
             .collect();
-        println!("{}", serde_json::json!({ "core": args.core, "sleeps": rows }));
+        let mut out = serde_json::json!({ "core": args.core, "sleeps": rows });
+        if let Some(f) = &signal {
+            out["signal"] = serde_json::json!({
+                "from_core": f.from,
+                "gap_ms": f.gap_ms,
+                "count": f.count,
+                "wake_us": { "p50": round(f.p50_us, 1), "p99": round(f.p99_us, 1), "max": round(f.max_us, 1) },
+            });
+        }
+        println!("{out}");
         return;
     }
     println!("core {}: a thread that only sleeps", args.core);
@@ -132,6 +222,13 @@ fn main() {
             f.oversleep_p50_us,
             f.oversleep_p99_us,
             f.oversleep_max_us
+        );
+    }
+    if let Some(f) = &signal {
+        println!(
+            "\ncore {}: a blocked read woken by a byte from core {} after {} ms pauses ({} times): \
+             p50 / p99 / max {:.1} / {:.1} / {:.1} µs",
+            args.core, f.from, f.gap_ms, f.count, f.p50_us, f.p99_us, f.max_us
         );
     }
 }
