@@ -229,6 +229,7 @@ impl pb::switch_service_server::SwitchService for Api {
                     sleep_cycles: t.sleep_cycles,
                     interrupt_waits: t.interrupt_waits,
                     interrupt_wakes: t.interrupt_wakes,
+                    cpu_resume_latency: dataplane::power::current(w.core).unwrap_or_default(),
                     rx_bursts: t.rx_bursts.clone(),
                     tsc_hz: self.switch.tsc_hz(),
                 }

@@ -41,6 +41,21 @@ pub fn describe(value: &str) -> String {
     }
 }
 
+/// Core `cpu`'s limit as the kernel shows it now, if it has the file.
+pub fn current(cpu: usize) -> Option<String> {
+    read_value(&sysfs_path(Path::new(SYSFS_CPUS), cpu)).ok()
+}
+
+/// A limit as the kernel shows it, for a table: "none", "poll" or "N µs".
+pub fn short(value: &str) -> String {
+    match value {
+        "" => "-".to_string(),
+        "0" => "none".to_string(),
+        "n/a" => "poll".to_string(),
+        v => format!("{v}us"),
+    }
+}
+
 fn sysfs_path(root: &Path, cpu: usize) -> PathBuf {
     root.join(format!("cpu{cpu}/power/pm_qos_resume_latency_us"))
 }
@@ -316,9 +331,10 @@ mod tests {
     }
 
     #[test]
-    fn the_log_says_what_each_value_means() {
+    fn the_log_and_the_table_say_what_each_value_means() {
         assert_eq!(describe("0"), "no limit");
         assert!(describe("n/a").contains("polls"));
         assert_eq!(describe("20"), "20 µs");
+        assert_eq!([short("0"), short("n/a"), short("20"), short("")], ["none", "poll", "20us", "-"]);
     }
 }
