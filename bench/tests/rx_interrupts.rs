@@ -233,6 +233,10 @@ fn a_wake_up_latency_limit_holds_on_the_worker_core_while_the_switch_runs_and_is
     std::fs::write(CORE1_RESUME_LATENCY, "77").unwrap();
     let mut rig = Rig::start_with(Link::Memif, "idle_cpu_resume_latency_us = 0");
     assert_eq!(core1_resume_latency(), "n/a");
+    // Shown with the worker, as the kernel has it.
+    assert_eq!(rig.worker()["cpu_resume_latency"], "n/a");
+    let table = rig.ctl(&["list-workers"]);
+    assert!(table.contains("WAKE_LIMIT") && table.contains(" poll "), "{table}");
     let log = std::fs::read_to_string(rig.dir.path().join("vswitchd.log")).unwrap();
     assert!(log.contains("core 1: wake-up latency limit 0 µs: the core polls when idle (was 77 µs)"), "{log}");
 
