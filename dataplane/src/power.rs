@@ -166,64 +166,52 @@ pub fn put_back_leftovers(state_dir: &Path) -> Vec<Leftover> {
     put_back_leftovers_in(Path::new(SYSFS_CPUS), state_dir)
 }
 
-/// `put_back_leftovers` under another sysfs root (tests).
+/// `put_back_leftovers` under another sysfs root (tests). Records are taken in core order.
 pub fn put_back_leftovers_in(root: &Path, state_dir: &Path) -> Vec<Leftover> {
     let Ok(entries) = std::fs::read_dir(state_dir) else { return Vec::new() };
+    let mut records: Vec<(usize, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let cpu = name.to_str()?.strip_prefix("cpu")?.strip_suffix(RECORD_SUFFIX)?.parse().ok()?;
+            Some((cpu, e.path()))
+        })
+        .collect();
+    records.sort();
     // Only records of this process's owner: a shared directory may hold others' files.
     let owner = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
-    let mut done = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(cpu) =
-            name.to_str().and_then(|n| n.strip_prefix("cpu")?.strip_suffix(RECORD_SUFFIX)?.parse::<usize>().ok())
-        else {
-            continue;
-        };
-        let path = entry.path();
-        let ignored = |reason: String| Leftover::Ignored { path: path.clone(), reason };
-        match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.file_type().is_file() && Some(m.uid()) == owner => {}
-            Ok(_) => {
-                done.push(ignored("not a file of this process's owner".into()));
-                continue;
-            }
-            Err(e) => {
-                done.push(ignored(e.to_string()));
-                continue;
-            }
-        }
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let mut lines = text.lines().map(str::trim);
-        let (Some(previous), Some(set), Some(Ok(pid))) =
-            (lines.next(), lines.next(), lines.next().map(str::parse::<u32>))
-        else {
-            done.push(ignored("not a record of this switch".into()));
-            continue;
-        };
-        if pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists() {
-            done.push(Leftover::Live { cpu, pid });
-            continue;
-        }
-        let sysfs = sysfs_path(root, cpu);
-        let outcome = match read_value(&sysfs) {
-            Ok(now) if now != set => Leftover::ChangedSince { cpu, value: now },
-            Ok(_) => match std::fs::write(&sysfs, previous) {
-                Ok(()) => Leftover::PutBack { cpu, value: previous.to_string() },
-                Err(e) => {
-                    done.push(ignored(format!("cannot write {}: {e}", sysfs.display())));
-                    continue;
-                }
-            },
-            Err(reason) => {
-                done.push(ignored(reason));
-                continue;
-            }
-        };
-        let _ = std::fs::remove_file(&path);
-        done.push(outcome);
+    records.into_iter().map(|(cpu, path)| put_back_one(root, cpu, &path, owner)).collect()
+}
+
+/// What one record left by a switch that did not stop calls for; done, the record goes
+/// (unless it is ignored or the switch still runs).
+fn put_back_one(root: &Path, cpu: usize, path: &Path, owner: Option<u32>) -> Leftover {
+    let ignored = |reason: String| Leftover::Ignored { path: path.to_path_buf(), reason };
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() && Some(m.uid()) == owner => {}
+        Ok(_) => return ignored("not a file of this process's owner".into()),
+        Err(e) => return ignored(e.to_string()),
     }
-    done.sort_by_key(|l| format!("{l:?}"));
-    done
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut lines = text.lines().map(str::trim);
+    let (Some(previous), Some(set), Some(Ok(pid))) = (lines.next(), lines.next(), lines.next().map(str::parse::<u32>))
+    else {
+        return ignored("not a record of this switch".into());
+    };
+    if pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists() {
+        return Leftover::Live { cpu, pid };
+    }
+    let sysfs = sysfs_path(root, cpu);
+    let outcome = match read_value(&sysfs) {
+        Ok(now) if now != set => Leftover::ChangedSince { cpu, value: now },
+        Ok(_) => match std::fs::write(&sysfs, previous) {
+            Ok(()) => Leftover::PutBack { cpu, value: previous.to_string() },
+            Err(e) => return ignored(format!("cannot write {}: {e}", sysfs.display())),
+        },
+        Err(reason) => return ignored(reason),
+    };
+    let _ = std::fs::remove_file(path);
+    outcome
 }
 
 #[cfg(test)]
@@ -297,9 +285,9 @@ mod tests {
         assert_eq!(
             done,
             vec![
+                Leftover::PutBack { cpu: 2, value: "20".into() },
                 Leftover::ChangedSince { cpu: 3, value: "15".into() },
                 Leftover::Live { cpu: 5, pid: 1 },
-                Leftover::PutBack { cpu: 2, value: "20".into() },
             ]
         );
         assert_eq!((read(&cpu2).as_str(), read(&cpu3).as_str(), read(&cpu5).as_str()), ("20", "15", "0\n"));

@@ -302,9 +302,9 @@ impl Switch {
             log_leftover(&leftover);
         }
         // Set before the workers start, so their first sleep already has it; put back by
-        // `shutdown`, or by the drop on a failed start.
+        // `shutdown`, or by the drop on a failed start. (Validation allows it with back-off only.)
         let mut resume_latency = Vec::new();
-        if let (Some(latency), true) = (config.switch.idle_cpu_resume_latency_us, config.switch.idle_backoff) {
+        if let Some(latency) = config.switch.idle_cpu_resume_latency_us {
             for wc in &config.workers {
                 let limit = ResumeLatencyLimit::set(state_dir, wc.core, latency)
                     .map_err(|reason| StartError::Worker { core: wc.core, reason })?;
