@@ -16,19 +16,21 @@ void *vs_pktmbuf_mtod(struct rte_mbuf *m) { return rte_pktmbuf_mtod(m, void *); 
  * Where neither CPUID leaf 0x15 nor MSR_PLATFORM_INFO gives the TSC frequency (most VMs),
  * DPDK's EAL measures it (get_tsc_freq): it reads CLOCK_MONOTONIC_RAW and the TSC, calls
  * nanosleep for 100 ms with no remainder pointer, reads both again, and divides. That sleep
- * is most of the EAL's start-up time. The result does not depend on how long the sleep
- * lasts, only its precision does: the two reads of each pair are a few hundred nanoseconds
- * apart, so 10 ms still measures to about 0.01%, well inside the 10 MHz DPDK rounds the
- * result to (0.4% at 2.45 GHz). A vCPU paused between the two reads of a pair costs 10
- * times more than with 100 ms (a 50 us pause: 0.5%, one 10 MHz step at most). So while
- * vs_eal_init runs, this nanosleep, which the executable exports ahead of libc's, cuts
- * that one call to 10 ms (20 ms until 2026-12-06: 10 ms of a 48 ms start): the first 100 ms sleep
+ * is most of the EAL's start-up time. So while vs_eal_init runs, this nanosleep, which the
+ * executable exports ahead of libc's, cuts that one call to 1 ms (100 ms in DPDK, 20 ms
+ * here until 2026-12-06, then 10 ms: a fifth of a 48 ms start): the first 100 ms sleep
  * with a NULL remainder on the initialising thread. DPDK's other sleeps in drivers probed
  * during init (rte_delay_us_sleep, as in PCI drivers' reset waits) pass a remainder and
  * sleep as asked, as does every call of other threads, of other lengths, or after init.
+ *
+ * In 1 ms the EAL's figure is an estimate: right to its 10 MHz rounding when its two reads
+ * of each pair run back to back, 5% off when a vCPU pauses 50 us between them. The EAL
+ * keeps it for DPDK's own delays (driver reset waits), where that is harmless; the switch
+ * measures the frequency itself across the EAL's whole start, from pairs of reads it
+ * checks (dataplane/src/dpdk/mod.rs, TscClockPair), and uses that.
  */
 #define EAL_TSC_SLEEP_NS 100000000L
-#define SHORT_TSC_SLEEP_NS 10000000L
+#define SHORT_TSC_SLEEP_NS 1000000L
 
 static atomic_bool calibration_pending;
 static atomic_bool calibration_shortened;

@@ -135,15 +135,7 @@ fn main() -> ExitCode {
         switch.shutdown();
         return fail(format!("cannot pin the control plane to core {main_core}: {e}"));
     }
-    println!(
-        "TSC {} Hz ({})",
-        switch.tsc_hz(),
-        if switch.tsc_calibration_shortened() {
-            "measured by the EAL in a 10 ms window"
-        } else {
-            "the EAL's calibration was not shortened"
-        }
-    );
+    println!("TSC {} Hz ({})", switch.tsc_hz(), switch.tsc_source());
     for p in switch.ports() {
         println!(
             "port {} '{}' ({}, {}): {} rx / {} tx queues, MAC {}, link {}",

@@ -80,8 +80,101 @@ static EAL_STATE: AtomicU8 = AtomicU8::new(EAL_NEVER);
 #[derive(Debug)]
 pub struct Eal {
     tsc_hz: u64,
-    tsc_calibration_shortened: bool,
+    tsc_source: TscSource,
     runtime_dir: std::path::PathBuf,
+}
+
+/// Where [`Eal::tsc_hz`] comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TscSource {
+    /// The EAL's own figure: the CPU reported it (CPUID, MSR), or the EAL measured it in
+    /// its full 100 ms window.
+    Eal,
+    /// The EAL only estimated it in a 1 ms window (dpdk-sys/shim.c), so the switch measured
+    /// it across the EAL's whole start, `window_us` long. The EAL keeps its estimate for
+    /// DPDK's own delays.
+    Measured { window_us: u64, eal_estimate_hz: u64 },
+    /// As `Measured`, but that measurement (`measured_hz`) was more than 10% from the
+    /// EAL's estimate, which is used instead: the TSC may differ between cores.
+    EalEstimate { measured_hz: u64 },
+}
+
+impl std::fmt::Display for TscSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TscSource::Eal => write!(f, "the EAL's: reported by the CPU or measured in 100 ms"),
+            TscSource::Measured { window_us, eal_estimate_hz } => write!(
+                f,
+                "measured across the EAL's start, {:.1} ms; the EAL's own 1 ms estimate: {eal_estimate_hz} Hz",
+                *window_us as f64 / 1000.0
+            ),
+            TscSource::EalEstimate { measured_hz } => write!(
+                f,
+                "the EAL's 1 ms estimate: measured across its start, the TSC gave {measured_hz} Hz, over 10% away"
+            ),
+        }
+    }
+}
+
+/// A TSC reading and the kernel's raw monotonic clock, taken as close together as the CPU
+/// allows: of 16 tries of TSC, clock, TSC, the one whose TSC reads were nearest, so a try
+/// interrupted (or a vCPU paused) between its reads does not count.
+#[derive(Clone, Copy, Debug)]
+struct TscClockPair {
+    tsc: u64,
+    nanos: u64,
+}
+
+impl TscClockPair {
+    fn read() -> Self {
+        let mut best = (u64::MAX, TscClockPair { tsc: 0, nanos: 0 });
+        for _ in 0..16 {
+            let before = tsc();
+            let nanos = monotonic_raw_nanos();
+            let spread = tsc().wrapping_sub(before);
+            if spread < best.0 {
+                best = (spread, TscClockPair { tsc: before + spread / 2, nanos });
+            }
+        }
+        best.1
+    }
+}
+
+fn monotonic_raw_nanos() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into `ts`; CLOCK_MONOTONIC_RAW exists on
+    // every Linux DPDK 22.11 runs on.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_RAW, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The TSC's frequency from `start` to now, over at least 5 ms. The pairs' reads are well
+/// under a microsecond apart, so the figure is good to about 0.01% (the EAL's start, the
+/// usual window here, is longer still).
+fn tsc_hz_since(start: TscClockPair) -> (u64, u64) {
+    const MIN_WINDOW_NS: u64 = 5_000_000;
+    let mut end = TscClockPair::read();
+    let elapsed = end.nanos.saturating_sub(start.nanos);
+    if elapsed < MIN_WINDOW_NS {
+        std::thread::sleep(std::time::Duration::from_nanos(MIN_WINDOW_NS - elapsed));
+        end = TscClockPair::read();
+    }
+    let window_ns = end.nanos.saturating_sub(start.nanos).max(1);
+    let cycles = end.tsc.wrapping_sub(start.tsc);
+    ((cycles as u128 * 1_000_000_000 / window_ns as u128) as u64, window_ns / 1000)
+}
+
+/// The TSC frequency to use, given the EAL's figure and whether the EAL only estimated it
+/// in its shortened window (then `measured` is the switch's own: Hz and window in µs).
+fn choose_tsc_hz(eal_hz: u64, shortened: bool, measured: impl FnOnce() -> (u64, u64)) -> (u64, TscSource) {
+    if !shortened {
+        return (eal_hz, TscSource::Eal);
+    }
+    let (measured_hz, window_us) = measured();
+    if measured_hz.abs_diff(eal_hz) > eal_hz / 10 {
+        return (eal_hz, TscSource::EalEstimate { measured_hz });
+    }
+    (measured_hz, TscSource::Measured { window_us, eal_estimate_hz: eal_hz })
 }
 
 impl Eal {
@@ -94,6 +187,8 @@ impl Eal {
         if EAL_STATE.compare_exchange(EAL_NEVER, EAL_UP, Ordering::AcqRel, Ordering::Acquire).is_err() {
             return Err(DpdkError::new("rte_eal_init (already initialised once)", 114));
         }
+        // The start of the switch's own TSC measurement, which spans the EAL's start.
+        let start = TscClockPair::read();
         let owned: Vec<CString> =
             args.iter().map(|a| CString::new(a.as_str()).expect("EAL argument contains NUL")).collect();
         // rte_eal_init may permute argv, so it gets its own array of pointers.
@@ -101,32 +196,32 @@ impl Eal {
         argv.push(std::ptr::null_mut());
         // SAFETY: argv holds argc valid NUL-terminated strings followed by NULL; `owned` keeps
         // them alive for the call, and DPDK copies what it keeps. The state flag above makes
-        // this the only call in the process. vs_eal_init is rte_eal_init with a 10 ms TSC
-        // calibration instead of 100 ms (dpdk-sys/shim.c says why that is safe).
+        // this the only call in the process. vs_eal_init is rte_eal_init with a 1 ms
+        // estimate of the TSC frequency instead of a 100 ms measurement (dpdk-sys/shim.c).
         let rc = unsafe { sys::vs_eal_init(owned.len() as i32, argv.as_mut_ptr()) };
         if rc < 0 {
             EAL_STATE.store(EAL_DOWN, Ordering::Release);
             return Err(DpdkError::from_rte_errno("rte_eal_init"));
         }
         // SAFETY: the EAL is initialised.
-        let tsc_hz = unsafe { sys::rte_get_tsc_hz() };
+        let eal_tsc_hz = unsafe { sys::rte_get_tsc_hz() };
         // SAFETY: reads a flag the shim set during vs_eal_init, which has returned.
-        let tsc_calibration_shortened = unsafe { sys::vs_eal_tsc_calibration_shortened() } != 0;
+        let shortened = unsafe { sys::vs_eal_tsc_calibration_shortened() } != 0;
+        let (tsc_hz, tsc_source) = choose_tsc_hz(eal_tsc_hz, shortened, || tsc_hz_since(start));
         // SAFETY: returns a pointer to the EAL's static NUL-terminated path string.
         let runtime_dir = unsafe { CStr::from_ptr(sys::rte_eal_get_runtime_dir()) };
         let runtime_dir = std::path::PathBuf::from(runtime_dir.to_string_lossy().into_owned());
-        Ok(Arc::new(Eal { tsc_hz, tsc_calibration_shortened, runtime_dir }))
+        Ok(Arc::new(Eal { tsc_hz, tsc_source, runtime_dir }))
     }
 
-    /// Frequency of the time-stamp counter that [`tsc`] reads.
+    /// Frequency of the time-stamp counter that [`tsc`] reads (see [`TscSource`]).
     pub fn tsc_hz(&self) -> u64 {
         self.tsc_hz
     }
 
-    /// Whether the EAL measured the TSC frequency in the shortened 10 ms window (false: it
-    /// needed no measurement, the CPU reported it).
-    pub fn tsc_calibration_shortened(&self) -> bool {
-        self.tsc_calibration_shortened
+    /// Where [`Eal::tsc_hz`] comes from.
+    pub fn tsc_source(&self) -> TscSource {
+        self.tsc_source
     }
 
     /// Bytes of memory the EAL has mapped into its heaps on every socket: the hugepages it
@@ -2022,7 +2117,39 @@ pub unsafe extern "C" fn munmap(addr: *mut libc::c_void, len: libc::size_t) -> l
 
 #[cfg(test)]
 mod tests {
-    use super::{device_name, map_anonymous, munmap, populate, Poller};
+    use super::{
+        choose_tsc_hz, device_name, map_anonymous, munmap, populate, tsc, tsc_hz_since, Poller, TscClockPair, TscSource,
+    };
+
+    #[test]
+    fn the_eal_figure_is_kept_unless_the_eal_only_estimated_it() {
+        let unmeasured = || -> (u64, u64) { panic!("measured although the EAL's figure stands") };
+        assert_eq!(choose_tsc_hz(2_450_000_000, false, unmeasured), (2_450_000_000, TscSource::Eal));
+        assert_eq!(
+            choose_tsc_hz(2_450_000_000, true, || (2_445_406_123, 18_250)),
+            (2_445_406_123, TscSource::Measured { window_us: 18_250, eal_estimate_hz: 2_450_000_000 })
+        );
+        // A measurement far from the estimate (TSCs apart between cores) is not trusted.
+        assert_eq!(
+            choose_tsc_hz(2_450_000_000, true, || (3_100_000_000, 18_250)),
+            (2_450_000_000, TscSource::EalEstimate { measured_hz: 3_100_000_000 })
+        );
+    }
+
+    #[test]
+    fn the_tsc_measurement_spans_at_least_5_ms_and_repeats_itself() {
+        let (first, window_us) = tsc_hz_since(TscClockPair::read());
+        assert!(window_us >= 5000, "{window_us} µs");
+        let (second, _) = tsc_hz_since(TscClockPair::read());
+        let apart = first.abs_diff(second) as f64 / first as f64;
+        assert!(apart < 0.002, "{first} Hz, then {second} Hz");
+        // And it agrees with the TSC's cycles over std's clock, over 50 ms.
+        let (t0, c0) = (std::time::Instant::now(), tsc());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let (c1, t1) = (tsc(), std::time::Instant::now());
+        let rough = (c1 - c0) as f64 / (t1 - t0).as_secs_f64();
+        assert!((rough / first as f64 - 1.0).abs() < 0.01, "{first} Hz measured, {rough:.0} over 50 ms");
+    }
 
     #[test]
     fn eal_start_answers_sysfs_lookups_as_the_files_do() {

@@ -20,7 +20,7 @@ pub use ports::PortChangeError;
 pub use tunnels::{TunnelChangeError, TunnelView};
 
 use crate::config::{Config, ConfigError, DeviceKind, PortConfig};
-use crate::dpdk::{DevInfo, DpdkError, Eal, EthPort, EthStats, LinkStatus, Mempool, PortLayout, PortSetup};
+use crate::dpdk::{DevInfo, DpdkError, Eal, EthPort, EthStats, LinkStatus, Mempool, PortLayout, PortSetup, TscSource};
 use crate::l2::L2Settings;
 use crate::mac_table::{FlushFilter, MacEntry, MacTable, PortIdx};
 use crate::memory::{self, check_hugepages, default_hugepage_size, hugepage_state, HugepageShortage, MemoryPlan};
@@ -213,7 +213,7 @@ pub struct Switch {
     pool: Mutex<Option<Arc<Mempool>>>,
     eal: Mutex<Option<Arc<Eal>>>,
     tsc_hz: u64,
-    tsc_calibration_shortened: bool,
+    tsc_source: TscSource,
     /// TSC at start, the zero of live-trace times.
     started_tsc: u64,
     /// Desired flows and their bookkeeping; changes are serialised here.
@@ -379,7 +379,7 @@ impl Switch {
         }
 
         let tsc_hz = eal.tsc_hz();
-        let tsc_calibration_shortened = eal.tsc_calibration_shortened();
+        let tsc_source = eal.tsc_source();
         let flow_state = flows::FlowState::new(config);
         let switch = Arc::new(Switch {
             plan,
@@ -395,7 +395,7 @@ impl Switch {
             pool: Mutex::new(Some(pool)),
             eal: Mutex::new(Some(eal)),
             tsc_hz,
-            tsc_calibration_shortened,
+            tsc_source,
             started_tsc: crate::dpdk::tsc(),
             flows: Mutex::new(flow_state),
             tunnels: Mutex::new(tunnel_state),
@@ -425,9 +425,9 @@ impl Switch {
         self.tsc_hz
     }
 
-    /// See [`Eal::tsc_calibration_shortened`].
-    pub fn tsc_calibration_shortened(&self) -> bool {
-        self.tsc_calibration_shortened
+    /// See [`Eal::tsc_source`].
+    pub fn tsc_source(&self) -> TscSource {
+        self.tsc_source
     }
 
     pub fn workers(&self) -> &[WorkerRuntime] {
