@@ -939,6 +939,9 @@ def main():
     subprocess.run([os.path.join(ROOT, "scripts", "hugepages.sh"), "512"], check=True, capture_output=True)
     run = Run(args)
     shmem_before, isolated = None, {}
+    # A run stopped with SIGTERM (timeout, CI) cleans up as one stopped with Ctrl-C does:
+    # the finally below puts back the other threads' cores and the THP mode.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         if args.shmem_thp:
             shmem_before = set_shmem_thp(args.shmem_thp)
