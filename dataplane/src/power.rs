@@ -46,7 +46,8 @@ pub fn current(cpu: usize) -> Option<String> {
     read_value(&sysfs_path(Path::new(SYSFS_CPUS), cpu)).ok()
 }
 
-/// A limit as the kernel shows it, for a table: "none", "poll" or "N µs".
+/// A limit as the kernel shows it, for a table: "none", "poll", "Nus", or "-" where the
+/// kernel has none.
 pub fn short(value: &str) -> String {
     match value {
         "" => "-".to_string(),

@@ -127,16 +127,13 @@ struct TscClockPair {
 
 impl TscClockPair {
     fn read() -> Self {
-        let mut best = (u64::MAX, TscClockPair { tsc: 0, nanos: 0 });
-        for _ in 0..16 {
+        let tries = (0..16).map(|_| {
             let before = tsc();
             let nanos = monotonic_raw_nanos();
             let spread = tsc().wrapping_sub(before);
-            if spread < best.0 {
-                best = (spread, TscClockPair { tsc: before + spread / 2, nanos });
-            }
-        }
-        best.1
+            (spread, TscClockPair { tsc: before + spread / 2, nanos })
+        });
+        tries.min_by_key(|&(spread, _)| spread).expect("16 tries").1
     }
 }
 
