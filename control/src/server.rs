@@ -135,8 +135,9 @@ pub async fn serve(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    // Unix connections go through the :authority relay (see uds_authority).
-    let unix_incoming = UnixListenerStream::new(listeners.unix).map(|conn| conn.map(uds_authority::relay));
+    // Unix connections have their :authority rewritten where a client sent a path (see uds_authority).
+    let unix_incoming =
+        UnixListenerStream::new(listeners.unix).map(|conn| conn.map(uds_authority::AuthorityRewriting::new));
     let unix = router(api.clone()).await.serve_with_incoming_shutdown(unix_incoming, stopped(stop_rx.clone()));
     let result = match listeners.tcp {
         Some(tcp) => {
