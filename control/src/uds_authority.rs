@@ -27,8 +27,6 @@ const FLAG_PRIORITY: u8 = 0x20;
 /// Largest frame payload a peer may send before settings say otherwise (RFC 9113 4.2),
 /// which is also what we emit at most.
 const DEFAULT_MAX_FRAME: usize = 16_384;
-/// Largest frame the rewriter accepts from a client (the protocol's absolute maximum).
-const MAX_FRAME: usize = (1 << 24) - 1;
 /// Read buffer: a big request (a half-MB flow file) takes a few reads of 64 KiB, not two
 /// system calls per frame.
 const READ_BUFFER: usize = 64 * 1024;
@@ -103,10 +101,8 @@ impl<S: AsyncRead + Unpin> AuthorityRewriting<S> {
                 self.phase = Phase::FrameHead;
             }
             Phase::FrameHead => {
+                // 24 bits of length: 16 MiB at most, the protocol's own limit.
                 let head: [u8; 9] = part[..].try_into().expect("9 bytes collected");
-                if frame_len(&head) > MAX_FRAME {
-                    return Err(protocol_error("frame too large"));
-                }
                 let kind = head[3];
                 if kind == FRAME_HEADERS || kind == FRAME_CONTINUATION || self.pending.is_some() {
                     self.phase = Phase::BlockPayload { head };
@@ -191,8 +187,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityRewriting<S> {
                 return Poll::Ready(Ok(()));
             }
             if available.is_empty() {
-                // The client is done: at a frame boundary, that is the end of the stream.
-                return if this.phase == Phase::FrameHead && this.collected.is_empty() {
+                // The client is done: at a frame boundary, outside a header block, that is
+                // the end of the stream.
+                return if this.phase == Phase::FrameHead && this.collected.is_empty() && this.pending.is_none() {
                     Poll::Ready(Ok(()))
                 } else {
                     Poll::Ready(Err(protocol_error("connection closed inside a frame")))
@@ -458,10 +455,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_connection_closed_inside_a_frame_is_an_error() {
+    async fn a_connection_closed_inside_a_frame_or_a_header_block_is_an_error() {
         let mut input = PREFACE.to_vec();
         input.extend(frame(0x0, 0, 1, b"0123456789"));
         input.truncate(input.len() - 4);
+        assert!(rewritten(input).await.is_err());
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(FRAME_HEADERS, 0, 1, &[0x82])); // no END_HEADERS, no CONTINUATION
         assert!(rewritten(input).await.is_err());
     }
 
