@@ -185,6 +185,8 @@ impl SwitchConfig {
 
 /// Rx and tx descriptors of a port added at run time, unless the request says otherwise.
 pub const RUNTIME_PORT_DESCRIPTORS: u16 = 256;
+/// MTU of a port added at run time, unless the request says otherwise.
+pub const RUNTIME_PORT_MTU: u16 = 1500;
 
 impl Default for SwitchConfig {
     fn default() -> Self {

@@ -299,6 +299,8 @@ fn run(args: Args) -> Result<(), String> {
         mtu: 1500,
         // The generator busy-polls: its peers' idle behaviour is what is measured.
         rx_interrupts: false,
+        // Its two ports are all it opens.
+        spares_for: None,
     };
     let tx_port = EthPort::probe(&eal, &args.tx).map_err(|e| e.to_string())?;
     tx_port.setup_and_start(&setup, &pool).map_err(|e| format!("{}: {e}", args.tx))?;

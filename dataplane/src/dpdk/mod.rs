@@ -968,6 +968,17 @@ pub struct PortSetup {
     /// Ask for rx interrupts, so an idle worker can wait for packets instead of polling or
     /// sleeping. Ports whose driver cannot give them are set up without.
     pub rx_interrupts: bool,
+    /// `system:` ports: the `system:` ports likely to come next, whose receive rings are
+    /// made ahead (None: none are).
+    pub spares_for: Option<SpareShape>,
+}
+
+/// What a `system:` port's receive rings depend on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpareShape {
+    pub rx_queues: u16,
+    pub rx_descriptors: u16,
+    pub mtu: u16,
 }
 
 /// What a port ended up with after configuration (the device may round descriptor counts).
@@ -1133,9 +1144,7 @@ impl EthPort {
     /// Opens a `system:` port's sockets: one receive ring per rx queue (a fanout group when
     /// there are several), one transmit socket for all tx queues.
     fn start_system(&self, sp: &SystemPort, setup: &PortSetup, pool: &Arc<Mempool>) -> Result<PortLayout, DpdkError> {
-        // Slots for frames of the port's MTU (two tags, FCS room): longer ones, which the
-        // switch's buffers are not sized for either, are cut short and counted as errors.
-        let shape = packet_socket::Shape { frames: setup.rx_descriptors as u32, frame_bytes: setup.mtu as u32 + 26 };
+        let shape = packet_socket::Shape::for_port(setup.rx_descriptors, setup.mtu);
         let mut sockets = SystemSockets::default();
         let mut fanout = None;
         for _ in 0..setup.rx_queues {
@@ -1149,8 +1158,12 @@ impl EthPort {
         }
         sockets.tx = Some(Arc::new(PacketSender::open(sp.ifindex)?));
         sockets.tx_counters = (0..setup.tx_queues).map(|_| Arc::default()).collect();
-        // The next port of this shape takes ready rings.
-        packet_socket::keep_spares(shape, setup.rx_queues as usize);
+        if let Some(next) = setup.spares_for {
+            packet_socket::keep_spares(
+                packet_socket::Shape::for_port(next.rx_descriptors, next.mtu),
+                next.rx_queues as usize,
+            );
+        }
         let layout = PortLayout {
             rx_descriptors: sockets.rx.iter().flatten().next().map_or(0, |r| r.frames() as u16),
             // Frames go straight from mbufs to the kernel: no descriptors of the port's own.

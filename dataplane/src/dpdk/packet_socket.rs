@@ -115,6 +115,14 @@ pub(super) struct Shape {
     pub frame_bytes: u32,
 }
 
+impl Shape {
+    /// Slots for frames of the port's MTU (two tags, FCS room): longer ones, which the
+    /// switch's buffers are not sized for either, are cut short and counted as errors.
+    pub fn for_port(rx_descriptors: u16, mtu: u16) -> Shape {
+        Shape { frames: rx_descriptors as u32, frame_bytes: mtu as u32 + 26 }
+    }
+}
+
 /// Receive rings made ahead of need, unbound (see the module's notes), all of one shape,
 /// and whether a refill is making more.
 struct Pool {

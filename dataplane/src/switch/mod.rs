@@ -20,7 +20,9 @@ pub use ports::PortChangeError;
 pub use tunnels::{TunnelChangeError, TunnelView};
 
 use crate::config::{Config, ConfigError, DeviceKind, PortConfig};
-use crate::dpdk::{DevInfo, DpdkError, Eal, EthPort, EthStats, LinkStatus, Mempool, PortLayout, PortSetup, TscSource};
+use crate::dpdk::{
+    DevInfo, DpdkError, Eal, EthPort, EthStats, LinkStatus, Mempool, PortLayout, PortSetup, SpareShape, TscSource,
+};
 use crate::l2::L2Settings;
 use crate::mac_table::{FlushFilter, MacEntry, MacTable, PortIdx};
 use crate::memory::{self, check_hugepages, default_hugepage_size, hugepage_state, HugepageShortage, MemoryPlan};
@@ -248,6 +250,12 @@ impl Switch {
             });
         }
 
+        // `system:` ports added at run time (CNI endpoints) find receive rings ready.
+        let spares_for = (config.switch.spare_ports > 0).then_some(SpareShape {
+            rx_queues: 1,
+            rx_descriptors: crate::config::RUNTIME_PORT_DESCRIPTORS,
+            mtu: crate::config::RUNTIME_PORT_MTU,
+        });
         let mut ports = Vec::with_capacity(config.ports.len());
         for (i, pc) in config.ports.iter().enumerate() {
             ports.push(Arc::new(open_port(
@@ -257,6 +265,7 @@ impl Switch {
                 pc,
                 n_workers,
                 config.switch.wants_rx_interrupts(),
+                spares_for,
             )?));
         }
 
@@ -625,6 +634,7 @@ fn open_port(
     pc: &PortConfig,
     n_workers: usize,
     rx_interrupts: bool,
+    spares_for: Option<SpareShape>,
 ) -> Result<PortRuntime, StartError> {
     let devargs = pc.effective_devargs(n_workers);
     let fail = |reason: String| StartError::Port { port: pc.name.clone(), devargs: devargs.clone(), reason };
@@ -652,6 +662,7 @@ fn open_port(
         tx_descriptors: pc.tx_descriptors,
         mtu: pc.mtu,
         rx_interrupts,
+        spares_for,
     };
     let layout = eth.setup_and_start(&setup, pool).map_err(|e| fail(e.to_string()))?;
     Ok(PortRuntime {

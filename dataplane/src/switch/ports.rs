@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::{open_port, PortView, Switch};
 use crate::config::{DeviceKind, PortConfig};
-use crate::dpdk::MBUF_HEADROOM;
+use crate::dpdk::{SpareShape, MBUF_HEADROOM};
 use crate::mac_table::FlushFilter;
 use crate::memory::MemoryPlan;
 use crate::worker::{forget_rx, QueueChange};
@@ -112,7 +112,11 @@ impl Switch {
             (Some(e), Some(p)) => (e, p),
             _ => return Err(PortChangeError::Stopping),
         };
-        let mut port = open_port(&eal, &pool, idx, &config, n_workers, self.plan.config.switch.wants_rx_interrupts())
+        // The next port added is likely another like it.
+        let spares_for =
+            SpareShape { rx_queues: config.rx_queues, rx_descriptors: config.rx_descriptors, mtu: config.mtu };
+        let rx_interrupts = self.plan.config.switch.wants_rx_interrupts();
+        let mut port = open_port(&eal, &pool, idx, &config, n_workers, rx_interrupts, Some(spares_for))
             .map_err(|e| {
             let hint = if e.to_string().contains("probe") {
                 " (Debian's DPDK 22.11 has at most 32 ethdev ports per process, RTE_MAX_ETHPORTS; a kernel interface can be added as system:IFACE, which takes none)"
