@@ -41,7 +41,7 @@ const READ_BUFFER: usize = 64 * 1024;
 pub struct AuthorityRewriting<S> {
     io: BufReader<S>,
     phase: Phase,
-    /// Bytes of the frame part being collected (`Phase::want` of them).
+    /// Bytes of the frame part being collected (`collecting` says how many).
     collected: Vec<u8>,
     /// Bytes ready for the server: the preface, frame headers and rewritten header blocks.
     out: Vec<u8>,
@@ -79,19 +79,28 @@ impl<S: AsyncRead + Unpin> AuthorityRewriting<S> {
         }
     }
 
-    /// How many bytes the current phase collects before `step` (0: none, it passes them).
-    fn want(&self) -> usize {
+    /// How many bytes the current phase collects before `step`; None while a frame's
+    /// payload passes through.
+    fn collecting(&self) -> Option<usize> {
         match self.phase {
-            Phase::Preface => PREFACE.len(),
-            Phase::FrameHead => 9,
-            Phase::BlockPayload { head } => frame_len(&head),
-            Phase::Passing { .. } => 0,
+            Phase::Preface => Some(PREFACE.len()),
+            Phase::FrameHead => Some(9),
+            Phase::BlockPayload { head } => Some(frame_len(&head)),
+            Phase::Passing { .. } => None,
         }
     }
 
-    /// Acts on a complete preface, frame header or header-block payload in `collected`.
+    /// Acts on a complete preface, frame header or header-block payload in `collected`,
+    /// whose buffer is kept for the next.
     fn step(&mut self) -> io::Result<()> {
         let part = std::mem::take(&mut self.collected);
+        let result = self.act_on(&part);
+        self.collected = part;
+        self.collected.clear();
+        result
+    }
+
+    fn act_on(&mut self, part: &[u8]) -> io::Result<()> {
         match self.phase {
             Phase::Preface => {
                 if part != PREFACE {
@@ -102,7 +111,7 @@ impl<S: AsyncRead + Unpin> AuthorityRewriting<S> {
             }
             Phase::FrameHead => {
                 // 24 bits of length: 16 MiB at most, the protocol's own limit.
-                let head: [u8; 9] = part[..].try_into().expect("9 bytes collected");
+                let head: [u8; 9] = part.try_into().expect("9 bytes collected");
                 let kind = head[3];
                 if kind == FRAME_HEADERS || kind == FRAME_CONTINUATION || self.pending.is_some() {
                     self.phase = Phase::BlockPayload { head };
@@ -114,18 +123,13 @@ impl<S: AsyncRead + Unpin> AuthorityRewriting<S> {
                         left => Phase::Passing { left },
                     };
                 }
-                self.collected = part;
-                self.collected.clear();
-                return Ok(());
             }
             Phase::BlockPayload { head } => {
-                self.block_frame(&head, &part)?;
+                self.block_frame(&head, part)?;
                 self.phase = Phase::FrameHead;
             }
             Phase::Passing { .. } => unreachable!("passing frames are not collected"),
         }
-        self.collected = part;
-        self.collected.clear();
         Ok(())
     }
 
@@ -169,14 +173,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityRewriting<S> {
                 }
                 return Poll::Ready(Ok(()));
             }
-            let want = this.want();
-            if want == 0 && !matches!(this.phase, Phase::Passing { .. }) {
-                // An empty HEADERS or CONTINUATION payload: complete as it is.
+            let want = this.collecting();
+            if want == Some(this.collected.len()) {
+                // Complete (an empty HEADERS or CONTINUATION payload is, as it is).
                 this.step()?;
                 continue;
             }
             let available = ready!(Pin::new(&mut this.io).poll_fill_buf(cx))?;
-            if let Phase::Passing { left } = this.phase {
+            let Some(want) = want else {
+                let Phase::Passing { left } = this.phase else { unreachable!("only passing collects nothing") };
                 if available.is_empty() {
                     return Poll::Ready(Err(protocol_error("connection closed inside a frame")));
                 }
@@ -185,7 +190,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityRewriting<S> {
                 Pin::new(&mut this.io).consume(n);
                 this.phase = if n == left { Phase::FrameHead } else { Phase::Passing { left: left - n } };
                 return Poll::Ready(Ok(()));
-            }
+            };
             if available.is_empty() {
                 // The client is done: at a frame boundary, outside a header block, that is
                 // the end of the stream.
@@ -198,9 +203,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityRewriting<S> {
             let n = (want - this.collected.len()).min(available.len());
             this.collected.extend_from_slice(&available[..n]);
             Pin::new(&mut this.io).consume(n);
-            if this.collected.len() == want {
-                this.step()?;
-            }
         }
     }
 }
