@@ -312,7 +312,7 @@ fn port_spec_to_config(spec: &pb::PortSpec) -> Result<dataplane::config::PortCon
         name: spec.name.clone(),
         number: spec.number,
         devargs: spec.devargs.clone(),
-        rx_queues: small("rx_queues", spec.rx_queues, 1)?,
+        rx_queues: small("rx_queues", spec.rx_queues, dataplane::config::RUNTIME_PORT_RX_QUEUES)?,
         rx_descriptors: small("rx_descriptors", spec.rx_descriptors, descriptors)?,
         tx_descriptors: small("tx_descriptors", spec.tx_descriptors, descriptors)?,
         mtu: small("mtu", spec.mtu, dataplane::config::RUNTIME_PORT_MTU)?,

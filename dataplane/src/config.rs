@@ -187,6 +187,8 @@ impl SwitchConfig {
 pub const RUNTIME_PORT_DESCRIPTORS: u16 = 256;
 /// MTU of a port added at run time, unless the request says otherwise.
 pub const RUNTIME_PORT_MTU: u16 = 1500;
+/// Rx queues of a port added at run time, unless the request says otherwise.
+pub const RUNTIME_PORT_RX_QUEUES: u16 = 1;
 
 impl Default for SwitchConfig {
     fn default() -> Self {

@@ -252,7 +252,7 @@ impl Switch {
 
         // `system:` ports added at run time (CNI endpoints) find receive rings ready.
         let spares_for = (config.switch.spare_ports > 0).then_some(SpareShape {
-            rx_queues: 1,
+            rx_queues: crate::config::RUNTIME_PORT_RX_QUEUES,
             rx_descriptors: crate::config::RUNTIME_PORT_DESCRIPTORS,
             mtu: crate::config::RUNTIME_PORT_MTU,
         });
@@ -625,6 +625,11 @@ fn log_leftover(leftover: &power::Leftover) {
             )
         }
     }
+}
+
+/// What `pc`'s receive rings depend on, were it a `system:` port.
+fn spare_shape(pc: &PortConfig) -> SpareShape {
+    SpareShape { rx_queues: pc.rx_queues, rx_descriptors: pc.rx_descriptors, mtu: pc.mtu }
 }
 
 fn open_port(

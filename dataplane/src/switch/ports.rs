@@ -12,9 +12,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{open_port, PortView, Switch};
+use super::{open_port, spare_shape, PortView, Switch};
 use crate::config::{DeviceKind, PortConfig};
-use crate::dpdk::{SpareShape, MBUF_HEADROOM};
+use crate::dpdk::MBUF_HEADROOM;
 use crate::mac_table::FlushFilter;
 use crate::memory::MemoryPlan;
 use crate::worker::{forget_rx, QueueChange};
@@ -113,10 +113,8 @@ impl Switch {
             _ => return Err(PortChangeError::Stopping),
         };
         // The next port added is likely another like it.
-        let spares_for =
-            SpareShape { rx_queues: config.rx_queues, rx_descriptors: config.rx_descriptors, mtu: config.mtu };
         let rx_interrupts = self.plan.config.switch.wants_rx_interrupts();
-        let mut port = open_port(&eal, &pool, idx, &config, n_workers, rx_interrupts, Some(spares_for))
+        let mut port = open_port(&eal, &pool, idx, &config, n_workers, rx_interrupts, Some(spare_shape(&config)))
             .map_err(|e| {
             let hint = if e.to_string().contains("probe") {
                 " (Debian's DPDK 22.11 has at most 32 ethdev ports per process, RTE_MAX_ETHPORTS; a kernel interface can be added as system:IFACE, which takes none)"
