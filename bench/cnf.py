@@ -5,7 +5,8 @@ same cores, in one run.
 
 Per scenario and system: the highest rate with zero loss (binary search, as RFC 2544), the
 rate when offered as much as the generator can send, latency p50/p99/p99.9/max at 10%, 50%
-and 90% of the zero-loss rate, the switch's cycles per packet, CPU and RSS while forwarding.
+and 90% of the zero-loss rate, cycles per packet (every system's own count: TSC cycles of the
+polls that received packets over the packets received), CPU and RSS while forwarding.
 Per system: time from process start to the first forwarded packet (deployment), CPU and
 RSS while idle, the latency of packets arriving 50 ms apart (the first packet after
 idle), time for a 10,000-rule change under traffic (policy update, the median of three), and time to
@@ -16,7 +17,7 @@ with its userspace tunnels (br-int and br-phy, as ../shared/peers does, in a net
 namespace of its own). Writes JSON, a Markdown table (also printed) and an SVG chart.
 
   sudo bench/cnf.py                      # full run (about 15 minutes)
-  sudo bench/cnf.py --smoke              # port-to-port on this switch only, short trials (CI)
+  sudo bench/cnf.py --smoke              # port-to-port on this switch and testpmd, short trials (CI)
   sudo bench/cnf.py --scenarios p2p,l2 --systems vswitchd
 
 Cores: the system under test forwards on core 1; tgen and control planes share core 0.
@@ -25,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import select
 import shutil
 import signal
@@ -300,7 +302,7 @@ class Run:
             p = subprocess.Popen(SUT_CORES + ["dpdk-testpmd", "-l", f"{GEN_CORE},{SUT_CORE}", "--no-pci", "--in-memory",
                                   "--file-prefix", f"tpcnf{os.getpid()}", "--vdev", sut_port(system, 0, a, role),
                                   "--vdev", sut_port(system, 1, b, role), "--", "--forward-mode=io", "--auto-start",
-                                  "--stats-period", "3600", "--nb-cores", "1"],
+                                  "--stats-period", "3600", "--nb-cores", "1", "--record-core-cycles"],
                                  stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         self.procs.append(p)
         return p
@@ -520,16 +522,46 @@ def measure(run, system, scenario):
             if pct == 90:
                 res["cpu_cores_at_90pct"] = round(cpu, 3)
     res["rss_mib"] = round(rss_mib(p.pid), 1)
+    # Cycles per packet, the same figure for each system: TSC cycles of the polls that
+    # received packets, over the packets received, for the whole run (every trial).
     if system.startswith("vswitchd"):
         w = subprocess.run([os.path.join(BIN, "vswitchctl"), "--server", run.path("sw.sock"), "--json",
                             "list-workers"], capture_output=True, text=True).stdout
         wk = json.loads(w)["workers"][0]
         pk = int(wk.get("rx_packets", 0))
         res["cycles_per_packet"] = round(int(wk.get("busy_cycles", 0)) / pk, 1) if pk else None
+    elif system == "ovs-dpdk":
+        stats = subprocess.run(["ovs-appctl", "-t", os.path.join(run.path("ovs"), "vswitchd.ctl"),
+                                "dpif-netdev/pmd-stats-show"], capture_output=True, text=True).stdout
+        res["cycles_per_packet"] = ovs_cycles_per_packet(stats)
     # The switch goes first: the generator's disconnect must not meet a polling switch.
     run.stop(p)
     gen.close()
+    if system.startswith("testpmd"):
+        # testpmd prints its figure (--record-core-cycles) as it stops.
+        with open(run.path(f"{system}-{scenario}.log")) as log:
+            res["cycles_per_packet"] = testpmd_cycles_per_packet(log.read())
     return res
+
+
+def ovs_cycles_per_packet(pmd_stats):
+    """OVS-DPDK's `dpif-netdev/pmd-stats-show`: "avg processing cycles per packet" is the
+    cycles of PMD iterations that received packets over the packets received, summed over
+    PMD threads (one here)."""
+    cycles = re.findall(r"^\s*processing cycles: (\d+)", pmd_stats, re.M)
+    packets = re.findall(r"^\s*packets received: (\d+)", pmd_stats, re.M)
+    total = sum(int(p) for p in packets)
+    return round(sum(int(c) for c in cycles) / total, 1) if cycles and total else None
+
+
+def testpmd_cycles_per_packet(log):
+    """testpmd's `CPU cycles/packet=N (total cycles=C / total io packets=P)` line, printed
+    at stop with --record-core-cycles. Its io engine counts the cycles of bursts that
+    received packets only (the rest return before the count)."""
+    m = re.search(r"CPU cycles/packet=([0-9.]+) \(total cycles=(\d+) / total \w+ packets=(\d+)\)", log)
+    if not m or int(m.group(3)) == 0:
+        return None
+    return round(int(m.group(2)) / int(m.group(3)), 1)
 
 
 POLICY_FIGURES = ("policy_update_seconds", "policy_first_flow_live_seconds", "policy_every_flow_live_seconds",
@@ -911,14 +943,15 @@ def main():
                     help="this switch with back-off: switch.idle_cpu_resume_latency_us (the forwarding core's "
                          "wake-up latency limit, 0: the core polls when idle; put back when the switch stops); "
                          "default: unset, the kernel's as found")
-    ap.add_argument("--smoke", action="store_true", help="p2p on this switch, short trials: checks the runner")
+    ap.add_argument("--smoke", action="store_true",
+                    help="p2p on this switch and testpmd, short trials: checks the runner")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     ap.add_argument("--bin-dir", help="use the binaries here instead of building target/release")
     args = ap.parse_args()
     global BIN
     if args.smoke:
         args.scenarios, args.systems, args.trial, args.steps, args.warmup, args.idle_seconds = \
-            "p2p", "vswitchd", 0.5, 3, 0.2, 1.0
+            "p2p", "vswitchd,testpmd", 0.5, 3, 0.2, 1.0
         args.endpoints = 3
     if os.geteuid() != 0:
         sys.exit("cnf.py: run as root (hugepages, DPDK)")
@@ -953,7 +986,7 @@ def main():
             wake_floor(0.3 if args.smoke else 2.0, 5 if args.smoke else 40)
         for system in args.systems.split(","):
             results["systems"][system] = deployment(run, system, 1 if args.smoke else 3)
-            results["systems"][system].update(idle_wake(run, system, 2.0 if args.smoke else 6.0))
+            results["systems"][system].update(idle_wake(run, system, 1.0 if args.smoke else 6.0))
             if not system.startswith("testpmd") and not vhost_link(system) and not args.smoke:
                 results["systems"][system].update(policy_update(run, system))
             if system in ("vswitchd", "ovs-dpdk") and args.endpoints > 0:

@@ -1,6 +1,7 @@
 //! The benchmark runner works end to end: `bench/cnf.py --smoke` starts this switch with
-//! memif ports, drives `tgen` through it, provisions endpoints at run time, and writes figures
-//! that make sense, with the timer wake-up cost of the forwarding core.
+//! memif ports, drives `tgen` through it, provisions endpoints at run time, does the same
+//! through testpmd, and writes figures that make sense, with the timer wake-up cost of the
+//! forwarding core.
 
 use std::path::Path;
 use std::process::Command;
@@ -41,6 +42,12 @@ fn cnf_runner_smoke() {
     let zero_loss = p2p["zero_loss_mpps"].as_f64().unwrap();
     assert!(zero_loss <= p2p["max_offered_mpps"].as_f64().unwrap() * 1.02, "{p2p}");
     assert!(p2p["cycles_per_packet"].as_f64().unwrap() > 0.0, "{p2p}");
+    // testpmd, the bound, on the same traffic: its own cycle count, read from its log.
+    let testpmd = &json["scenarios"][1];
+    assert_eq!((testpmd["system"].as_str(), testpmd["scenario"].as_str()), (Some("testpmd"), Some("p2p")));
+    assert!(testpmd["max_received_mpps"].as_f64().unwrap() > 0.01, "{testpmd}");
+    assert!(testpmd["cycles_per_packet"].as_f64().unwrap() > 0.0, "{testpmd}");
+    assert!(json["systems"]["testpmd"]["deploy_seconds"].as_f64().is_some(), "{}", json["systems"]);
     assert!(json["machine"]["dpdk"].as_str().unwrap().starts_with("22.11"), "{}", json["machine"]);
     // The machine's timer wake-up cost on the forwarding core, for the idle figures.
     let wakes = json["machine"]["timer_wake"].as_array().expect("timer wake figures");
@@ -51,7 +58,8 @@ fn cnf_runner_smoke() {
     assert_eq!(signal["count"].as_u64(), Some(5), "{signal}");
     assert!(signal["wake_us"]["p50"].as_f64().unwrap() > 0.0, "{signal}");
     let table = std::fs::read_to_string(out_dir.path().join("smoke.md")).expect("smoke.md");
-    assert!(table.contains("| p2p | vswitchd |") && table.contains("- 500 µs sleeps: "), "{table}");
+    assert!(table.contains("| p2p | vswitchd |") && table.contains("| p2p | testpmd |"), "{table}");
+    assert!(table.contains("- 500 µs sleeps: "), "{table}");
     assert!(table.contains("- a blocked read on core 1 woken by a byte from core 0"), "{table}");
     let svg = std::fs::read_to_string(out_dir.path().join("smoke.svg")).expect("smoke.svg");
     assert!(svg.starts_with("<svg") && svg.contains("p2p · vswitchd") && svg.trim_end().ends_with("</svg>"));
