@@ -341,7 +341,7 @@ impl prometheus_client::collector::Collector for SwitchCollector {
         for (name, help, get) in cycle_fields {
             rows(&mut enc, name, help, Counter, totals.iter().map(|(w, t)| (wl(w), secs(get(t)))))?;
         }
-        let count_fields: [(&str, &str, WorkerField); 10] = [
+        let count_fields: [(&str, &str, WorkerField); 11] = [
             ("vswitch_worker_polls", "Poll iterations over all the worker's rx queues", |t| t.polls),
             ("vswitch_worker_busy_polls", "Poll iterations that received packets", |t| t.busy_polls),
             ("vswitch_worker_sleeps", "Sleeps of the idle back-off (interrupt waits included)", |t| t.sleeps),
@@ -349,6 +349,7 @@ impl prometheus_client::collector::Collector for SwitchCollector {
             ("vswitch_worker_interrupt_wakes", "Interrupt waits ended by a packet or the control plane", |t| {
                 t.interrupt_wakes
             }),
+            ("vswitch_worker_sleep_wakes", "Timed idle sleeps the control plane ended early", |t| t.sleep_wakes),
             ("vswitch_mac_learned", "MAC addresses learned", |t| t.mac_learned),
             ("vswitch_mac_moved", "Learned MAC addresses that moved to another port", |t| t.mac_moved),
             ("vswitch_mac_learn_failed", "MAC learns refused because the table was full", |t| t.mac_learn_failed),

@@ -229,6 +229,7 @@ impl pb::switch_service_server::SwitchService for Api {
                     sleep_cycles: t.sleep_cycles,
                     interrupt_waits: t.interrupt_waits,
                     interrupt_wakes: t.interrupt_wakes,
+                    sleep_wakes: t.sleep_wakes,
                     cpu_resume_latency: dataplane::power::current(w.core).unwrap_or_default(),
                     rx_bursts: t.rx_bursts.clone(),
                     tsc_hz: self.switch.tsc_hz(),
@@ -419,10 +420,10 @@ async fn wait_live(switch: &Arc<Switch>, generation: u64, timeout: std::time::Du
     }
 }
 
-/// A busy worker takes a new snapshot at its next poll, one waiting for rx interrupts when
-/// the doorbell rings, one in a timed idle sleep when that ends (1 ms at most by default):
-/// usually well under a millisecond, the least a tokio sleep lasts. So the first 2 ms are
-/// waited for in 20 µs sleeps.
+/// A busy worker takes a new snapshot at its next poll, an idle one (waiting for rx
+/// interrupts or in a timed sleep) when the doorbell wakes it: usually well under a
+/// millisecond, the least a tokio sleep lasts. So the first 2 ms are waited for in 20 µs
+/// sleeps.
 const QUICK_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
 const QUICK_POLL: std::time::Duration = std::time::Duration::from_micros(20);
 

@@ -192,16 +192,37 @@ fn unsent_packets_are_freed_and_counted() {
     assert_eq!(read_pcap(&out).len(), N);
 }
 
-fn worker_sleeps(sw: &Vswitchd) -> u64 {
+/// A switch with `idle` in [switch] whose worker forwarded `frames` frames from a pcap
+/// port ("in", 1) to a null one ("out", 2) and then has nothing more: neither port has rx
+/// interrupts, so it idles in timed sleeps.
+fn idle_after_frames(dir: &std::path::Path, frames: usize, idle: &str) -> Vswitchd {
+    let input = dir.join("in.pcap");
+    let frames: Vec<Vec<u8>> = (0..frames).map(|_| frame(B, A, 60)).collect();
+    write_pcap(std::fs::File::create(&input).unwrap(), &frames).unwrap();
+    let sw = Vswitchd::start(&format!(
+        "[switch]\n{idle}\n\n\
+         [[port]]\nname = \"in\"\nnumber = 1\ndevargs = \"net_pcap0,rx_pcap={}\"\n\n\
+         [[port]]\nname = \"out\"\nnumber = 2\ndevargs = \"net_null0,no-rx=1\"\n",
+        input.display()
+    ));
+    wait_port(&sw, 2, "every frame forwarded", |c| c.tx_packets == frames.len() as u64);
+    sw
+}
+
+fn worker(sw: &Vswitchd) -> pb::Worker {
     rt().block_on(async {
         pb::switch_service_client::SwitchServiceClient::new(sw.channel().await)
             .list_workers(pb::ListWorkersRequest {})
             .await
             .unwrap()
             .into_inner()
-            .workers[0]
-            .sleeps
+            .workers
+            .remove(0)
     })
+}
+
+fn worker_sleeps(sw: &Vswitchd) -> u64 {
+    worker(sw).sleeps
 }
 
 /// Idle back-off must not cost throughput: a worker that just carried traffic at more than
@@ -256,17 +277,11 @@ fn a_loaded_worker_keeps_polling_through_a_pause() {
 fn an_idle_worker_sleeps_longer_the_longer_it_idles() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.pcap");
-    let frames: Vec<Vec<u8>> = (0..10).map(|_| frame(B, A, 60)).collect();
-    write_pcap(std::fs::File::create(&input).unwrap(), &frames).unwrap();
-    let sw = Vswitchd::start(&format!(
-        "[switch]\nidle_deep_after_ms = 100\nidle_deep_sleep_us = 500\n\
-         idle_long_after_ms = 1500\nidle_long_sleep_us = 5000\n\n\
-         [[port]]\nname = \"in\"\nnumber = 1\ndevargs = \"net_pcap0,rx_pcap={}\"\n\n\
-         [[port]]\nname = \"out\"\nnumber = 2\ndevargs = \"net_null0,no-rx=1\"\n",
-        input.display()
-    ));
-    wait_port(&sw, 2, "every frame forwarded", |c| c.tx_packets == 10);
+    let sw = idle_after_frames(
+        dir.path(),
+        10,
+        "idle_deep_after_ms = 100\nidle_deep_sleep_us = 500\nidle_long_after_ms = 1500\nidle_long_sleep_us = 5000",
+    );
     let last_packet = std::time::Instant::now();
     let rate = |from_ms: u64, to_ms: u64| -> f64 {
         let at = |ms: u64| {
@@ -291,6 +306,52 @@ fn an_idle_worker_sleeps_longer_the_longer_it_idles() {
     assert!(deep > 400.0, "deep idle took {deep:.0} sleeps a second: were they long sleeps already?");
     assert!(long <= 202.0, "long idle took {long:.0} sleeps a second: more than 5 ms sleeps allow");
     assert!(long > 50.0, "long idle took {long:.0} sleeps a second: is the worker sleeping at all?");
+}
+
+/// A worker on ports without rx interrupts sleeps when idle, here 10 ms at a time; a flow
+/// change rings its doorbell, which ends the sleep: each change is live on return, and
+/// the sleeps it ended are counted (`sleep_wakes`). Before, a change waited for the sleep
+/// to end by itself.
+#[test]
+fn a_flow_change_ends_an_idle_workers_sleep() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let sw = idle_after_frames(
+        dir.path(),
+        1,
+        "idle_deep_after_ms = 50\nidle_deep_sleep_us = 10000\nidle_long_after_ms = 60\nidle_long_sleep_us = 10000",
+    );
+    // Long idle: 10 ms sleeps. (The first sleep may have ended at once, on the rings of
+    // the start's changes.)
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let before = worker(&sw);
+    assert_eq!(before.idle_state, "sleeping", "{before:?}");
+    const CHANGES: u64 = 10;
+    rt().block_on(async {
+        let mut c = pb::flow_service_client::FlowServiceClient::new(sw.channel().await);
+        for i in 0..CHANGES {
+            // Each after the worker went back to sleep: its doorbell must end that sleep.
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+            let r = c
+                .add_flows(pb::AddFlowsRequest {
+                    texts: vec![format!("priority={},ip,nw_dst=10.9.0.{i},actions=drop", i + 1)],
+                    wait: true,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(r.live && r.added == 1, "{r:?}");
+        }
+    });
+    let after = worker(&sw);
+    let (status, log) = sw.stop();
+    assert!(status.success(), "{log}");
+    // Each change rings once, and a ring ends the sleep it meets or the next one: one sleep
+    // ended per change, or fewer where two rings were taken together.
+    let ended = after.sleep_wakes - before.sleep_wakes;
+    assert!((CHANGES / 2..=CHANGES).contains(&ended), "{ended} sleeps ended by {CHANGES} changes: {after:?}");
+    assert_eq!(after.interrupt_waits, 0, "a pcap port has no rx interrupts: {after:?}");
 }
 
 /// Exact destination-MAC rules, one mask, each sending to one port: table 0 runs as a flat

@@ -152,6 +152,9 @@ pub struct WorkerStats {
     /// Of `interrupt_waits`, those a queue's interrupt or the control plane's doorbell ended
     /// (the others timed out).
     pub interrupt_wakes: AtomicU64,
+    /// Of the timed sleeps (`sleeps` less `interrupt_waits`), those the control plane's
+    /// doorbell ended early.
+    pub sleep_wakes: AtomicU64,
     /// Packets and bytes received per rx queue, by the queue's place in the worker's list
     /// (`WorkerRuntime::rx`).
     pub rx_queue_packets: Box<[AtomicU64]>,
@@ -180,6 +183,7 @@ impl Default for WorkerStats {
             sleep_cycles: AtomicU64::new(0),
             interrupt_waits: AtomicU64::new(0),
             interrupt_wakes: AtomicU64::new(0),
+            sleep_wakes: AtomicU64::new(0),
             rx_queue_packets: (0..MAX_RX_QUEUES_PER_WORKER).map(|_| AtomicU64::new(0)).collect(),
             rx_queue_bytes: (0..MAX_RX_QUEUES_PER_WORKER).map(|_| AtomicU64::new(0)).collect(),
             ports: (0..MAX_PORTS).map(|_| PortCounters::default()).collect(),
@@ -283,6 +287,7 @@ pub struct WorkerTotals {
     pub sleep_cycles: u64,
     pub interrupt_waits: u64,
     pub interrupt_wakes: u64,
+    pub sleep_wakes: u64,
     pub rx_packets: u64,
     pub rx_bytes: u64,
     pub tx_packets: u64,
@@ -323,6 +328,7 @@ impl WorkerStats {
             sleep_cycles: self.sleep_cycles.load(Relaxed),
             interrupt_waits: self.interrupt_waits.load(Relaxed),
             interrupt_wakes: self.interrupt_wakes.load(Relaxed),
+            sleep_wakes: self.sleep_wakes.load(Relaxed),
             rx_packets: ports.rx_packets,
             rx_bytes: ports.rx_bytes,
             tx_packets: ports.tx_packets,

@@ -58,7 +58,7 @@ pub enum QueueChange {
 
 /// Where the control plane posts [`QueueChange`]s to one worker and sees them applied.
 /// A worker checks it with one relaxed load per poll iteration; its doorbell wakes the worker
-/// when it waits for rx interrupts.
+/// when it waits for rx interrupts or sleeps.
 pub struct Mailbox {
     changes: ArrayQueue<QueueChange>,
     posted: AtomicU64,
@@ -85,8 +85,8 @@ impl Mailbox {
         Ok(ticket)
     }
 
-    /// Wakes the worker if it waits for rx interrupts, so it looks at what changed (a new
-    /// pipeline, the stop flag) at once.
+    /// Wakes the worker if it waits for rx interrupts or sleeps, so it looks at what changed
+    /// (a new pipeline, the stop flag) at once.
     pub fn wake(&self) {
         self.doorbell.ring();
     }
@@ -112,8 +112,8 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Wakes every worker that waits for rx interrupts: call after publishing a pipeline or
-    /// setting `stop`, which workers only see between polls.
+    /// Wakes every worker that waits for rx interrupts or sleeps: call after publishing a
+    /// pipeline or setting `stop`, which workers only see between polls.
     pub fn wake_workers(&self) {
         for m in self.mailboxes.iter() {
             m.wake();
@@ -617,9 +617,12 @@ fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
                 bump(&stats.interrupt_waits, 1);
             } else {
                 // Queues stayed empty: sleep, longer each time up to the cap, so an idle
-                // worker costs little CPU and the first packet waits at most one sleep.
+                // worker costs little CPU and the first packet waits at most one sleep. The
+                // doorbell ends it: a change goes live without waiting for the sleep's end.
                 interrupts.disarm(&mut rx, &mut poller);
-                std::thread::sleep(std::time::Duration::from_micros(sleep_us as u64));
+                if mailbox.doorbell.sleep_us(sleep_us) {
+                    bump(&stats.sleep_wakes, 1);
+                }
                 sleep_us = (sleep_us * 2).min(idle.sleep_cap_us(end.wrapping_sub(last_busy)).max(1));
             }
             let woke = dpdk::tsc();

@@ -1860,6 +1860,23 @@ impl Doorbell {
         let _ = (&self.fd).read(&mut [0u8; 8]);
     }
 
+    /// Sleeps `us` microseconds, or until the doorbell rings: true if it rang (and then the
+    /// ring is cleared). A worker's timed idle sleep that the control plane cuts short, so a
+    /// change reaches it at once on ports that have no rx interrupts too.
+    pub fn sleep_us(&self, us: u32) -> bool {
+        let mut fd = libc::pollfd { fd: self.raw_fd(), events: libc::POLLIN, revents: 0 };
+        let timeout =
+            libc::timespec { tv_sec: (us / 1_000_000) as libc::time_t, tv_nsec: (us % 1_000_000) as i64 * 1000 };
+        // SAFETY: one valid pollfd and a valid timespec, both live for the call; a null
+        // signal mask keeps the thread's own.
+        let ready = unsafe { libc::ppoll(&mut fd, 1, &timeout, std::ptr::null()) };
+        let rang = ready > 0 && fd.revents & libc::POLLIN != 0;
+        if rang {
+            self.clear();
+        }
+        rang
+    }
+
     fn raw_fd(&self) -> i32 {
         std::os::fd::AsRawFd::as_raw_fd(&self.fd)
     }
@@ -2128,8 +2145,10 @@ pub unsafe extern "C" fn munmap(addr: *mut libc::c_void, len: libc::size_t) -> l
 #[cfg(test)]
 mod tests {
     use super::{
-        choose_tsc_hz, device_name, map_anonymous, munmap, populate, tsc, tsc_hz_since, Poller, TscClockPair, TscSource,
+        choose_tsc_hz, device_name, map_anonymous, munmap, populate, tsc, tsc_hz_since, Doorbell, Poller, TscClockPair,
+        TscSource,
     };
+    use std::time::{Duration, Instant};
 
     #[test]
     fn the_eal_figure_is_kept_unless_the_eal_only_estimated_it() {
@@ -2292,6 +2311,31 @@ mod tests {
         assert_eq!(m.mapped_pages(), 8);
         populate(m.room());
         assert_eq!(m.mapped_pages(), 6143);
+    }
+
+    #[test]
+    fn a_ring_ends_a_sleep_and_is_taken_once() {
+        let bell = Doorbell::new().unwrap();
+        // Unrung: the sleep lasts its time.
+        let t0 = Instant::now();
+        assert!(!bell.sleep_us(3000));
+        assert!(t0.elapsed() >= Duration::from_micros(3000), "{:?}", t0.elapsed());
+        // Rung before: the sleep ends at once, and takes the ring with it.
+        bell.ring();
+        bell.ring();
+        assert!(bell.sleep_us(10_000_000));
+        assert!(!bell.sleep_us(1000), "the rings were taken by the sleep they ended");
+        // Rung from another thread during a 20 s sleep: it ends then.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(20));
+                bell.ring();
+            });
+            let t0 = Instant::now();
+            assert!(bell.sleep_us(20_000_000));
+            let slept = t0.elapsed();
+            assert!(slept >= Duration::from_millis(20) && slept < Duration::from_secs(10), "{slept:?}");
+        });
     }
 
     #[test]
