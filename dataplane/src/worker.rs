@@ -362,11 +362,14 @@ pub fn spawn(
         };
         let _ = ready.send(Ok(lcore.lcore_id()));
         drop(ready);
+        // The start-up pipeline's publication rings the doorbell: the worker polls as soon
+        // as it may, not up to a sleep later.
+        let doorbell = &shared.mailboxes[plan.index].doorbell;
         while !shared.go.load(Ordering::Acquire) {
             if shared.stop.load(Ordering::Relaxed) {
                 return;
             }
-            std::thread::sleep(std::time::Duration::from_millis(1));
+            doorbell.sleep_us(1000);
         }
         poll_loop(plan, &shared, &stats);
         drop(lcore);

@@ -419,6 +419,7 @@ impl Switch {
             return Err(StartError::Flows(e));
         }
         switch.shared.go.store(true, Ordering::Release);
+        switch.shared.wake_workers();
         Ok(switch)
     }
 
