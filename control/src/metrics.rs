@@ -349,7 +349,7 @@ impl prometheus_client::collector::Collector for SwitchCollector {
             ("vswitch_worker_interrupt_wakes", "Interrupt waits ended by a packet or the control plane", |t| {
                 t.interrupt_wakes
             }),
-            ("vswitch_worker_sleep_wakes", "Timed idle sleeps the control plane ended early", |t| t.sleep_wakes),
+            ("vswitch_worker_sleep_wakes", "Timed idle sleeps the control plane's doorbell ended", |t| t.sleep_wakes),
             ("vswitch_mac_learned", "MAC addresses learned", |t| t.mac_learned),
             ("vswitch_mac_moved", "Learned MAC addresses that moved to another port", |t| t.mac_moved),
             ("vswitch_mac_learn_failed", "MAC learns refused because the table was full", |t| t.mac_learn_failed),

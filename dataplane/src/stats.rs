@@ -153,7 +153,7 @@ pub struct WorkerStats {
     /// (the others timed out).
     pub interrupt_wakes: AtomicU64,
     /// Of the timed sleeps (`sleeps` less `interrupt_waits`), those the control plane's
-    /// doorbell ended early.
+    /// doorbell ended (a ring that came while the worker polled ends the next one at once).
     pub sleep_wakes: AtomicU64,
     /// Packets and bytes received per rx queue, by the queue's place in the worker's list
     /// (`WorkerRuntime::rx`).

@@ -1865,8 +1865,10 @@ impl Doorbell {
     /// change reaches it at once on ports that have no rx interrupts too.
     pub fn sleep_us(&self, us: u32) -> bool {
         let mut fd = libc::pollfd { fd: self.raw_fd(), events: libc::POLLIN, revents: 0 };
-        let timeout =
-            libc::timespec { tv_sec: (us / 1_000_000) as libc::time_t, tv_nsec: (us % 1_000_000) as i64 * 1000 };
+        let timeout = libc::timespec {
+            tv_sec: (us / 1_000_000) as libc::time_t,
+            tv_nsec: (us % 1_000_000) as libc::c_long * 1000,
+        };
         // SAFETY: one valid pollfd and a valid timespec, both live for the call; a null
         // signal mask keeps the thread's own.
         let ready = unsafe { libc::ppoll(&mut fd, 1, &timeout, std::ptr::null()) };
@@ -2327,11 +2329,11 @@ mod tests {
         assert!(!bell.sleep_us(1000), "the rings were taken by the sleep they ended");
         // Rung from another thread during a 20 s sleep: it ends then.
         std::thread::scope(|s| {
+            let t0 = Instant::now();
             s.spawn(|| {
                 std::thread::sleep(Duration::from_millis(20));
                 bell.ring();
             });
-            let t0 = Instant::now();
             assert!(bell.sleep_us(20_000_000));
             let slept = t0.elapsed();
             assert!(slept >= Duration::from_millis(20) && slept < Duration::from_secs(10), "{slept:?}");
