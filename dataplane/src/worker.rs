@@ -362,8 +362,8 @@ pub fn spawn(
         };
         let _ = ready.send(Ok(lcore.lcore_id()));
         drop(ready);
-        // The start-up pipeline's publication rings the doorbell: the worker polls as soon
-        // as it may, not up to a sleep later.
+        // The switch rings the doorbell once it sets `go`: the worker polls as soon as it
+        // may, not up to a sleep later.
         let doorbell = &shared.mailboxes[plan.index].doorbell;
         while !shared.go.load(Ordering::Acquire) {
             if shared.stop.load(Ordering::Relaxed) {
