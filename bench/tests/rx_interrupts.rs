@@ -194,6 +194,61 @@ fn memif_ports_warn_once_when_the_kernel_leaves_memif_buffers_on_small_pages() {
     assert_eq!(warnings, usize::from(small_pages), "shmem_enabled: {mode}log:\n{log}");
 }
 
+#[test]
+fn a_memif_peers_shared_memory_is_mapped_in_when_it_connects() {
+    // A copy-mode memif connection's rings hold 2 KiB slots in a memfd the client made:
+    // each packet of the rings' first round lands on slots the switch has not touched. With
+    // `memif_map_in` (the default) the switch maps all of it in when the link comes up, and
+    // its worker forwards those packets without a page fault; without, it takes about one
+    // per packet (a fault per 4 KiB page of the rx ring and of the tx ring) where the kernel
+    // keeps memfd on small pages.
+    let mode = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/shmem_enabled").unwrap_or_default();
+    let small_pages = ["[never]", "[deny]", "[advise]"].iter().any(|m| mode.contains(m));
+    for map_in in [true, false] {
+        let mut rig = Rig::start_with(Link::Memif, &format!("memif_map_in = {map_in}"));
+        let log = rig.dir.path().join("vswitchd.log");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let mapped = text.contains("its shared memory is mapped in");
+            let ports: serde_json::Value = serde_json::from_str(&rig.ctl(&["--json", "list-ports"])).unwrap();
+            let links_up = ports["ports"].as_array().unwrap().iter().all(|p| p["link"]["up"] == true);
+            assert!(!mapped || map_in, "mapped in with memif_map_in = false:\n{text}");
+            if links_up && (mapped || !map_in) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "memif_map_in = {map_in}: links up {links_up}, log:\n{text}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let before = worker_page_faults(rig.switch.id());
+        // 200 packets, 5 ms apart: each on a fresh ring slot.
+        let r = rig.trial(0.0002, 1.0);
+        let faults = worker_page_faults(rig.switch.id()) - before;
+        let (sent, received) = (r["sent"].as_u64().unwrap(), r["received"].as_u64().unwrap());
+        assert!(sent >= 150 && received == sent, "memif_map_in = {map_in}: {r}");
+        if map_in {
+            assert!(faults <= 10, "mapped in, the worker took {faults} page faults for {sent} packets");
+        } else if small_pages {
+            assert!(faults >= sent / 2, "not mapped in, the worker took only {faults} page faults for {sent} packets");
+        }
+    }
+}
+
+/// Minor page faults taken so far by the thread of process `pid` named worker-1.
+fn worker_page_faults(pid: u32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the switch runs");
+    for task in tasks.flatten() {
+        let path = task.path();
+        if std::fs::read_to_string(path.join("comm")).unwrap_or_default().trim() == "worker-1" {
+            let stat = std::fs::read_to_string(path.join("stat")).unwrap();
+            // The 10th field (minflt), counted after the command name's closing parenthesis.
+            let after_name = stat.rsplit_once(')').unwrap().1;
+            return after_name.split_whitespace().nth(7).unwrap().parse().unwrap();
+        }
+    }
+    panic!("no worker-1 thread in process {pid}");
+}
+
 /// The kernel's wake-up latency limit (PM QoS) of core 1, the worker's. The tests that
 /// change it run one at a time, as every test here (a nextest group; `--test-threads=1`).
 const CORE1_RESUME_LATENCY: &str = "/sys/devices/system/cpu/cpu1/power/pm_qos_resume_latency_us";

@@ -460,6 +460,60 @@ pub fn warm_heap(bytes: usize) {
     populate(room.spare_capacity_mut());
 }
 
+/// A memif connection's shared memory (its rings and, in copy mode, its packet buffers) as
+/// one line of `/proc/self/maps` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemifRegionMapping {
+    pub start: usize,
+    pub end: usize,
+    /// The memfd's inode: a region mapped anew at the same address is another file.
+    pub inode: u64,
+}
+
+impl MemifRegionMapping {
+    pub fn bytes(&self) -> usize {
+        self.end - self.start
+    }
+}
+
+/// The memif regions in `maps`, the text of `/proc/self/maps`. DPDK's memif driver names
+/// each memfd it makes `memif_region_N`, and the name goes with the file to the peer, so
+/// both sides of a connection see it; the driver maps them shared and writable.
+pub fn memif_region_mappings(maps: &str) -> Vec<MemifRegionMapping> {
+    maps.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_ascii_whitespace();
+            let (range, perms, _offset, _device, inode) =
+                (fields.next()?, fields.next()?, fields.next()?, fields.next()?, fields.next()?);
+            let path = fields.next()?;
+            if !path.starts_with("/memfd:memif_region_") || !perms.starts_with("rw") || !perms.ends_with('s') {
+                return None;
+            }
+            let (start, end) = range.split_once('-')?;
+            Some(MemifRegionMapping {
+                start: usize::from_str_radix(start, 16).ok()?,
+                end: usize::from_str_radix(end, 16).ok()?,
+                inode: inode.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Maps in every page of `region` now (`MADV_POPULATE_WRITE`), so the worker that copies
+/// packets through it later takes no page fault there.
+pub fn map_in_memif_region(region: &MemifRegionMapping) -> std::io::Result<()> {
+    // SAFETY: MADV_POPULATE_WRITE maps the range's pages as writes would, without changing
+    // what they hold, and fails where nothing is mapped. Nothing depends on the range still
+    // being the region (the driver may have unmapped it since the maps were read): whatever
+    // is mapped there now is only made resident.
+    let rc = unsafe { libc::madvise(region.start as *mut libc::c_void, region.bytes(), libc::MADV_POPULATE_WRITE) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Raises the process's soft limit of open files to its hard limit: each `system:` port
 /// holds a few sockets, and 256 of them pass the usual soft limit of 1024. Returns the limit
 /// now in force.
@@ -1185,6 +1239,11 @@ impl EthPort {
     /// DPDK's port id.
     pub fn id(&self) -> u16 {
         self.inner.id
+    }
+
+    /// A memif port (DPDK's net_memif).
+    pub fn is_memif(&self) -> bool {
+        self.inner.memif
     }
 
     /// DPDK's device name.
@@ -2147,10 +2206,34 @@ pub unsafe extern "C" fn munmap(addr: *mut libc::c_void, len: libc::size_t) -> l
 #[cfg(test)]
 mod tests {
     use super::{
-        choose_tsc_hz, device_name, map_anonymous, munmap, populate, tsc, tsc_hz_since, Doorbell, Poller, TscClockPair,
-        TscSource,
+        choose_tsc_hz, device_name, map_anonymous, memif_region_mappings, munmap, populate, tsc, tsc_hz_since,
+        Doorbell, MemifRegionMapping, Poller, TscClockPair, TscSource,
     };
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn memif_regions_are_found_in_the_process_maps() {
+        let maps = "\
+55d0c0a00000-55d0c0a21000 rw-p 00000000 00:00 0                          [heap]
+7f05a09d0000-7f05a11d0000 rw-s 00000000 00:01 4121                       /memfd:memif_region_0 (deleted)
+7f05a11d0000-7f05a19d4000 rw-s 00000000 00:01 4187                       /memfd:memif_region_1 (deleted)
+7f05a19d4000-7f05a19d5000 r--s 00000000 00:01 4188                       /memfd:memif_region_2 (deleted)
+7f05a2000000-7f05a2200000 rw-s 00000000 00:2a 77                         /dev/hugepages/rtemap_0
+7f05a2200000-7f05a2201000 rw-s 00000000 00:01 99                         /memfd:other (deleted)
+7f05a2400000-7f05a2401000 rw-p 00000000 00:01 98                         /memfd:memif_region_3 (deleted)
+";
+        assert_eq!(
+            memif_region_mappings(maps),
+            [
+                MemifRegionMapping { start: 0x7f05a09d0000, end: 0x7f05a11d0000, inode: 4121 },
+                MemifRegionMapping { start: 0x7f05a11d0000, end: 0x7f05a19d4000, inode: 4187 },
+            ],
+            "shared writable memif regions only"
+        );
+        assert_eq!(memif_region_mappings(maps)[0].bytes(), 8 << 20);
+        assert!(memif_region_mappings("").is_empty());
+        assert!(memif_region_mappings("garbage\n7f00-zz rw-s 0 0 1 /memfd:memif_region_0\n").is_empty());
+    }
 
     #[test]
     fn the_eal_figure_is_kept_unless_the_eal_only_estimated_it() {

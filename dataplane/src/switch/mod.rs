@@ -21,7 +21,8 @@ pub use tunnels::{TunnelChangeError, TunnelView};
 
 use crate::config::{Config, ConfigError, DeviceKind, PortConfig};
 use crate::dpdk::{
-    DevInfo, DpdkError, Eal, EthPort, EthStats, LinkStatus, Mempool, PortLayout, PortSetup, SpareShape, TscSource,
+    DevInfo, DpdkError, Eal, EthPort, EthStats, LinkStatus, MemifRegionMapping, Mempool, PortLayout, PortSetup,
+    SpareShape, TscSource,
 };
 use crate::l2::L2Settings;
 use crate::mac_table::{FlushFilter, MacEntry, MacTable, PortIdx};
@@ -224,6 +225,15 @@ pub struct Switch {
     tunnels: Mutex<tunnels::TunnelState>,
     /// Wake-up latency limits set on the worker cores, put back at shutdown.
     resume_latency: Mutex<Vec<ResumeLatencyLimit>>,
+    memif_map_in: Mutex<MemifMapIn>,
+}
+
+/// What `Switch::map_in_memif` has seen: the memif ports whose link was up at its last look
+/// (DPDK port ids), and the regions it mapped in.
+#[derive(Default)]
+struct MemifMapIn {
+    up: Vec<u16>,
+    done: Vec<MemifRegionMapping>,
 }
 
 #[derive(Default)]
@@ -409,6 +419,7 @@ impl Switch {
             flows: Mutex::new(flow_state),
             tunnels: Mutex::new(tunnel_state),
             resume_latency: Mutex::new(resume_latency),
+            memif_map_in: Mutex::new(MemifMapIn::default()),
         });
         if let Err(e) = switch.load_config_tunnels() {
             switch.shutdown();
@@ -587,6 +598,55 @@ impl Switch {
         let oldest = self.oldest_running_generation();
         self.publisher.lock().unwrap().snapshots.retain(|s| s.generation() >= oldest);
         self.maintain_flows(oldest);
+        if self.plan.config.switch.memif_map_in {
+            self.map_in_memif();
+        }
+    }
+
+    /// Once a memif port's link comes up, maps in every page of the memif regions not mapped
+    /// in yet (`switch.memif_map_in`): the worker then takes no page fault on a ring slot or
+    /// buffer the connection has not used before. A link that goes down and up again
+    /// between two looks is missed; its pages fault in as packets use them, as without this.
+    fn map_in_memif(&self) {
+        let up: Vec<u16> = self
+            .ports
+            .read()
+            .unwrap()
+            .iter()
+            .filter(|p| p.eth.is_memif() && p.eth.link().up)
+            .map(|p| p.eth.id())
+            .collect();
+        let mut state = self.memif_map_in.lock().unwrap();
+        let connected = up.iter().any(|id| !state.up.contains(id));
+        state.up = up;
+        if !connected {
+            return;
+        }
+        let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+            return;
+        };
+        let regions = crate::dpdk::memif_region_mappings(&maps);
+        state.done.retain(|r| regions.contains(r));
+        let started = Instant::now();
+        let mut bytes = 0;
+        for region in regions {
+            if state.done.contains(&region) {
+                continue;
+            }
+            match crate::dpdk::map_in_memif_region(&region) {
+                Ok(()) => bytes += region.bytes(),
+                // Unmapped since the maps were read (the peer left): nothing to do.
+                Err(e) => tracing::debug!(error = %e, start = region.start, "memif region not mapped in"),
+            }
+            state.done.push(region);
+        }
+        if bytes > 0 {
+            tracing::info!(
+                mib = bytes >> 20,
+                ms = started.elapsed().as_secs_f64() * 1e3,
+                "memif peer connected: its shared memory is mapped in"
+            );
+        }
     }
 
     /// Stops the workers, then closes the ports and returns DPDK's memory. Idempotent.
