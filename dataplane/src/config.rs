@@ -176,11 +176,16 @@ pub struct SwitchConfig {
     pub spare_ports: u32,
     /// When a memif peer connects, map in every page of the connection's shared memory at
     /// once (as `mlockall` does for OVS-DPDK and testpmd). Otherwise each packet of the
-    /// rings' first round lands on a page the switch has not touched yet and the worker takes
-    /// a page fault for it, two per forwarded packet: tens of µs each after a pause on a VM.
-    /// The cost: the rings' memory (2 KiB per slot, both directions) is resident from the
-    /// connection on, not once traffic has gone round them.
+    /// rings' first round lands on pages the switch has not touched yet and the worker takes
+    /// page faults for them, about one per forwarded packet: tens of µs each after a pause
+    /// on a VM. The cost: the rings' memory (2 KiB per slot, both directions) is resident
+    /// from the connection on, not once traffic has gone round them, and what the peer had
+    /// not touched yet is allocated to the switch (its pod's memory limit must allow it).
     pub memif_map_in: bool,
+    /// The most memif shared memory the switch maps in, over all connections (MiB): the
+    /// peer sets a region's size, so this bounds what peers can make the switch allocate.
+    /// Regions past it fault in as packets use them.
+    pub memif_map_in_max_mib: u32,
 }
 
 impl SwitchConfig {
@@ -220,6 +225,7 @@ impl Default for SwitchConfig {
             idle_cpu_resume_latency_us: None,
             spare_ports: 8,
             memif_map_in: true,
+            memif_map_in_max_mib: 256,
         }
     }
 }

@@ -476,17 +476,26 @@ impl MemifRegionMapping {
     }
 }
 
-/// The memif regions in `maps`, the text of `/proc/self/maps`. DPDK's memif driver names
-/// each memfd it makes `memif_region_N`, and the name goes with the file to the peer, so
-/// both sides of a connection see it; the driver maps them shared and writable.
+/// The memif regions in `maps`, the text of `/proc/self/maps`: shared writable mappings of
+/// a memfd whose name says memif region. The name goes with the file to the peer, so both
+/// sides of a connection see it: DPDK names its memfds `memif_region_N`, libmemif
+/// `memif region N`, VPP `memifX/Y region N`.
 pub fn memif_region_mappings(maps: &str) -> Vec<MemifRegionMapping> {
     maps.lines()
         .filter_map(|line| {
-            let mut fields = line.split_ascii_whitespace();
-            let (range, perms, _offset, _device, inode) =
-                (fields.next()?, fields.next()?, fields.next()?, fields.next()?, fields.next()?);
-            let path = fields.next()?;
-            if !path.starts_with("/memfd:memif_region_") || !perms.starts_with("rw") || !perms.ends_with('s') {
+            // Five fields, then the path, which may hold spaces.
+            let mut fields = [""; 5];
+            let mut rest = line;
+            for field in &mut fields {
+                rest = rest.trim_start();
+                let end = rest.find(|c: char| c.is_ascii_whitespace())?;
+                (*field, rest) = rest.split_at(end);
+            }
+            let [range, perms, _offset, _device, inode] = fields;
+            let path = rest.trim();
+            let name = path.strip_prefix("/memfd:")?.trim_end_matches(" (deleted)");
+            if !name.contains("memif") || !name.contains("region") || !perms.starts_with("rw") || !perms.ends_with('s')
+            {
                 return None;
             }
             let (start, end) = range.split_once('-')?;
@@ -499,13 +508,13 @@ pub fn memif_region_mappings(maps: &str) -> Vec<MemifRegionMapping> {
         .collect()
 }
 
-/// Maps in every page of `region` now (`MADV_POPULATE_WRITE`), so the worker that copies
-/// packets through it later takes no page fault there.
+/// Maps in every page of `region` now (`MADV_POPULATE_WRITE`, Linux 5.14 and later), so the
+/// worker that copies packets through it later takes no page fault there.
 pub fn map_in_memif_region(region: &MemifRegionMapping) -> std::io::Result<()> {
     // SAFETY: MADV_POPULATE_WRITE maps the range's pages as writes would, without changing
     // what they hold, and fails where nothing is mapped. Nothing depends on the range still
     // being the region (the driver may have unmapped it since the maps were read): whatever
-    // is mapped there now is only made resident.
+    // is mapped there now, at most `region.bytes()` of it, is only made resident.
     let rc = unsafe { libc::madvise(region.start as *mut libc::c_void, region.bytes(), libc::MADV_POPULATE_WRITE) };
     if rc == 0 {
         Ok(())
@@ -2221,18 +2230,26 @@ mod tests {
 7f05a2000000-7f05a2200000 rw-s 00000000 00:2a 77                         /dev/hugepages/rtemap_0
 7f05a2200000-7f05a2201000 rw-s 00000000 00:01 99                         /memfd:other (deleted)
 7f05a2400000-7f05a2401000 rw-p 00000000 00:01 98                         /memfd:memif_region_3 (deleted)
+7f05a2600000-7f05a2800000 rw-s 00000000 00:01 5001                       /memfd:memif region 0 (deleted)
+7f05a2800000-7f05a2a00000 rw-s 00000000 00:01 5002                       /memfd:memif0/0 region 1 (deleted)
+7f05a2a00000-7f05a2c00000 rw-s 00000000 00:01 5003                       /memfd:memif_region_7
 ";
+        let region = |start, end, inode| MemifRegionMapping { start, end, inode };
         assert_eq!(
             memif_region_mappings(maps),
             [
-                MemifRegionMapping { start: 0x7f05a09d0000, end: 0x7f05a11d0000, inode: 4121 },
-                MemifRegionMapping { start: 0x7f05a11d0000, end: 0x7f05a19d4000, inode: 4187 },
+                region(0x7f05a09d0000, 0x7f05a11d0000, 4121),
+                region(0x7f05a11d0000, 0x7f05a19d4000, 4187),
+                region(0x7f05a2600000, 0x7f05a2800000, 5001),
+                region(0x7f05a2800000, 0x7f05a2a00000, 5002),
+                region(0x7f05a2a00000, 0x7f05a2c00000, 5003),
             ],
-            "shared writable memif regions only"
+            "shared writable memif regions of DPDK, libmemif and VPP only"
         );
         assert_eq!(memif_region_mappings(maps)[0].bytes(), 8 << 20);
         assert!(memif_region_mappings("").is_empty());
         assert!(memif_region_mappings("garbage\n7f00-zz rw-s 0 0 1 /memfd:memif_region_0\n").is_empty());
+        assert!(memif_region_mappings("7f00-8f00 rw-s 0 0 1\n").is_empty(), "no path");
     }
 
     #[test]

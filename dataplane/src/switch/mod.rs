@@ -229,11 +229,51 @@ pub struct Switch {
 }
 
 /// What `Switch::map_in_memif` has seen: the memif ports whose link was up at its last look
-/// (DPDK port ids), and the regions it mapped in.
+/// (DPDK port ids), and the regions it mapped in since a link last went down.
 #[derive(Default)]
 struct MemifMapIn {
-    up: Vec<u16>,
-    done: Vec<MemifRegionMapping>,
+    links_up: Vec<u16>,
+    mapped_in: Vec<MemifRegionMapping>,
+}
+
+impl MemifMapIn {
+    /// Takes the memif ports whose link is up now; true if one came up since the last look.
+    /// A link that went down forgets the regions mapped in: a peer that connects again may
+    /// bring its memfd back at the same address, unmapped.
+    fn look(&mut self, links_up: Vec<u16>) -> bool {
+        let came_up = links_up.iter().any(|id| !self.links_up.contains(id));
+        if self.links_up.iter().any(|id| !links_up.contains(id)) {
+            self.mapped_in.clear();
+        }
+        self.links_up = links_up;
+        came_up
+    }
+
+    /// Of the memif regions `found` in the process, those to map in now: the ones not mapped
+    /// in yet, in address order, while all of `found` mapped in stays within `budget`
+    /// bytes. And those left out for the budget.
+    fn plan(&self, mut found: Vec<MemifRegionMapping>, budget: usize) -> MemifMapInPlan {
+        found.sort_by_key(|r| r.start);
+        let mut plan = MemifMapInPlan::default();
+        let mut total = 0;
+        for region in found {
+            if total + region.bytes() > budget {
+                plan.over_budget.push(region);
+                continue;
+            }
+            total += region.bytes();
+            if !self.mapped_in.contains(&region) {
+                plan.map_in.push(region);
+            }
+        }
+        plan
+    }
+}
+
+#[derive(Debug, Default, PartialEq)]
+struct MemifMapInPlan {
+    map_in: Vec<MemifRegionMapping>,
+    over_budget: Vec<MemifRegionMapping>,
 }
 
 #[derive(Default)]
@@ -604,44 +644,63 @@ impl Switch {
     }
 
     /// Once a memif port's link comes up, maps in every page of the memif regions not mapped
-    /// in yet (`switch.memif_map_in`): the worker then takes no page fault on a ring slot or
-    /// buffer the connection has not used before. A link that goes down and up again
-    /// between two looks is missed; its pages fault in as packets use them, as without this.
+    /// in yet (`switch.memif_map_in`, up to `memif_map_in_max_mib` in all): the worker then
+    /// takes no page fault on a ring slot or buffer the connection has not used before. It
+    /// runs on the maintenance tick's thread (of the API runtime), which it holds for the
+    /// time it takes: 16 ms for 32 MiB here. A link that goes down and up again between two
+    /// looks is missed; its pages fault in as packets use them, as without this.
     fn map_in_memif(&self) {
-        let up: Vec<u16> = self
+        let (ids, names): (Vec<u16>, Vec<String>) = self
             .ports
             .read()
             .unwrap()
             .iter()
             .filter(|p| p.eth.is_memif() && p.eth.link().up)
-            .map(|p| p.eth.id())
-            .collect();
+            .map(|p| (p.eth.id(), p.config.name.clone()))
+            .unzip();
         let mut state = self.memif_map_in.lock().unwrap();
-        let connected = up.iter().any(|id| !state.up.contains(id));
-        state.up = up;
-        if !connected {
+        if !state.look(ids) {
             return;
         }
-        let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
-            return;
+        let maps = match std::fs::read_to_string("/proc/self/maps") {
+            Ok(maps) => maps,
+            Err(e) => {
+                // Looked at again on the next tick.
+                state.links_up.clear();
+                tracing::warn!(error = %e, "cannot read /proc/self/maps: memif regions not mapped in");
+                return;
+            }
         };
-        let regions = crate::dpdk::memif_region_mappings(&maps);
-        state.done.retain(|r| regions.contains(r));
+        let budget = self.plan.config.switch.memif_map_in_max_mib as usize * (1 << 20);
+        let plan = state.plan(crate::dpdk::memif_region_mappings(&maps), budget);
+        if !plan.over_budget.is_empty() {
+            tracing::warn!(
+                regions = plan.over_budget.len(),
+                mib = plan.over_budget.iter().map(|r| r.bytes()).sum::<usize>() >> 20,
+                max_mib = self.plan.config.switch.memif_map_in_max_mib,
+                "memif regions past switch.memif_map_in_max_mib are not mapped in: their pages fault in as packets use them"
+            );
+        }
         let started = Instant::now();
         let mut bytes = 0;
-        for region in regions {
-            if state.done.contains(&region) {
-                continue;
-            }
+        for region in plan.map_in {
             match crate::dpdk::map_in_memif_region(&region) {
-                Ok(()) => bytes += region.bytes(),
-                // Unmapped since the maps were read (the peer left): nothing to do.
-                Err(e) => tracing::debug!(error = %e, start = region.start, "memif region not mapped in"),
+                Ok(()) => {
+                    bytes += region.bytes();
+                    state.mapped_in.push(region);
+                }
+                // Tried again when a link next comes up.
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    start = format_args!("{:#x}", region.start),
+                    mib = region.bytes() >> 20,
+                    "memif region not mapped in (unmapped if its peer just left; EINVAL: a kernel before 5.14)"
+                ),
             }
-            state.done.push(region);
         }
         if bytes > 0 {
             tracing::info!(
+                ports = names.join(","),
                 mib = bytes >> 20,
                 ms = started.elapsed().as_secs_f64() * 1e3,
                 "memif peer connected: its shared memory is mapped in"
@@ -760,6 +819,32 @@ fn warn_once_if_memif_pages_small() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memif_regions_are_mapped_in_once_per_connection_within_the_budget() {
+        let region = |start: usize, mib: usize, inode| MemifRegionMapping { start, end: start + (mib << 20), inode };
+        let (a, b, big) =
+            (region(0x10_0000_0000, 16, 1), region(0x20_0000_0000, 16, 2), region(0x30_0000_0000, 300, 3));
+        let mut state = MemifMapIn::default();
+        assert!(!state.look(vec![]), "no link up");
+        assert!(state.look(vec![4]), "port 4 came up");
+        let plan = state.plan(vec![b, big, a], 256 << 20);
+        assert_eq!(
+            plan,
+            MemifMapInPlan { map_in: vec![a, b], over_budget: vec![big] },
+            "in address order, within budget"
+        );
+        state.mapped_in.extend(plan.map_in);
+        assert!(!state.look(vec![4]), "nothing new");
+        assert!(state.look(vec![4, 5]), "port 5 came up");
+        let c = region(0x28_0000_0000, 16, 4);
+        let plan = state.plan(vec![a, b, c], 40 << 20);
+        assert_eq!(plan, MemifMapInPlan { map_in: vec![], over_budget: vec![c] }, "a and b are in and count");
+        assert!(!state.look(vec![5]), "port 4 went down");
+        assert!(state.mapped_in.is_empty(), "a link down forgets what was mapped in");
+        assert!(state.look(vec![4, 5]), "port 4 is back");
+        assert_eq!(state.plan(vec![a, b], 256 << 20).map_in, vec![a, b], "mapped in again");
+    }
 
     #[test]
     fn eal_args_keep_pci_off_for_vdevs() {
