@@ -254,7 +254,9 @@ pub fn active_thp_mode(line: &str) -> Option<&str> {
 /// where the kernel gives a memfd huge pages (or the line is not understood). DPDK makes
 /// its memif memfd without `MADV_HUGEPAGE`, so `advise` does not cover it. On 4 KiB
 /// pages a lone packet after a pause misses the TLB on its ring slot and buffer, on both
-/// sides: tens of µs on a VM here (`bench/README.md`), invisible in every counter.
+/// sides, and a peer that does not map its memory in takes a page fault for each page of
+/// the rings' first round (the switch maps its side in: `switch.memif_map_in`): tens of
+/// µs on a VM here (`bench/README.md`).
 pub fn memif_small_pages_reason(shmem_thp_line: &str) -> Option<String> {
     let mode = active_thp_mode(shmem_thp_line)?;
     if !matches!(mode, "never" | "deny" | "advise") {
