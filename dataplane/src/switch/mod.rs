@@ -225,7 +225,9 @@ pub struct Switch {
     tunnels: Mutex<tunnels::TunnelState>,
     /// Wake-up latency limits set on the worker cores, put back at shutdown.
     resume_latency: Mutex<Vec<ResumeLatencyLimit>>,
-    memif_map_in: Mutex<MemifMapIn>,
+    memif_map_in: Arc<Mutex<MemifMapIn>>,
+    /// The thread mapping memif regions in, while it runs (see `map_in_memif`).
+    memif_mapper: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// What `Switch::map_in_memif` has seen: the memif ports whose link was up at its last look
@@ -459,7 +461,8 @@ impl Switch {
             flows: Mutex::new(flow_state),
             tunnels: Mutex::new(tunnel_state),
             resume_latency: Mutex::new(resume_latency),
-            memif_map_in: Mutex::new(MemifMapIn::default()),
+            memif_map_in: Arc::new(Mutex::new(MemifMapIn::default())),
+            memif_mapper: Mutex::new(None),
         });
         if let Err(e) = switch.load_config_tunnels() {
             switch.shutdown();
@@ -645,11 +648,19 @@ impl Switch {
 
     /// Once a memif port's link comes up, maps in every page of the memif regions not mapped
     /// in yet (`switch.memif_map_in`, up to `memif_map_in_max_mib` in all): the worker then
-    /// takes no page fault on a ring slot or buffer the connection has not used before. It
-    /// runs on the maintenance tick's thread (of the API runtime), which it holds for the
-    /// time it takes: 16 ms for 32 MiB here. A link that goes down and up again between two
-    /// looks is missed; its pages fault in as packets use them, as without this.
+    /// takes no page fault on a ring slot or buffer the connection has not used before. The
+    /// pages are mapped in on a thread of their own (on the control plane's core), 16 ms for
+    /// 32 MiB here, so the API's threads are not held. A link that goes down and up again
+    /// between two looks is missed; its pages fault in as packets use them, as without this.
     fn map_in_memif(&self) {
+        let mut mapper = self.memif_mapper.lock().unwrap();
+        if mapper.as_ref().is_some_and(|t| !t.is_finished()) {
+            // Looked at again once it is done.
+            return;
+        }
+        if let Some(finished) = mapper.take() {
+            let _ = finished.join();
+        }
         let (ids, names): (Vec<u16>, Vec<String>) = self
             .ports
             .read()
@@ -671,40 +682,56 @@ impl Switch {
                 return;
             }
         };
-        let budget = self.plan.config.switch.memif_map_in_max_mib as usize * (1 << 20);
-        let plan = state.plan(crate::dpdk::memif_region_mappings(&maps), budget);
+        let max_mib = self.plan.config.switch.memif_map_in_max_mib;
+        let plan = state.plan(crate::dpdk::memif_region_mappings(&maps), max_mib as usize * (1 << 20));
+        drop(state);
         if !plan.over_budget.is_empty() {
             tracing::warn!(
                 regions = plan.over_budget.len(),
                 mib = plan.over_budget.iter().map(|r| r.bytes()).sum::<usize>() >> 20,
-                max_mib = self.plan.config.switch.memif_map_in_max_mib,
+                max_mib,
                 "memif regions past switch.memif_map_in_max_mib are not mapped in: their pages fault in as packets use them"
             );
         }
-        let started = Instant::now();
-        let mut bytes = 0;
-        for region in plan.map_in {
-            match crate::dpdk::map_in_memif_region(&region) {
-                Ok(()) => {
-                    bytes += region.bytes();
-                    state.mapped_in.push(region);
-                }
-                // Tried again when a link next comes up.
-                Err(e) => tracing::warn!(
-                    error = %e,
-                    start = format_args!("{:#x}", region.start),
-                    mib = region.bytes() >> 20,
-                    "memif region not mapped in (unmapped if its peer just left; EINVAL: a kernel before 5.14)"
-                ),
-            }
+        if plan.map_in.is_empty() {
+            return;
         }
-        if bytes > 0 {
-            tracing::info!(
-                ports = names.join(","),
-                mib = bytes >> 20,
-                ms = started.elapsed().as_secs_f64() * 1e3,
-                "memif peer connected: its shared memory is mapped in"
-            );
+        // While it runs no link is looked at: one that goes down meanwhile is seen after.
+        let state = self.memif_map_in.clone();
+        let spawned = std::thread::Builder::new().name("vswitchd-memif".into()).spawn(move || {
+            let started = Instant::now();
+            let mut bytes = 0;
+            for region in plan.map_in {
+                match crate::dpdk::map_in_memif_region(&region) {
+                    Ok(()) => {
+                        bytes += region.bytes();
+                        state.lock().unwrap().mapped_in.push(region);
+                    }
+                    // Tried again when a link next comes up.
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        start = format_args!("{:#x}", region.start),
+                        mib = region.bytes() >> 20,
+                        "memif region not mapped in (unmapped if its peer just left; EINVAL: a kernel before 5.14)"
+                    ),
+                }
+            }
+            if bytes > 0 {
+                tracing::info!(
+                    ports = names.join(","),
+                    mib = bytes >> 20,
+                    ms = started.elapsed().as_secs_f64() * 1e3,
+                    "memif peer connected: its shared memory is mapped in"
+                );
+            }
+        });
+        match spawned {
+            Ok(thread) => *mapper = Some(thread),
+            Err(e) => {
+                // Tried again on the next tick.
+                self.memif_map_in.lock().unwrap().links_up.clear();
+                tracing::warn!(error = %e, "cannot start a thread to map memif regions in");
+            }
         }
     }
 
@@ -714,6 +741,10 @@ impl Switch {
         self.shared.wake_workers();
         for t in self.threads.lock().unwrap().drain(..) {
             let _ = t.join();
+        }
+        // Before the ports close and unmap what it maps in.
+        if let Some(mapper) = self.memif_mapper.lock().unwrap().take() {
+            let _ = mapper.join();
         }
         self.resume_latency.lock().unwrap().clear();
         self.publisher.lock().unwrap().snapshots.clear();
