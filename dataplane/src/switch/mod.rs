@@ -661,14 +661,8 @@ impl Switch {
         if let Some(finished) = mapper.take() {
             let _ = finished.join();
         }
-        let (ids, names): (Vec<u16>, Vec<String>) = self
-            .ports
-            .read()
-            .unwrap()
-            .iter()
-            .filter(|p| p.eth.is_memif() && p.eth.link().up)
-            .map(|p| (p.eth.id(), p.config.name.clone()))
-            .unzip();
+        let memif_up = |p: &&Arc<PortRuntime>| p.eth.is_memif() && p.eth.link().up;
+        let ids = self.ports.read().unwrap().iter().filter(memif_up).map(|p| p.eth.id()).collect();
         let mut state = self.memif_map_in.lock().unwrap();
         if !state.look(ids) {
             return;
@@ -698,33 +692,11 @@ impl Switch {
         }
         // While it runs no link is looked at: one that goes down meanwhile is seen after.
         let state = self.memif_map_in.clone();
-        let spawned = std::thread::Builder::new().name("vswitchd-memif".into()).spawn(move || {
-            let started = Instant::now();
-            let mut bytes = 0;
-            for region in plan.map_in {
-                match crate::dpdk::map_in_memif_region(&region) {
-                    Ok(()) => {
-                        bytes += region.bytes();
-                        state.lock().unwrap().mapped_in.push(region);
-                    }
-                    // Tried again when a link next comes up.
-                    Err(e) => tracing::warn!(
-                        error = %e,
-                        start = format_args!("{:#x}", region.start),
-                        mib = region.bytes() >> 20,
-                        "memif region not mapped in (unmapped if its peer just left; EINVAL: a kernel before 5.14)"
-                    ),
-                }
-            }
-            if bytes > 0 {
-                tracing::info!(
-                    ports = names.join(","),
-                    mib = bytes >> 20,
-                    ms = started.elapsed().as_secs_f64() * 1e3,
-                    "memif peer connected: its shared memory is mapped in"
-                );
-            }
-        });
+        let ports: Vec<String> =
+            self.ports.read().unwrap().iter().filter(memif_up).map(|p| p.config.name.clone()).collect();
+        let spawned = std::thread::Builder::new()
+            .name("vswitchd-memif".into())
+            .spawn(move || map_in_memif_regions(plan.map_in, &state, &ports.join(",")));
         match spawned {
             Ok(thread) => *mapper = Some(thread),
             Err(e) => {
@@ -752,6 +724,36 @@ impl Switch {
         self.ports.write().unwrap().clear();
         self.pool.lock().unwrap().take();
         self.eal.lock().unwrap().take();
+    }
+}
+
+/// Maps `regions` in (see `Switch::map_in_memif`), recording each in `state` once it is;
+/// `ports` name the connections that came up, for the log.
+fn map_in_memif_regions(regions: Vec<MemifRegionMapping>, state: &Mutex<MemifMapIn>, ports: &str) {
+    let started = Instant::now();
+    let mut bytes = 0;
+    for region in regions {
+        match crate::dpdk::map_in_memif_region(&region) {
+            Ok(()) => {
+                bytes += region.bytes();
+                state.lock().unwrap().mapped_in.push(region);
+            }
+            // Tried again when a link next comes up.
+            Err(e) => tracing::warn!(
+                error = %e,
+                start = format_args!("{:#x}", region.start),
+                mib = region.bytes() >> 20,
+                "memif region not mapped in (unmapped if its peer just left; EINVAL: a kernel before 5.14)"
+            ),
+        }
+    }
+    if bytes > 0 {
+        tracing::info!(
+            ports,
+            mib = bytes >> 20,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "memif peer connected: its shared memory is mapped in"
+        );
     }
 }
 
