@@ -378,6 +378,13 @@ impl prometheus_client::collector::Collector for SwitchCollector {
         )?;
         rows(
             &mut enc,
+            "vswitch_worker_idle_backoff",
+            "1 if the worker backs off when idle, 0 if it busy-polls (vswitchctl set-idle)",
+            Gauge,
+            totals.iter().map(|(w, t)| (wl(w), t.idle_backoff as u8 as f64)),
+        )?;
+        rows(
+            &mut enc,
             "vswitch_worker_generation",
             "Pipeline generation the worker runs",
             Gauge,

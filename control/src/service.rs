@@ -64,6 +64,47 @@ impl Api {
     fn port_names(&self) -> HashMap<PortIdx, (String, u32)> {
         self.switch.port_names().into_iter().map(|(i, n, no)| (i, (n, no))).collect()
     }
+
+    /// A worker and its counters as the API shows them.
+    fn worker_view(&self, w: &dataplane::switch::WorkerRuntime) -> pb::Worker {
+        let names = self.port_names();
+        let t = w.stats.totals();
+        pb::Worker {
+            index: w.index as u32,
+            core: w.core as u32,
+            lcore: w.lcore,
+            rx_queues: w
+                .rx_queues()
+                .iter()
+                .map(|(_, p, q)| format!("{}:{q}", names.get(p).map_or("?", |n| n.0.as_str())))
+                .collect(),
+            polls: t.polls,
+            busy_polls: t.busy_polls,
+            busy_cycles: t.busy_cycles,
+            idle_cycles: t.idle_cycles,
+            rx_packets: t.rx_packets,
+            rx_bytes: t.rx_bytes,
+            tx_packets: t.tx_packets,
+            tx_bytes: t.tx_bytes,
+            dropped: t.drops.iter().sum(),
+            mac_learned: t.mac_learned,
+            mac_moved: t.mac_moved,
+            mac_learn_failed: t.mac_learn_failed,
+            generation: t.generation,
+            emc_hits: t.emc_hits,
+            emc_misses: t.emc_misses,
+            idle_state: t.idle_state.name().to_string(),
+            idle_mode: if t.idle_backoff { "backoff" } else { "busy-poll" }.to_string(),
+            sleeps: t.sleeps,
+            sleep_cycles: t.sleep_cycles,
+            interrupt_waits: t.interrupt_waits,
+            interrupt_wakes: t.interrupt_wakes,
+            sleep_wakes: t.sleep_wakes,
+            cpu_resume_latency: dataplane::power::current(w.core).unwrap_or_default(),
+            rx_bursts: t.rx_bursts,
+            tsc_hz: self.switch.tsc_hz(),
+        }
+    }
 }
 
 fn parse_vlan(field: &str, v: Option<u32>) -> Result<Option<u16>, Status> {
@@ -193,50 +234,35 @@ impl pb::switch_service_server::SwitchService for Api {
         &self,
         _: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
-        let names = self.port_names();
-        let workers = self
-            .switch
-            .workers()
-            .iter()
-            .map(|w| {
-                let t = w.stats.totals();
-                pb::Worker {
-                    index: w.index as u32,
-                    core: w.core as u32,
-                    lcore: w.lcore,
-                    rx_queues: w
-                        .rx_queues()
-                        .iter()
-                        .map(|(_, p, q)| format!("{}:{q}", names.get(p).map_or("?", |n| n.0.as_str())))
-                        .collect(),
-                    polls: t.polls,
-                    busy_polls: t.busy_polls,
-                    busy_cycles: t.busy_cycles,
-                    idle_cycles: t.idle_cycles,
-                    rx_packets: t.rx_packets,
-                    rx_bytes: t.rx_bytes,
-                    tx_packets: t.tx_packets,
-                    tx_bytes: t.tx_bytes,
-                    dropped: t.drops.iter().sum(),
-                    mac_learned: t.mac_learned,
-                    mac_moved: t.mac_moved,
-                    mac_learn_failed: t.mac_learn_failed,
-                    generation: t.generation,
-                    emc_hits: t.emc_hits,
-                    emc_misses: t.emc_misses,
-                    idle_state: t.idle_state.name().to_string(),
-                    sleeps: t.sleeps,
-                    sleep_cycles: t.sleep_cycles,
-                    interrupt_waits: t.interrupt_waits,
-                    interrupt_wakes: t.interrupt_wakes,
-                    sleep_wakes: t.sleep_wakes,
-                    cpu_resume_latency: dataplane::power::current(w.core).unwrap_or_default(),
-                    rx_bursts: t.rx_bursts.clone(),
-                    tsc_hz: self.switch.tsc_hz(),
-                }
-            })
-            .collect();
+        let workers = self.switch.workers().iter().map(|w| self.worker_view(w)).collect();
         Ok(Response::new(pb::ListWorkersResponse { workers }))
+    }
+
+    async fn set_worker_idle(
+        &self,
+        req: Request<pb::SetWorkerIdleRequest>,
+    ) -> Result<Response<pb::SetWorkerIdleResponse>, Status> {
+        let req = req.into_inner();
+        let backoff = match pb::IdleMode::try_from(req.mode) {
+            Ok(pb::IdleMode::Backoff) => true,
+            Ok(pb::IdleMode::BusyPoll) => false,
+            Ok(pb::IdleMode::Unspecified) => {
+                return Err(Status::invalid_argument("mode: required (IDLE_MODE_BACKOFF or IDLE_MODE_BUSY_POLL)"))
+            }
+            Err(_) => return Err(Status::invalid_argument(format!("mode: {} is not an IdleMode", req.mode))),
+        };
+        let switch = self.switch.clone();
+        let index = req.worker.map(|w| w as usize);
+        // Waits (briefly) for the workers to apply it: off the async runtime's threads.
+        let changed = tokio::task::spawn_blocking(move || switch.set_idle_backoff(index, backoff))
+            .await
+            .map_err(|e| Status::internal(format!("idle change task failed: {e}")))?
+            .map_err(|e| match e {
+                dataplane::WorkerChangeError::NoSuchWorker { .. } => Status::invalid_argument(e.to_string()),
+                dataplane::WorkerChangeError::Stopping => Status::unavailable(e.to_string()),
+            })?;
+        let workers = changed.into_iter().map(|i| self.worker_view(&self.switch.workers()[i])).collect();
+        Ok(Response::new(pb::SetWorkerIdleResponse { workers }))
     }
 
     async fn list_drops(&self, req: Request<pb::ListDropsRequest>) -> Result<Response<pb::ListDropsResponse>, Status> {

@@ -140,6 +140,71 @@ fn bad_requests_are_rejected_with_the_field_named() {
     });
 }
 
+type SwitchApi = pb::switch_service_client::SwitchServiceClient<tonic::transport::Channel>;
+
+async fn first_worker(api: &mut SwitchApi) -> pb::Worker {
+    api.list_workers(pb::ListWorkersRequest {}).await.unwrap().into_inner().workers.remove(0)
+}
+
+/// The worker's sleeps and polls over the next 300 ms, and the worker after them.
+async fn sleeps_and_polls_over_300ms(api: &mut SwitchApi) -> (u64, u64, pb::Worker) {
+    let w0 = first_worker(api).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let w1 = first_worker(api).await;
+    (w1.sleeps - w0.sleeps, w1.polls - w0.polls, w1)
+}
+
+/// The idle mode changes at run time, per worker or for all, and takes effect at once: a
+/// busy-polling worker takes no sleeps and polls many times more often; back on back-off it
+/// sleeps again. A worker's own `idle_backoff` in the config overrides the switch's.
+/// Requests naming no mode, an unknown mode or a missing worker are rejected with the field
+/// named, and change nothing.
+#[test]
+fn the_idle_mode_is_set_at_run_time_and_bad_requests_change_nothing() {
+    let _g = serial();
+    // The line lands in the harness's [[worker]] table: this worker busy-polls from the start.
+    let sw = Vswitchd::start(&format!("idle_backoff = false\n{NULL_PORTS}"));
+    rt().block_on(async {
+        let mut api = SwitchApi::new(sw.channel().await);
+        let set = |worker: Option<u32>, mode: i32| pb::SetWorkerIdleRequest { worker, mode };
+
+        let w = first_worker(&mut api).await;
+        assert_eq!((w.idle_mode.as_str(), w.idle_state.as_str()), ("busy-poll", "polling"), "{w:?}");
+        for (req, message) in [
+            (set(None, pb::IdleMode::Unspecified as i32), "mode: required"),
+            (set(None, 7), "mode: 7 is not an IdleMode"),
+            (set(Some(1), pb::IdleMode::Backoff as i32), "worker: no worker 1 (the switch has 1)"),
+        ] {
+            let e = api.set_worker_idle(req).await.unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+            assert!(e.message().starts_with(message), "{}", e.message());
+        }
+        let w = first_worker(&mut api).await;
+        assert_eq!(w.idle_mode, "busy-poll", "a rejected request changed the mode: {w:?}");
+        let (busy_sleeps, busy_polls, _) = sleeps_and_polls_over_300ms(&mut api).await;
+        assert_eq!(busy_sleeps, 0, "a busy-polling worker slept");
+
+        // Back-off for worker 0: it sleeps (net_null has no rx interrupts), and polls far less.
+        let r = api.set_worker_idle(set(Some(0), pb::IdleMode::Backoff as i32)).await.unwrap().into_inner();
+        assert_eq!(r.workers.len(), 1);
+        assert_eq!((r.workers[0].index, r.workers[0].idle_mode.as_str()), (0, "backoff"));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let (sleeps, polls, w) = sleeps_and_polls_over_300ms(&mut api).await;
+        assert_eq!(w.idle_state, "sleeping", "{w:?}");
+        assert!(sleeps > 10, "{sleeps} sleeps in 300 ms of back-off");
+        assert!(polls * 10 < busy_polls, "{polls} polls backing off against {busy_polls} busy-polling");
+
+        // And busy polling again, for every worker.
+        let r = api.set_worker_idle(set(None, pb::IdleMode::BusyPoll as i32)).await.unwrap().into_inner();
+        assert_eq!(r.workers.iter().map(|w| w.idle_mode.as_str()).collect::<Vec<_>>(), ["busy-poll"]);
+        let (sleeps, _, w) = sleeps_and_polls_over_300ms(&mut api).await;
+        assert_eq!((sleeps, w.idle_state.as_str()), (0, "polling"), "{w:?}");
+    });
+    let (status, log) = sw.stop();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("idle back-off on") && log.contains("idle busy polling on"), "{log}");
+}
+
 #[test]
 fn vswitchctl_prints_tables_json_and_errors() {
     let _g = serial();

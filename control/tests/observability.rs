@@ -102,6 +102,7 @@ const REQUIRED: &[&str] = &[
     "vswitch_worker_rx_burst_size_bucket",
     "vswitch_worker_rx_burst_size_count",
     "vswitch_worker_idle_state",
+    "vswitch_worker_idle_backoff",
     "vswitch_table_lookups_total",
     "vswitch_table_matches_total",
     "vswitch_table_misses_total",

@@ -137,7 +137,8 @@ pub struct SwitchConfig {
     pub max_flows: u32,
     /// Idle workers sleep between polls once their queues stayed empty for `idle_poll_us`,
     /// in sleeps that double from 1 µs up to `idle_sleep_max_us`. Off: poll without pause
-    /// (lowest latency, a whole core burnt when idle).
+    /// (lowest latency, a whole core burnt when idle). The default of every worker; a
+    /// worker's own `idle_backoff` overrides it, and the API changes it at run time.
     pub idle_backoff: bool,
     pub idle_poll_us: u32,
     pub idle_sleep_max_us: u32,
@@ -155,8 +156,9 @@ pub struct SwitchConfig {
     /// In deep idle, a worker whose rx queues all give rx interrupts (vhost-user, tap, most
     /// NIC VFs; memif through its rings' signals) blocks until one fires instead of sleeping
     /// `idle_deep_sleep_us` at a time: little CPU while idle, and the first packet waits for
-    /// one wake-up. Ports are set up with rx interrupts where the driver has them. Off: deep
-    /// idle always sleeps.
+    /// one wake-up. Ports are set up with rx interrupts where the driver has them, also
+    /// when workers busy-poll (they are not armed then), so back-off switched on at run time
+    /// has them too. Off: deep idle always sleeps.
     pub idle_interrupts: bool,
     /// A worker that received at least this many packets per second (over 10 ms) does not
     /// sleep for `idle_load_hold_ms` after: pauses of real traffic are spent polling, so
@@ -189,9 +191,10 @@ pub struct SwitchConfig {
 }
 
 impl SwitchConfig {
-    /// Whether ports are set up with rx interrupts: idle workers wait for them.
+    /// Whether ports are set up with rx interrupts: idle workers wait for them. Whatever
+    /// `idle_backoff` says, since back-off can be switched on at run time.
     pub fn wants_rx_interrupts(&self) -> bool {
-        self.idle_backoff && self.idle_interrupts
+        self.idle_interrupts
     }
 }
 
@@ -341,6 +344,17 @@ pub struct WorkerConfig {
     /// spread over all workers.
     #[serde(default)]
     pub rx_queues: Vec<String>,
+    /// This worker's idle back-off, over `switch.idle_backoff` (e.g. one latency-critical
+    /// worker busy-polls while the others back off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_backoff: Option<bool>,
+}
+
+impl WorkerConfig {
+    /// Whether this worker starts backing off when idle.
+    pub fn idle_backoff(&self, switch: &SwitchConfig) -> bool {
+        self.idle_backoff.unwrap_or(switch.idle_backoff)
+    }
 }
 
 /// What kind of device a port's devargs name.
@@ -545,13 +559,6 @@ impl Config {
             }
         }
         if let Some(latency) = self.switch.idle_cpu_resume_latency_us {
-            if !self.switch.idle_backoff {
-                p.push(
-                    "switch.idle_cpu_resume_latency_us: set with idle_backoff = false, whose workers never let \
-                     their cores idle"
-                        .to_string(),
-                );
-            }
             if latency > 1_000_000 {
                 p.push(format!("switch.idle_cpu_resume_latency_us: {latency} is over 1000000 (1 s)"));
             }
@@ -842,6 +849,18 @@ mod tests {
     }
 
     #[test]
+    fn a_workers_idle_backoff_overrides_the_switchs_and_ports_get_rx_interrupts_either_way() {
+        let text = format!("{GOOD}\n[[worker]]\ncore = 2\nidle_backoff = true\n[switch]\nidle_backoff = false\n");
+        let c = Config::from_toml(&text).unwrap();
+        let modes: Vec<bool> = c.workers.iter().map(|w| w.idle_backoff(&c.switch)).collect();
+        assert_eq!(modes, [false, true]);
+        assert!(c.switch.wants_rx_interrupts(), "busy polling at start must not rule out interrupts later");
+        assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
+        let c = Config::from_toml(&format!("{GOOD}\n[switch]\nidle_interrupts = false\n")).unwrap();
+        assert!(c.workers[0].idle_backoff(&c.switch) && !c.switch.wants_rx_interrupts());
+    }
+
+    #[test]
     fn round_trips_through_toml() {
         let c = good();
         assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
@@ -875,12 +894,12 @@ mod tests {
     #[test]
     fn cores_must_exist_and_be_distinct() {
         let mut c = good();
-        c.workers.push(WorkerConfig { core: 1, rx_queues: vec![] });
-        c.workers.push(WorkerConfig { core: 7, rx_queues: vec![] });
+        c.workers.push(WorkerConfig { core: 1, rx_queues: vec![], idle_backoff: None });
+        c.workers.push(WorkerConfig { core: 7, rx_queues: vec![], idle_backoff: None });
         let p = c.problems(&[0, 1]).join("\n");
         assert!(p.contains("two workers on core 1"), "{p}");
         assert!(p.contains("worker core 7 is not present"), "{p}");
-        c.workers = vec![WorkerConfig { core: 0, rx_queues: vec![] }];
+        c.workers = vec![WorkerConfig { core: 0, rx_queues: vec![], idle_backoff: None }];
         assert!(c.problems(&[0, 1]).join("\n").contains("is eal.main_core"));
     }
 
@@ -996,7 +1015,7 @@ mod tests {
     #[test]
     fn rx_queues_are_spread_and_pinned() {
         let mut c = good();
-        c.workers.push(WorkerConfig { core: 2, rx_queues: vec!["h2:1".into()] });
+        c.workers.push(WorkerConfig { core: 2, rx_queues: vec!["h2:1".into()], idle_backoff: None });
         let a = c.rx_assignment().unwrap();
         assert_eq!(a[1], vec![(1, 1)]);
         // h1:0 and h2:0 are dealt out: first to the emptier worker 0, then...

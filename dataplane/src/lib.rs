@@ -28,4 +28,4 @@ pub mod worker;
 
 pub use config::Config;
 pub use mac_table::PortIdx;
-pub use switch::{StartError, StartPlan, Switch};
+pub use switch::{StartError, StartPlan, Switch, WorkerChangeError};

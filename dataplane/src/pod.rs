@@ -224,7 +224,8 @@ pub fn apply(config: &mut Config, pod: &PodEnv, hugepage_size: u64) -> Result<Po
     }
     config.ports.extend(ports.iter().cloned());
     config.eal.main_core = cpus[0];
-    config.workers = cpus[1..].iter().map(|&core| WorkerConfig { core, rx_queues: Vec::new() }).collect();
+    config.workers =
+        cpus[1..].iter().map(|&core| WorkerConfig { core, rx_queues: Vec::new(), idle_backoff: None }).collect();
 
     // Hugepages.
     let limit = hugepage_limit(&pod.cgroup_dir, hugepage_size)?;

@@ -5,7 +5,7 @@
 //! instruction and no cache-line ping-pong); the control plane reads with relaxed loads and
 //! sums over workers. Counts are exact; a reader may see one counter a burst ahead of another.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use crate::dpdk::{AtomicPair, ZeroedPairs, BURST};
@@ -147,6 +147,8 @@ pub struct WorkerStats {
     pub idle_state: AtomicU64,
     pub sleeps: AtomicU64,
     pub sleep_cycles: AtomicU64,
+    /// Whether the worker backs off when idle (else it busy-polls), as it last applied it.
+    pub idle_backoff: AtomicBool,
     /// Of `sleeps`, the waits for an rx interrupt.
     pub interrupt_waits: AtomicU64,
     /// Of `interrupt_waits`, those a queue's interrupt or the control plane's doorbell ended
@@ -181,6 +183,7 @@ impl Default for WorkerStats {
             idle_state: AtomicU64::new(0),
             sleeps: AtomicU64::new(0),
             sleep_cycles: AtomicU64::new(0),
+            idle_backoff: AtomicBool::new(false),
             interrupt_waits: AtomicU64::new(0),
             interrupt_wakes: AtomicU64::new(0),
             sleep_wakes: AtomicU64::new(0),
@@ -283,6 +286,7 @@ pub struct WorkerTotals {
     /// Received bursts by size (index = packets in the burst).
     pub rx_bursts: Vec<u64>,
     pub idle_state: IdleState,
+    pub idle_backoff: bool,
     pub sleeps: u64,
     pub sleep_cycles: u64,
     pub interrupt_waits: u64,
@@ -324,6 +328,7 @@ impl WorkerStats {
             emc_misses: self.emc_misses.load(Relaxed),
             rx_bursts: self.rx_bursts.iter().map(|b| b.load(Relaxed)).collect(),
             idle_state: IdleState::from_number(self.idle_state.load(Relaxed)),
+            idle_backoff: self.idle_backoff.load(Relaxed),
             sleeps: self.sleeps.load(Relaxed),
             sleep_cycles: self.sleep_cycles.load(Relaxed),
             interrupt_waits: self.interrupt_waits.load(Relaxed),

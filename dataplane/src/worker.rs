@@ -46,21 +46,24 @@ impl CoarseClock {
     }
 }
 
-/// A change to one worker's queues: ports added or removed while the switch runs.
-pub enum QueueChange {
+/// A change to one worker while the switch runs: ports added or removed, idle back-off
+/// switched.
+pub enum WorkerChange {
     /// Send to port `idx` through `tx`, and poll each `rx` queue at its place (slot) in the
     /// worker's rx list (slots are what per-queue counters are kept by).
     AddPort { idx: PortIdx, tx: TxQueue, rx: Vec<(usize, RxQueue)> },
     /// Stop polling and sending to port `idx` (what waits for it is sent first), and give
     /// its queue handles back, so the control plane can close the port.
     RemovePort { idx: PortIdx },
+    /// Back off when idle (true) or busy-poll.
+    SetIdleBackoff(bool),
 }
 
-/// Where the control plane posts [`QueueChange`]s to one worker and sees them applied.
+/// Where the control plane posts [`WorkerChange`]s to one worker and sees them applied.
 /// A worker checks it with one relaxed load per poll iteration; its doorbell wakes the worker
 /// when it waits for rx interrupts or sleeps.
 pub struct Mailbox {
-    changes: ArrayQueue<QueueChange>,
+    changes: ArrayQueue<WorkerChange>,
     posted: AtomicU64,
     applied: AtomicU64,
     doorbell: Doorbell,
@@ -78,7 +81,7 @@ impl Mailbox {
 
     /// Posts a change; returns the ticket that [`Mailbox::applied`] reaches once the worker
     /// applied it, or the change back when the mailbox is full.
-    pub fn post(&self, change: QueueChange) -> Result<u64, QueueChange> {
+    pub fn post(&self, change: WorkerChange) -> Result<u64, WorkerChange> {
         self.changes.push(change)?;
         let ticket = self.posted.fetch_add(1, Ordering::Release) + 1;
         self.doorbell.ring();
@@ -384,7 +387,8 @@ pub(crate) fn forget_rx<Q>(slots: &mut [Option<(PortIdx, Q)>], idx: PortIdx) {
     }
 }
 
-/// Applies the queue changes posted to this worker (ports added or removed at run time).
+/// Applies the changes posted to this worker (ports added or removed, idle back-off
+/// switched at run time).
 #[cold]
 #[inline(never)]
 fn apply_changes(
@@ -392,11 +396,12 @@ fn apply_changes(
     rx: &mut Vec<Option<(PortIdx, RxQueue)>>,
     tx: &mut TxBuffers,
     stats: &WorkerStats,
+    idle: &mut IdleSettings,
 ) -> u64 {
     let mut applied = 0;
     while let Some(change) = mailbox.changes.pop() {
         match change {
-            QueueChange::AddPort { idx, tx: queue, rx: queues } => {
+            WorkerChange::AddPort { idx, tx: queue, rx: queues } => {
                 // The index may have belonged to a removed port: its counts start again.
                 stats.ports[idx as usize].reset();
                 tx.add_port(idx, queue);
@@ -408,9 +413,13 @@ fn apply_changes(
                     stats.reset_rx_queue(slot);
                 }
             }
-            QueueChange::RemovePort { idx } => {
+            WorkerChange::RemovePort { idx } => {
                 forget_rx(rx, idx);
                 tx.remove_port(idx);
+            }
+            WorkerChange::SetIdleBackoff(on) => {
+                idle.backoff = on;
+                stats.idle_backoff.store(on, Ordering::Relaxed);
             }
         }
         applied += 1;
@@ -503,7 +512,7 @@ impl<'a> InterruptIdle<'a> {
 }
 
 fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
-    let WorkerPlan { rx, tx, index, emc_entries, pool, idle, .. } = plan;
+    let WorkerPlan { rx, tx, index, emc_entries, pool, mut idle, .. } = plan;
     // Slots of removed ports stay empty (None) so the others keep their per-queue counters.
     let mut rx: Vec<Option<(PortIdx, RxQueue)>> = rx.into_iter().map(Some).collect();
     let mailbox = &shared.mailboxes[index];
@@ -514,11 +523,11 @@ fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
     let mut burst = MbufBurst::new();
     let mut pipeline = PipelineReader::new(&shared.pipeline);
     stats.generation.store(pipeline.get().generation(), Ordering::Release);
-    if idle.backoff {
-        // A sleep of a few µs must not turn into the default 50 µs slack.
-        dpdk::set_timer_slack(2_000);
-    }
-    let mut interrupts = InterruptIdle::new(idle.backoff && idle.interrupts, mailbox);
+    // A sleep of a few µs must not turn into the default 50 µs slack. Set whether or not the
+    // worker backs off now: back-off can be switched on at run time.
+    dpdk::set_timer_slack(2_000);
+    stats.idle_backoff.store(idle.backoff, Ordering::Relaxed);
+    let mut interrupts = InterruptIdle::new(idle.interrupts, mailbox);
     interrupts.listen(&mut rx);
     // TSC when the queues were last seen with packets, and the next sleep's length.
     let mut last_busy = dpdk::tsc();
@@ -536,9 +545,17 @@ fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
         poller.enter();
         if mailbox.posted.load(Ordering::Relaxed) != changes_applied {
             interrupts.disarm_inside(&mut rx, &poller);
-            changes_applied += apply_changes(mailbox, &mut rx, &mut tx, stats);
-            mailbox.applied.store(changes_applied, Ordering::Release);
+            let backoff = idle.backoff;
+            changes_applied += apply_changes(mailbox, &mut rx, &mut tx, stats, &mut idle);
             interrupts.listen(&mut rx);
+            if idle.backoff != backoff {
+                // Either way the worker polls now; back-off starts over from a busy queue.
+                state = IdleState::Polling;
+                sleep_us = 1;
+                last_busy = dpdk::tsc();
+                stats.idle_state.store(state as u64, Ordering::Relaxed);
+            }
+            mailbox.applied.store(changes_applied, Ordering::Release);
         }
         // Quiescent point: no reference into the previous snapshot survives this line.
         if pipeline.refresh(&shared.pipeline) {

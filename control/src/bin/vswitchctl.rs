@@ -57,6 +57,14 @@ enum Command {
     /// Worker threads and their counters.
     #[command(visible_aliases = ["workers", "show-workers"])]
     ListWorkers,
+    /// What workers do when idle, at once and until the next start: "backoff" (poll, then
+    /// sleep or wait for rx interrupts) or "busy-poll" (lowest latency, a whole core each)
+    SetIdle {
+        mode: IdleModeArg,
+        /// Only this worker (its index in list-workers); all when absent.
+        #[arg(long)]
+        worker: Option<u32>,
+    },
     /// Packets dropped by the datapath, by stage and reason.
     #[command(visible_alias = "drops")]
     ShowDrops {
@@ -317,6 +325,70 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// What the worker table says about each worker.
+fn print_workers(workers: &[pb::Worker]) {
+    let rows: Vec<Vec<String>> = workers
+        .iter()
+        .map(|w| {
+            let total = w.busy_cycles + w.idle_cycles;
+            let busy = if total > 0 { 100.0 * w.busy_cycles as f64 / total as f64 } else { 0.0 };
+            // Time outside sleep calls; the OS charges more (wake-ups cost kernel time).
+            let awake = if total > 0 { 100.0 * (total - w.sleep_cycles.min(total)) as f64 / total as f64 } else { 0.0 };
+            let cpp = w.busy_cycles.checked_div(w.rx_packets).unwrap_or(0);
+            let bursts: u64 = w.rx_bursts.iter().sum();
+            let per_burst = if bursts > 0 { w.rx_packets as f64 / bursts as f64 } else { 0.0 };
+            let emc = w.emc_hits + w.emc_misses;
+            let emc = if emc > 0 { format!("{:.1}%", 100.0 * w.emc_hits as f64 / emc as f64) } else { "-".into() };
+            vec![
+                w.index.to_string(),
+                w.core.to_string(),
+                w.rx_queues.join(","),
+                w.rx_packets.to_string(),
+                w.tx_packets.to_string(),
+                w.dropped.to_string(),
+                format!("{busy:.1}%"),
+                format!("{awake:.1}%"),
+                w.idle_mode.clone(),
+                w.idle_state.clone(),
+                dataplane::power::short(&w.cpu_resume_latency),
+                cpp.to_string(),
+                format!("{per_burst:.1}"),
+                emc,
+                w.mac_learned.to_string(),
+                w.generation.to_string(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "WORKER",
+            "CORE",
+            "RX_QUEUES",
+            "RX_PKTS",
+            "TX_PKTS",
+            "DROPPED",
+            "BUSY",
+            "AWAKE",
+            "IDLE_MODE",
+            "IDLE",
+            "WAKE_LIMIT",
+            "CYC/PKT",
+            "PKT/BURST",
+            "EMC_HITS",
+            "LEARNED",
+            "GEN",
+        ],
+        &rows,
+    );
+}
+
+/// `set-idle`'s modes (pb::IdleMode without its unset value).
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum IdleModeArg {
+    Backoff,
+    BusyPoll,
+}
+
 fn print_json<T: Serialize>(v: &T) -> Result<(), String> {
     println!("{}", serde_json::to_string_pretty(v).map_err(|e| e.to_string())?);
     Ok(())
@@ -477,60 +549,22 @@ async fn run(args: Args) -> Result<(), String> {
             if json {
                 return print_json(&w);
             }
-            let rows: Vec<Vec<String>> = w
-                .workers
-                .iter()
-                .map(|w| {
-                    let total = w.busy_cycles + w.idle_cycles;
-                    let busy = if total > 0 { 100.0 * w.busy_cycles as f64 / total as f64 } else { 0.0 };
-                    // Time outside sleep calls; the OS charges more (wake-ups cost kernel time).
-                    let awake =
-                        if total > 0 { 100.0 * (total - w.sleep_cycles.min(total)) as f64 / total as f64 } else { 0.0 };
-                    let cpp = w.busy_cycles.checked_div(w.rx_packets).unwrap_or(0);
-                    let bursts: u64 = w.rx_bursts.iter().sum();
-                    let per_burst = if bursts > 0 { w.rx_packets as f64 / bursts as f64 } else { 0.0 };
-                    let emc = w.emc_hits + w.emc_misses;
-                    let emc =
-                        if emc > 0 { format!("{:.1}%", 100.0 * w.emc_hits as f64 / emc as f64) } else { "-".into() };
-                    vec![
-                        w.index.to_string(),
-                        w.core.to_string(),
-                        w.rx_queues.join(","),
-                        w.rx_packets.to_string(),
-                        w.tx_packets.to_string(),
-                        w.dropped.to_string(),
-                        format!("{busy:.1}%"),
-                        format!("{awake:.1}%"),
-                        w.idle_state.clone(),
-                        dataplane::power::short(&w.cpu_resume_latency),
-                        cpp.to_string(),
-                        format!("{per_burst:.1}"),
-                        emc,
-                        w.mac_learned.to_string(),
-                        w.generation.to_string(),
-                    ]
-                })
-                .collect();
-            print_table(
-                &[
-                    "WORKER",
-                    "CORE",
-                    "RX_QUEUES",
-                    "RX_PKTS",
-                    "TX_PKTS",
-                    "DROPPED",
-                    "BUSY",
-                    "AWAKE",
-                    "IDLE",
-                    "WAKE_LIMIT",
-                    "CYC/PKT",
-                    "PKT/BURST",
-                    "EMC_HITS",
-                    "LEARNED",
-                    "GEN",
-                ],
-                &rows,
-            );
+            print_workers(&w.workers);
+        }
+        Command::SetIdle { mode, worker } => {
+            let mode = match mode {
+                IdleModeArg::Backoff => pb::IdleMode::Backoff,
+                IdleModeArg::BusyPoll => pb::IdleMode::BusyPoll,
+            };
+            let r = SwitchServiceClient::new(channel)
+                .set_worker_idle(pb::SetWorkerIdleRequest { worker, mode: mode as i32 })
+                .await
+                .map_err(status_text)?
+                .into_inner();
+            if json {
+                return print_json(&r);
+            }
+            print_workers(&r.workers);
         }
         Command::ShowDrops { port, all } => {
             let d = SwitchServiceClient::new(channel)

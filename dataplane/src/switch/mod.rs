@@ -32,7 +32,16 @@ use crate::power::{self, ResumeLatencyLimit};
 use crate::stats::{PortTotals, WorkerStats, MAX_PORTS};
 use crate::tunnel::neighbor::NeighborTable;
 use crate::wire::MacAddr;
-use crate::worker::{self, CoarseClock, IdleSettings, Mailbox, Shared, WorkerPlan, LOAD_WINDOW_MS};
+use crate::worker::{self, CoarseClock, IdleSettings, Mailbox, Shared, WorkerChange, WorkerPlan, LOAD_WINDOW_MS};
+
+/// Why a change to workers was refused. Nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WorkerChangeError {
+    #[error("worker: no worker {index} (the switch has {count})")]
+    NoSuchWorker { index: usize, count: usize },
+    #[error("the switch is stopping")]
+    Stopping,
+}
 
 /// Why the switch did not start.
 #[derive(Debug, thiserror::Error)]
@@ -363,7 +372,7 @@ impl Switch {
             log_leftover(&leftover);
         }
         // Set before the workers start, so their first sleep already has it; put back by
-        // `shutdown`, or by the drop on a failed start. (Validation allows it with back-off only.)
+        // `shutdown`, or by the drop on a failed start.
         let mut resume_latency = Vec::new();
         if let Some(latency) = config.switch.idle_cpu_resume_latency_us {
             for wc in &config.workers {
@@ -399,7 +408,7 @@ impl Switch {
                 tx,
                 pool: pool.clone(),
                 idle: IdleSettings {
-                    backoff: config.switch.idle_backoff,
+                    backoff: wc.idle_backoff(&config.switch),
                     poll_cycles: eal.tsc_hz() / 1_000_000 * config.switch.idle_poll_us as u64,
                     sleep_max_us: config.switch.idle_sleep_max_us,
                     deep_cycles: eal.tsc_hz() / 1000 * config.switch.idle_deep_after_ms as u64,
@@ -496,6 +505,25 @@ impl Switch {
 
     pub fn workers(&self) -> &[WorkerRuntime] {
         &self.workers
+    }
+
+    /// Switches idle back-off on or off for worker `index`, or for every worker, without a
+    /// restart: returns the workers changed once each of them runs the new setting. Until
+    /// the next start, which takes the config's.
+    pub fn set_idle_backoff(&self, index: Option<usize>, backoff: bool) -> Result<Vec<usize>, WorkerChangeError> {
+        let count = self.workers.len();
+        let targets: Vec<usize> = match index {
+            Some(index) if index >= count => return Err(WorkerChangeError::NoSuchWorker { index, count }),
+            Some(index) => vec![index],
+            None => (0..count).collect(),
+        };
+        let changes = targets.iter().map(|&w| (w, WorkerChange::SetIdleBackoff(backoff))).collect();
+        if !self.post_to_workers(changes) {
+            return Err(WorkerChangeError::Stopping);
+        }
+        let mode = if backoff { "back-off" } else { "busy polling" };
+        tracing::info!(workers = ?targets, "idle {mode} on");
+        Ok(targets)
     }
 
     /// The generation workers are asked to run.

@@ -17,7 +17,7 @@ use crate::config::{DeviceKind, PortConfig};
 use crate::dpdk::MBUF_HEADROOM;
 use crate::mac_table::FlushFilter;
 use crate::memory::MemoryPlan;
-use crate::worker::{forget_rx, QueueChange};
+use crate::worker::{forget_rx, WorkerChange};
 
 /// Why a port change was refused. Nothing was changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -138,13 +138,13 @@ impl Switch {
             rx_for[w].push((slot, port.eth.rx_queue(q).expect("fresh port")));
         }
         let changes = rx_for.into_iter().enumerate().map(|(w, rx)| {
-            (w, QueueChange::AddPort { idx, tx: port.eth.tx_queue(w as u16).expect("one tx queue per worker"), rx })
+            (w, WorkerChange::AddPort { idx, tx: port.eth.tx_queue(w as u16).expect("one tx queue per worker"), rx })
         });
         let applied = self.post_to_workers(changes.collect());
         if !applied {
             // Take back whatever a worker did pick up; the port closes when the last handle goes.
             slots.iter_mut().for_each(|s| forget_rx(s, idx));
-            self.post_to_workers((0..n_workers).map(|w| (w, QueueChange::RemovePort { idx })).collect());
+            self.post_to_workers((0..n_workers).map(|w| (w, WorkerChange::RemovePort { idx })).collect());
             return Err(PortChangeError::Stopping);
         }
         drop(slots);
@@ -187,7 +187,7 @@ impl Switch {
         for w in &self.workers {
             forget_rx(&mut w.rx.lock().unwrap(), idx);
         }
-        self.post_to_workers((0..self.workers.len()).map(|w| (w, QueueChange::RemovePort { idx })).collect());
+        self.post_to_workers((0..self.workers.len()).map(|w| (w, WorkerChange::RemovePort { idx })).collect());
         self.ports.write().unwrap().retain(|p| p.idx != idx);
         drop(ts);
         drop(fs);
@@ -200,7 +200,7 @@ impl Switch {
 
     /// Posts one change per worker and waits until each applied it; false if a worker did
     /// not within [`APPLY_TIMEOUT`] (it is stopping).
-    fn post_to_workers(&self, changes: Vec<(usize, QueueChange)>) -> bool {
+    pub(super) fn post_to_workers(&self, changes: Vec<(usize, WorkerChange)>) -> bool {
         let deadline = Instant::now() + APPLY_TIMEOUT;
         let mut tickets = Vec::with_capacity(changes.len());
         for (w, mut change) in changes {
