@@ -250,22 +250,78 @@ pub fn active_thp_mode(line: &str) -> Option<&str> {
     line.split_whitespace().find_map(|w| w.strip_prefix('[')?.strip_suffix(']'))
 }
 
-/// Why memif buffers will sit on 4 KiB pages, given the shared-memory THP line, or None
-/// where the kernel gives a memfd huge pages (or the line is not understood). DPDK makes
-/// its memif memfd without `MADV_HUGEPAGE`, so `advise` does not cover it. On 4 KiB
-/// pages a lone packet after a pause misses the TLB on its ring slot and buffer, on both
-/// sides, and a peer that does not map its memory in takes a page fault for each page of
-/// the rings' first round (the switch maps its side in: `switch.memif_map_in`): tens of
-/// µs on a VM here (`bench/README.md`).
-pub fn memif_small_pages_reason(shmem_thp_line: &str) -> Option<String> {
-    let mode = active_thp_mode(shmem_thp_line)?;
-    if !matches!(mode, "never" | "deny" | "advise") {
+/// The kernel's shared-memory THP settings: the top-level line, and from kernel 6.11 on one
+/// line per page size (`hugepages-2048kB`, ...), each naming a mode or `inherit`.
+#[derive(Debug, Clone, Default)]
+pub struct ShmemThp {
+    pub top: String,
+    /// (directory name, line) per size.
+    pub per_size: Vec<(String, String)>,
+}
+
+impl ShmemThp {
+    pub fn read() -> ShmemThp {
+        let dir = std::path::Path::new(SHMEM_THP_PATH).parent().expect("a directory");
+        let mut per_size: Vec<(String, String)> = std::fs::read_dir(dir)
+            .map(|d| d.flatten().collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let line = std::fs::read_to_string(e.path().join("shmem_enabled")).ok()?;
+                name.starts_with("hugepages-").then_some((name, line))
+            })
+            .collect();
+        per_size.sort();
+        ShmemThp { top: std::fs::read_to_string(SHMEM_THP_PATH).unwrap_or_default(), per_size }
+    }
+}
+
+/// Why memif buffers will sit on 4 KiB pages, given the shared-memory THP settings, or None
+/// where the kernel gives a memfd huge pages of some size (or the top-level line is not
+/// understood). A size is on where its own mode, or the top-level one where it says
+/// `inherit` (or has no line: kernels before 6.11), is `always` or `within_size`; `force`
+/// and `deny` at the top level turn every size on or off. DPDK makes its memif memfd
+/// without `MADV_HUGEPAGE`, so `advise` does not cover it. On 4 KiB pages a lone packet
+/// after a pause misses the TLB on its ring slot and buffer, on both sides, and a peer
+/// that does not map its memory in takes a page fault for each page of the rings' first
+/// round (the switch maps its side in: `switch.memif_map_in`): tens of µs on a VM here
+/// (`bench/README.md`).
+pub fn memif_small_pages_reason(thp: &ShmemThp) -> Option<String> {
+    let top = active_thp_mode(&thp.top)
+        .filter(|m| matches!(*m, "always" | "within_size" | "advise" | "never" | "deny" | "force"))?;
+    let on = |mode: &str| matches!(mode, "always" | "within_size");
+    let sizes_on: Vec<&str> = thp
+        .per_size
+        .iter()
+        .filter(|(_, line)| match active_thp_mode(line) {
+            Some("inherit") => on(top),
+            Some(mode) => on(mode),
+            None => false,
+        })
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let huge = match top {
+        "force" => true,
+        "deny" => false,
+        _ if thp.per_size.is_empty() => on(top),
+        _ => !sizes_on.is_empty(),
+    };
+    if huge {
         return None;
     }
+    // Where the top level is on but every size is off, the sizes' own lines decide.
+    let (what, fix) = if on(top) {
+        let pmd = SHMEM_THP_PATH.replace("shmem_enabled", "hugepages-2048kB/shmem_enabled");
+        (format!("{SHMEM_THP_PATH} is {top}, but every page size's own setting is off"), pmd)
+    } else if thp.per_size.is_empty() {
+        (format!("{SHMEM_THP_PATH} is {top}"), SHMEM_THP_PATH.to_string())
+    } else {
+        (format!("{SHMEM_THP_PATH} is {top}, and no page size's own setting turns one on"), SHMEM_THP_PATH.to_string())
+    };
     Some(format!(
-        "memif buffers in copy mode are on 4 KiB pages ({SHMEM_THP_PATH} is {mode}): the first packet after a \
-         pause takes tens of µs longer; `echo within_size > {SHMEM_THP_PATH}` puts the ones made after it \
-         (peers that connect anew) on huge pages"
+        "memif buffers in copy mode are on 4 KiB pages ({what}): the first packet after a pause takes tens of µs \
+         longer; `echo within_size > {fix}` puts the ones made after it (peers that connect anew) on huge pages"
     ))
 }
 
@@ -435,17 +491,62 @@ mod tests {
         let modes = ["always", "within_size", "advise", "never", "deny", "force"];
         let line_with =
             |active: &str| modes.map(|m| if m == active { format!("[{m}]") } else { m.to_string() }).join(" ") + "\n";
+        let top_only = |mode: &str| ShmemThp { top: line_with(mode), per_size: vec![] };
         for mode in ["never", "deny", "advise"] {
             let reason =
-                memif_small_pages_reason(&line_with(mode)).unwrap_or_else(|| panic!("{mode} gives huge pages?"));
-            assert!(reason.contains(&format!("is {mode}")), "{reason}");
-            assert!(reason.contains("echo within_size >"), "{reason}");
+                memif_small_pages_reason(&top_only(mode)).unwrap_or_else(|| panic!("{mode} gives huge pages?"));
+            assert!(reason.contains(&format!("shmem_enabled is {mode})")), "{reason}");
+            assert!(
+                reason.contains("echo within_size > /sys/kernel/mm/transparent_hugepage/shmem_enabled`"),
+                "{reason}"
+            );
         }
         for mode in ["always", "within_size", "force"] {
-            assert_eq!(memif_small_pages_reason(&line_with(mode)), None, "{mode}");
+            assert_eq!(memif_small_pages_reason(&top_only(mode)), None, "{mode}");
         }
         // A kernel without the file, or a mode this code does not know: nothing to say.
-        assert_eq!(memif_small_pages_reason(""), None);
-        assert_eq!(memif_small_pages_reason("always [sometimes] never"), None);
+        assert_eq!(memif_small_pages_reason(&ShmemThp::default()), None);
+        assert_eq!(
+            memif_small_pages_reason(&ShmemThp { top: "always [sometimes] never".into(), per_size: vec![] }),
+            None
+        );
+    }
+
+    #[test]
+    fn per_size_shmem_thp_settings_turn_sizes_on_and_off_under_the_top_level() {
+        // As kernels from 6.11 show them: a size's line adds `inherit`.
+        let size = |name: &str, active: &str| {
+            let line = ["always", "inherit", "within_size", "advise", "never"]
+                .map(|m| if m == active { format!("[{m}]") } else { m.to_string() })
+                .join(" ");
+            (format!("hugepages-{name}"), line)
+        };
+        let thp = |top: &str, sizes: Vec<(String, String)>| ShmemThp {
+            top: format!("always within_size advise [{top}] deny force"),
+            per_size: sizes,
+        };
+        // The default: 2 MiB inherits, the rest are off. The top level decides.
+        let default = |top: &str| thp(top, vec![size("2048kB", "inherit"), size("64kB", "never")]);
+        assert!(memif_small_pages_reason(&default("never"))
+            .unwrap()
+            .contains("no page size's own setting turns one on"));
+        assert_eq!(memif_small_pages_reason(&default("within_size")), None);
+        // A size turned on by itself gives huge pages under a top level of never.
+        assert_eq!(
+            memif_small_pages_reason(&thp("never", vec![size("2048kB", "never"), size("64kB", "always")])),
+            None
+        );
+        // `advise` at a size does not cover DPDK's memfd.
+        assert!(memif_small_pages_reason(&thp("never", vec![size("2048kB", "advise")])).is_some());
+        // Every size off under a top level that is on: the 2 MiB line is the one to change.
+        let reason = memif_small_pages_reason(&thp("within_size", vec![size("2048kB", "never")])).unwrap();
+        assert!(reason.contains("every page size's own setting is off"), "{reason}");
+        assert!(
+            reason.contains("echo within_size > /sys/kernel/mm/transparent_hugepage/hugepages-2048kB/shmem_enabled`"),
+            "{reason}"
+        );
+        // deny and force at the top level override every size.
+        assert!(memif_small_pages_reason(&thp("deny", vec![size("2048kB", "always")])).is_some());
+        assert_eq!(memif_small_pages_reason(&thp("force", vec![size("2048kB", "never")])), None);
     }
 }

@@ -870,8 +870,7 @@ fn open_port(
 fn warn_once_if_memif_pages_small() {
     static CHECKED: std::sync::Once = std::sync::Once::new();
     CHECKED.call_once(|| {
-        let line = std::fs::read_to_string(memory::SHMEM_THP_PATH).unwrap_or_default();
-        if let Some(reason) = memory::memif_small_pages_reason(&line) {
+        if let Some(reason) = memory::memif_small_pages_reason(&memory::ShmemThp::read()) {
             tracing::warn!("{reason}");
         }
     });
