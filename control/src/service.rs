@@ -259,7 +259,9 @@ impl pb::switch_service_server::SwitchService for Api {
             .map_err(|e| Status::internal(format!("idle change task failed: {e}")))?
             .map_err(|e| match e {
                 dataplane::WorkerChangeError::NoSuchWorker { .. } => Status::invalid_argument(e.to_string()),
-                dataplane::WorkerChangeError::Stopping => Status::unavailable(e.to_string()),
+                dataplane::WorkerChangeError::Stopping | dataplane::WorkerChangeError::Timeout(_) => {
+                    Status::unavailable(e.to_string())
+                }
             })?;
         let workers = changed.into_iter().map(|i| self.worker_view(&self.switch.workers()[i])).collect();
         Ok(Response::new(pb::SetWorkerIdleResponse { workers }))

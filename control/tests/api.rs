@@ -154,7 +154,8 @@ async fn sleeps_and_polls_over_300ms(api: &mut SwitchApi) -> (u64, u64, pb::Work
     (w1.sleeps - w0.sleeps, w1.polls - w0.polls, w1)
 }
 
-/// The idle mode changes at run time, per worker or for all, and takes effect at once: a
+/// The idle mode changes at run time, for the worker named or for all (which workers a
+/// change goes to is unit-tested in the dataplane), and takes effect at once: a
 /// busy-polling worker takes no sleeps and polls many times more often; back on back-off it
 /// sleeps again. A worker's own `idle_backoff` in the config overrides the switch's.
 /// Requests naming no mode, an unknown mode or a missing worker are rejected with the field

@@ -156,9 +156,11 @@ pub struct SwitchConfig {
     /// In deep idle, a worker whose rx queues all give rx interrupts (vhost-user, tap, most
     /// NIC VFs; memif through its rings' signals) blocks until one fires instead of sleeping
     /// `idle_deep_sleep_us` at a time: little CPU while idle, and the first packet waits for
-    /// one wake-up. Ports are set up with rx interrupts where the driver has them, also
-    /// when workers busy-poll (they are not armed then), so back-off switched on at run time
-    /// has them too. Off: deep idle always sleeps.
+    /// one wake-up. Ports are set up with rx interrupts where the driver has them when some
+    /// worker starts with back-off; not when all busy-poll, since some NIC drivers (Intel's
+    /// VF driver, by its source) write a queue set up for interrupts back on another
+    /// schedule, which a switch started for latency does not want. A worker of such a switch
+    /// switched to back-off at run time sleeps in deep idle. Off: deep idle always sleeps.
     pub idle_interrupts: bool,
     /// A worker that received at least this many packets per second (over 10 ms) does not
     /// sleep for `idle_load_hold_ms` after: pauses of real traffic are spent polling, so
@@ -190,13 +192,7 @@ pub struct SwitchConfig {
     pub memif_map_in_max_mib: u32,
 }
 
-impl SwitchConfig {
-    /// Whether ports are set up with rx interrupts: idle workers wait for them. Whatever
-    /// `idle_backoff` says, since back-off can be switched on at run time.
-    pub fn wants_rx_interrupts(&self) -> bool {
-        self.idle_interrupts
-    }
-}
+impl SwitchConfig {}
 
 /// Rx and tx descriptors of a port added at run time, unless the request says otherwise.
 pub const RUNTIME_PORT_DESCRIPTORS: u16 = 256;
@@ -348,6 +344,14 @@ pub struct WorkerConfig {
     /// worker busy-polls while the others back off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_backoff: Option<bool>,
+}
+
+impl Config {
+    /// Whether ports are set up with rx interrupts: where some worker starts with back-off,
+    /// whose idle waits use them.
+    pub fn wants_rx_interrupts(&self) -> bool {
+        self.switch.idle_interrupts && self.workers.iter().any(|w| w.idle_backoff(&self.switch))
+    }
 }
 
 impl WorkerConfig {
@@ -849,15 +853,22 @@ mod tests {
     }
 
     #[test]
-    fn a_workers_idle_backoff_overrides_the_switchs_and_ports_get_rx_interrupts_either_way() {
+    fn a_workers_idle_backoff_overrides_the_switchs_and_ports_get_rx_interrupts_if_one_backs_off() {
         let text = format!("{GOOD}\n[[worker]]\ncore = 2\nidle_backoff = true\n[switch]\nidle_backoff = false\n");
         let c = Config::from_toml(&text).unwrap();
         let modes: Vec<bool> = c.workers.iter().map(|w| w.idle_backoff(&c.switch)).collect();
         assert_eq!(modes, [false, true]);
-        assert!(c.switch.wants_rx_interrupts(), "busy polling at start must not rule out interrupts later");
+        assert!(c.wants_rx_interrupts(), "one worker backs off: ports need rx interrupts");
         assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
+        let all_busy = Config::from_toml(&format!("{GOOD}\n[switch]\nidle_backoff = false\n")).unwrap();
+        assert!(!all_busy.wants_rx_interrupts(), "no worker backs off at start");
+        // A wake-up latency limit is allowed without back-off: it can be switched on later.
+        let all_busy =
+            Config::from_toml(&format!("{GOOD}\n[switch]\nidle_backoff = false\nidle_cpu_resume_latency_us = 10\n"))
+                .unwrap();
+        assert!(all_busy.problems(&[0, 1]).is_empty(), "{:?}", all_busy.problems(&[0, 1]));
         let c = Config::from_toml(&format!("{GOOD}\n[switch]\nidle_interrupts = false\n")).unwrap();
-        assert!(c.workers[0].idle_backoff(&c.switch) && !c.switch.wants_rx_interrupts());
+        assert!(c.workers[0].idle_backoff(&c.switch) && !c.wants_rx_interrupts());
     }
 
     #[test]

@@ -528,7 +528,11 @@ fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
     dpdk::set_timer_slack(2_000);
     stats.idle_backoff.store(idle.backoff, Ordering::Relaxed);
     let mut interrupts = InterruptIdle::new(idle.interrupts, mailbox);
-    interrupts.listen(&mut rx);
+    // Queues are listened to only by a worker that backs off: a busy-polling one would only
+    // have its wait set woken by traffic it never waits for.
+    if idle.backoff {
+        interrupts.listen(&mut rx);
+    }
     // TSC when the queues were last seen with packets, and the next sleep's length.
     let mut last_busy = dpdk::tsc();
     let mut sleep_us = 1u32;
@@ -547,7 +551,9 @@ fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
             interrupts.disarm_inside(&mut rx, &poller);
             let backoff = idle.backoff;
             changes_applied += apply_changes(mailbox, &mut rx, &mut tx, stats, &mut idle);
-            interrupts.listen(&mut rx);
+            if idle.backoff {
+                interrupts.listen(&mut rx);
+            }
             if idle.backoff != backoff {
                 // Either way the worker polls now; back-off starts over from a busy queue.
                 state = IdleState::Polling;

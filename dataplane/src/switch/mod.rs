@@ -34,13 +34,28 @@ use crate::tunnel::neighbor::NeighborTable;
 use crate::wire::MacAddr;
 use crate::worker::{self, CoarseClock, IdleSettings, Mailbox, Shared, WorkerChange, WorkerPlan, LOAD_WINDOW_MS};
 
-/// Why a change to workers was refused. Nothing was changed.
+/// Why a change to workers was refused. Nothing was changed, or what was is being undone.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WorkerChangeError {
     #[error("worker: no worker {index} (the switch has {count})")]
     NoSuchWorker { index: usize, count: usize },
     #[error("the switch is stopping")]
     Stopping,
+    #[error("worker {0} did not apply the change within {APPLY_SECS} s; it is being undone")]
+    Timeout(usize),
+}
+
+/// Seconds a worker may take to apply a posted change (only a stopping or wedged switch gets
+/// near it).
+const APPLY_SECS: u64 = 5;
+
+/// The workers a change for `index` (all when None) goes to, of `count`.
+fn idle_change_targets(index: Option<usize>, count: usize) -> Result<Vec<usize>, WorkerChangeError> {
+    match index {
+        Some(index) if index >= count => Err(WorkerChangeError::NoSuchWorker { index, count }),
+        Some(index) => Ok(vec![index]),
+        None => Ok((0..count).collect()),
+    }
 }
 
 /// Why the switch did not start.
@@ -237,6 +252,9 @@ pub struct Switch {
     memif_map_in: Arc<Mutex<MemifMapIn>>,
     /// The thread mapping memif regions in, while it runs (see `map_in_memif`).
     memif_mapper: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Held while changes are posted to workers' mailboxes and applied: one poster at a
+    /// time, so every worker gets the changes of two callers in the same order.
+    worker_posts: Mutex<()>,
 }
 
 /// What `Switch::map_in_memif` has seen: the memif ports whose link was up at its last look
@@ -325,7 +343,7 @@ impl Switch {
                 i as PortIdx,
                 pc,
                 n_workers,
-                config.switch.wants_rx_interrupts(),
+                config.wants_rx_interrupts(),
                 spares_for,
             )?));
         }
@@ -421,6 +439,8 @@ impl Switch {
                     load_hold_cycles: eal.tsc_hz() / 1000 * config.switch.idle_load_hold_ms as u64,
                 },
             };
+            // Shown from the start, not only once the worker's loop runs.
+            stats.idle_backoff.store(plan_w.idle.backoff, Ordering::Relaxed);
             let spawned = worker::spawn(plan_w, shared.clone(), stats.clone(), eal.clone(), ready_tx);
             let started = match spawned {
                 Ok(handle) => {
@@ -472,6 +492,7 @@ impl Switch {
             resume_latency: Mutex::new(resume_latency),
             memif_map_in: Arc::new(Mutex::new(MemifMapIn::default())),
             memif_mapper: Mutex::new(None),
+            worker_posts: Mutex::new(()),
         });
         if let Err(e) = switch.load_config_tunnels() {
             switch.shutdown();
@@ -509,17 +530,21 @@ impl Switch {
 
     /// Switches idle back-off on or off for worker `index`, or for every worker, without a
     /// restart: returns the workers changed once each of them runs the new setting. Until
-    /// the next start, which takes the config's.
+    /// the next start, which takes the config's. If a worker does not apply it in time, the
+    /// workers' modes before are posted back and the change is refused.
     pub fn set_idle_backoff(&self, index: Option<usize>, backoff: bool) -> Result<Vec<usize>, WorkerChangeError> {
-        let count = self.workers.len();
-        let targets: Vec<usize> = match index {
-            Some(index) if index >= count => return Err(WorkerChangeError::NoSuchWorker { index, count }),
-            Some(index) => vec![index],
-            None => (0..count).collect(),
-        };
+        let targets = idle_change_targets(index, self.workers.len())?;
+        // Held from reading the modes before to posting them back: no other change between.
+        let one_poster = self.worker_posts.lock().unwrap();
+        let before: Vec<bool> =
+            targets.iter().map(|&w| self.workers[w].stats.idle_backoff.load(Ordering::Relaxed)).collect();
         let changes = targets.iter().map(|&w| (w, WorkerChange::SetIdleBackoff(backoff))).collect();
-        if !self.post_to_workers(changes) {
-            return Err(WorkerChangeError::Stopping);
+        if let Err(failure) = self.post_and_wait(&one_poster, changes) {
+            // Workers that applied it go back; one that did not yet applies both, in order.
+            for (&w, &was) in targets.iter().zip(&before) {
+                let _ = self.shared.mailboxes[w].post(WorkerChange::SetIdleBackoff(was));
+            }
+            return Err(failure);
         }
         let mode = if backoff { "back-off" } else { "busy polling" };
         tracing::info!(workers = ?targets, "idle {mode} on");
@@ -879,6 +904,17 @@ fn warn_once_if_memif_pages_small() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_idle_change_goes_to_the_worker_named_or_to_all() {
+        assert_eq!(idle_change_targets(Some(1), 3), Ok(vec![1]));
+        assert_eq!(idle_change_targets(None, 3), Ok(vec![0, 1, 2]));
+        assert_eq!(idle_change_targets(Some(3), 3), Err(WorkerChangeError::NoSuchWorker { index: 3, count: 3 }));
+        assert_eq!(
+            WorkerChangeError::NoSuchWorker { index: 3, count: 3 }.to_string(),
+            "worker: no worker 3 (the switch has 3)"
+        );
+    }
 
     #[test]
     fn memif_regions_are_mapped_in_once_per_connection_within_the_budget() {

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{open_port, spare_shape, PortView, Switch};
+use super::{open_port, spare_shape, PortView, Switch, WorkerChangeError};
 use crate::config::{DeviceKind, PortConfig};
 use crate::dpdk::MBUF_HEADROOM;
 use crate::mac_table::FlushFilter;
@@ -40,9 +40,8 @@ pub enum PortChangeError {
     Stopping,
 }
 
-/// How long a worker may take to pick up a queue change before the change is abandoned
-/// (only a stopping or wedged switch gets near it).
-const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a worker may take to pick up a queue change before the change is abandoned.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(super::APPLY_SECS);
 
 impl Switch {
     /// Adds a port while the switch runs. `config.rx_descriptors`/`tx_descriptors` are used
@@ -113,7 +112,7 @@ impl Switch {
             _ => return Err(PortChangeError::Stopping),
         };
         // The next port added is likely another like it.
-        let rx_interrupts = self.plan.config.switch.wants_rx_interrupts();
+        let rx_interrupts = self.plan.config.wants_rx_interrupts();
         let mut port = open_port(&eal, &pool, idx, &config, n_workers, rx_interrupts, Some(spare_shape(&config)))
             .map_err(|e| {
             let hint = if e.to_string().contains("probe") {
@@ -140,11 +139,10 @@ impl Switch {
         let changes = rx_for.into_iter().enumerate().map(|(w, rx)| {
             (w, WorkerChange::AddPort { idx, tx: port.eth.tx_queue(w as u16).expect("one tx queue per worker"), rx })
         });
-        let applied = self.post_to_workers(changes.collect());
-        if !applied {
+        if self.post_to_workers(changes.collect()).is_err() {
             // Take back whatever a worker did pick up; the port closes when the last handle goes.
             slots.iter_mut().for_each(|s| forget_rx(s, idx));
-            self.post_to_workers((0..n_workers).map(|w| (w, WorkerChange::RemovePort { idx })).collect());
+            let _ = self.post_to_workers((0..n_workers).map(|w| (w, WorkerChange::RemovePort { idx })).collect());
             return Err(PortChangeError::Stopping);
         }
         drop(slots);
@@ -187,7 +185,7 @@ impl Switch {
         for w in &self.workers {
             forget_rx(&mut w.rx.lock().unwrap(), idx);
         }
-        self.post_to_workers((0..self.workers.len()).map(|w| (w, WorkerChange::RemovePort { idx })).collect());
+        let _ = self.post_to_workers((0..self.workers.len()).map(|w| (w, WorkerChange::RemovePort { idx })).collect());
         self.ports.write().unwrap().retain(|p| p.idx != idx);
         drop(ts);
         drop(fs);
@@ -198,32 +196,46 @@ impl Switch {
         Ok(())
     }
 
-    /// Posts one change per worker and waits until each applied it; false if a worker did
-    /// not within [`APPLY_TIMEOUT`] (it is stopping).
-    pub(super) fn post_to_workers(&self, changes: Vec<(usize, WorkerChange)>) -> bool {
+    /// Posts one change per worker and waits until each applied it, one caller at a time.
+    pub(super) fn post_to_workers(&self, changes: Vec<(usize, WorkerChange)>) -> Result<(), WorkerChangeError> {
+        let one_poster = self.worker_posts.lock().unwrap();
+        self.post_and_wait(&one_poster, changes)
+    }
+
+    /// [`Switch::post_to_workers`] for a caller that holds `worker_posts`.
+    pub(super) fn post_and_wait(
+        &self,
+        _one_poster: &std::sync::MutexGuard<()>,
+        changes: Vec<(usize, WorkerChange)>,
+    ) -> Result<(), WorkerChangeError> {
         let deadline = Instant::now() + APPLY_TIMEOUT;
+        let stopping = || self.shared.stop.load(std::sync::atomic::Ordering::Relaxed);
         let mut tickets = Vec::with_capacity(changes.len());
         for (w, mut change) in changes {
             let mailbox = &self.shared.mailboxes[w];
             loop {
                 match mailbox.post(change) {
                     Ok(ticket) => break tickets.push((w, ticket)),
+                    Err(_) if stopping() => return Err(WorkerChangeError::Stopping),
                     Err(back) if Instant::now() < deadline => {
                         change = back;
                         std::thread::sleep(Duration::from_micros(100));
                     }
-                    Err(_) => return false,
+                    Err(_) => return Err(WorkerChangeError::Timeout(w)),
                 }
             }
         }
         for (w, ticket) in tickets {
             while self.shared.mailboxes[w].applied() < ticket {
-                if Instant::now() >= deadline || self.shared.stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    return false;
+                if stopping() {
+                    return Err(WorkerChangeError::Stopping);
+                }
+                if Instant::now() >= deadline {
+                    return Err(WorkerChangeError::Timeout(w));
                 }
                 std::thread::sleep(Duration::from_micros(50));
             }
         }
-        true
+        Ok(())
     }
 }
