@@ -182,20 +182,22 @@ fn manifests_and_the_chart_validate_against_the_kubernetes_schemas() {
         assert_eq!(config.pod.sriov_resources, vec!["intel.com/intel_sriov_dpdk".to_string()], "{}", path.display());
         assert!(config.switch.spare_ports > 0);
         assert_eq!(config.switch.idle_cpu_resume_latency_us, None, "{}: node tuning is opt-in", path.display());
+        assert!(config.switch.idle_backoff, "{}: workers back off by default", path.display());
     }
     let daemonset = std::fs::read_to_string(rendered.path().join("daemonset.yaml")).unwrap();
     assert!(!daemonset.contains("shmem_enabled"), "node tuning is opt-in:\n{daemonset}");
 }
 
 /// The chart's opt-in node tuning, switched on: an init container sets shared-memory THP,
-/// the switch's config limits its cores' wake-up latency; both still validate, and the
-/// config is one vswitchd accepts. A value the chart does not have is refused.
+/// the switch's config limits its cores' wake-up latency (and, asked, busy-polls); both
+/// still validate, and the config is one vswitchd accepts. A value the chart does not have is refused.
 #[test]
 fn the_chart_renders_its_opt_in_node_tuning() {
     let rendered = tempfile::tempdir().unwrap();
     let out = Command::new("python3")
         .arg(Path::new(ROOT).join("docker/tests/check_manifests.py"))
-        .args(["--set", "node.shmemThp=within_size", "--set", "workerCpuResumeLatencyUs=0", "--render-to"])
+        .args(["--set", "node.shmemThp=within_size", "--set", "workerCpuResumeLatencyUs=0"])
+        .args(["--set", "idleBackoff=false", "--render-to"])
         .arg(rendered.path())
         .output()
         .unwrap();
@@ -207,6 +209,7 @@ fn the_chart_renders_its_opt_in_node_tuning() {
     let toml = configmap_toml(&std::fs::read_to_string(rendered.path().join("configmap.yaml")).unwrap());
     let config = dataplane::Config::from_toml(&toml).unwrap();
     assert_eq!(config.switch.idle_cpu_resume_latency_us, Some(0), "{toml}");
+    assert!(!config.switch.idle_backoff, "{toml}");
 
     let out = Command::new("python3")
         .arg(Path::new(ROOT).join("docker/tests/check_manifests.py"))
