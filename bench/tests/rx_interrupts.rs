@@ -86,6 +86,16 @@ impl Rig {
         Rig::start_with(link, "")
     }
 
+    /// `start`, a few packets through (every one forwarded), then the worker idle and
+    /// waiting for rx interrupts.
+    fn forwarded_and_waiting(link: Link) -> Rig {
+        let mut rig = Rig::start(link);
+        let first = rig.trial(0.001, 0.3);
+        assert_eq!(first["stamped"], first["sent"], "{first}");
+        rig.wait_idle_state("interrupt");
+        rig
+    }
+
     /// `start` with `switch` added to the switch's `[switch]` table.
     fn start_with(link: Link, switch: &str) -> Rig {
         assert!(common::is_root(), "this test runs DPDK with hugepages: run it as root");
@@ -190,10 +200,7 @@ fn idle_worker_waits_for_memif_ring_signals_and_forwards_what_comes() {
 /// sleeps in deep idle instead, and forwards as well.
 #[test]
 fn the_idle_mode_switched_at_run_time_takes_effect_at_once_and_packets_keep_flowing() {
-    let mut rig = Rig::start(Link::Memif);
-    let first = rig.trial(0.001, 0.3);
-    assert_eq!(first["stamped"], first["sent"], "{first}");
-    rig.wait_idle_state("interrupt");
+    let mut rig = Rig::forwarded_and_waiting(Link::Memif);
 
     let out = rig.ctl(&["set-idle", "busy-poll", "--worker", "0"]);
     assert!(out.contains("busy-poll"), "{out}");
@@ -548,10 +555,7 @@ fn idle_worker_waits_and_forwards(link: Link) -> Idle {
 
 #[test]
 fn changes_wake_a_worker_blocked_on_interrupts() {
-    let mut rig = Rig::start(Link::Vhost);
-    let first = rig.trial(0.001, 0.3);
-    assert_eq!(first["stamped"], first["sent"], "{first}");
-    rig.wait_idle_state("interrupt");
+    let mut rig = Rig::forwarded_and_waiting(Link::Vhost);
 
     // Each flow change returns once the worker runs it. A blocked worker that saw changes only
     // at its 1 s timeout would make these five take seconds; the doorbell wakes it at once.

@@ -65,9 +65,8 @@ impl Api {
         self.switch.port_names().into_iter().map(|(i, n, no)| (i, (n, no))).collect()
     }
 
-    /// A worker and its counters as the API shows them.
-    fn worker_view(&self, w: &dataplane::switch::WorkerRuntime) -> pb::Worker {
-        let names = self.port_names();
+    /// A worker and its counters as the API shows them; `names` from [`Api::port_names`].
+    fn worker_view(&self, w: &dataplane::switch::WorkerRuntime, names: &HashMap<PortIdx, (String, u32)>) -> pb::Worker {
         let t = w.stats.totals();
         pb::Worker {
             index: w.index as u32,
@@ -234,7 +233,8 @@ impl pb::switch_service_server::SwitchService for Api {
         &self,
         _: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
-        let workers = self.switch.workers().iter().map(|w| self.worker_view(w)).collect();
+        let names = self.port_names();
+        let workers = self.switch.workers().iter().map(|w| self.worker_view(w, &names)).collect();
         Ok(Response::new(pb::ListWorkersResponse { workers }))
     }
 
@@ -263,7 +263,8 @@ impl pb::switch_service_server::SwitchService for Api {
                     Status::unavailable(e.to_string())
                 }
             })?;
-        let workers = changed.into_iter().map(|i| self.worker_view(&self.switch.workers()[i])).collect();
+        let names = self.port_names();
+        let workers = changed.into_iter().map(|i| self.worker_view(&self.switch.workers()[i], &names)).collect();
         Ok(Response::new(pb::SetWorkerIdleResponse { workers }))
     }
 

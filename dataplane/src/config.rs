@@ -192,8 +192,6 @@ pub struct SwitchConfig {
     pub memif_map_in_max_mib: u32,
 }
 
-impl SwitchConfig {}
-
 /// Rx and tx descriptors of a port added at run time, unless the request says otherwise.
 pub const RUNTIME_PORT_DESCRIPTORS: u16 = 256;
 /// MTU of a port added at run time, unless the request says otherwise.

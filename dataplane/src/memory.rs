@@ -291,21 +291,16 @@ pub fn memif_small_pages_reason(thp: &ShmemThp) -> Option<String> {
     let top = active_thp_mode(&thp.top)
         .filter(|m| matches!(*m, "always" | "within_size" | "advise" | "never" | "deny" | "force"))?;
     let on = |mode: &str| matches!(mode, "always" | "within_size");
-    let sizes_on: Vec<&str> = thp
-        .per_size
-        .iter()
-        .filter(|(_, line)| match active_thp_mode(line) {
-            Some("inherit") => on(top),
-            Some(mode) => on(mode),
-            None => false,
-        })
-        .map(|(name, _)| name.as_str())
-        .collect();
+    let a_size_on = thp.per_size.iter().any(|(_, line)| match active_thp_mode(line) {
+        Some("inherit") => on(top),
+        Some(mode) => on(mode),
+        None => false,
+    });
     let huge = match top {
         "force" => true,
         "deny" => false,
         _ if thp.per_size.is_empty() => on(top),
-        _ => !sizes_on.is_empty(),
+        _ => a_size_on,
     };
     if huge {
         return None;

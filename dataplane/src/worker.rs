@@ -526,7 +526,6 @@ fn poll_loop(plan: WorkerPlan, shared: &Shared, stats: &WorkerStats) {
     // A sleep of a few µs must not turn into the default 50 µs slack. Set whether or not the
     // worker backs off now: back-off can be switched on at run time.
     dpdk::set_timer_slack(2_000);
-    stats.idle_backoff.store(idle.backoff, Ordering::Relaxed);
     let mut interrupts = InterruptIdle::new(idle.interrupts, mailbox);
     // Queues are listened to only by a worker that backs off: a busy-polling one would only
     // have its wait set woken by traffic it never waits for.
