@@ -17,8 +17,9 @@ interface on packet sockets: DPDK ports stop at 32 per process in Debian's DPDK)
 with its userspace tunnels (br-int and br-phy, as ../shared/peers does, in a network
 namespace of its own). Writes JSON, a Markdown table (also printed) and an SVG chart.
 
-  sudo bench/cnf.py                      # full run (about 15 minutes)
+  sudo bench/cnf.py                      # full run (about 25 minutes)
   sudo bench/cnf.py --smoke              # port-to-port on this switch and testpmd, short trials (CI)
+  sudo bench/cnf.py --short              # every scenario and system, short trials (CI: every path)
   sudo bench/cnf.py --scenarios p2p,l2 --systems vswitchd
 
 Cores: the system under test forwards on core 1; tgen and control planes share core 0.
@@ -521,13 +522,21 @@ def measure(run, system, scenario):
     zl = res["zero_loss_mpps"]
     res["latency_ns"] = {}
     if zl > 0:
+        import threading
         for pct in (10, 50, 90):
             rate = zl * pct / 100
+            # RSS while forwarding: read halfway through the 90% trial (after its warm-up).
+            rss = threading.Timer(warm + trial / 2, lambda: res.update(rss_mib=round(rss_mib(p.pid), 1)))
+            if pct == 90:
+                rss.start()
             cpu, r = cpu_while(p.pid, trial, lambda: gen.trial(rate, trial, warm))
+            rss.cancel()
             res["latency_ns"][f"{pct}%"] = r["latency_ns"]
             if pct == 90:
                 res["cpu_cores_at_90pct"] = round(cpu, 3)
-    res["rss_mib"] = round(rss_mib(p.pid), 1)
+    if "rss_mib" not in res:
+        # No trial forwarded without loss: read after the search instead.
+        res["rss_mib"] = round(rss_mib(p.pid), 1)
     # Cycles per packet from each system's own count: TSC cycles of the polls that
     # received packets, over the packets received, over every trial of the run (full
     # load, the search, the latency trials).
@@ -584,11 +593,11 @@ POLICY_FIGURES = ("policy_update_seconds", "policy_first_flow_live_seconds", "po
                   "received_after_change_fraction")
 
 
-def policy_update(run, system, trials=3):
+def policy_update(run, system, trials=3, short=False):
     """The median of `trials` policy changes (`policy_trial`), each in a fresh start of the
     system: one change takes tens of ms on the core the generator shares, so one alone says
     as much about the host's noise that moment as about the system. Each trial is kept."""
-    each = [policy_trial(run, system) for _ in range(trials)]
+    each = [policy_trial(run, system, short) for _ in range(trials)]
 
     def median(key):
         values = sorted(e[key] for e in each if e.get(key) is not None)
@@ -597,9 +606,10 @@ def policy_update(run, system, trials=3):
     return {**{k: median(k) for k in POLICY_FIGURES}, "policy_update_rules": 10000, "policy_update_trials": each}
 
 
-def policy_trial(run, system):
+def policy_trial(run, system, short=False):
     """Seconds for a 10,000-rule change to be live on every worker, applied through the API
-    while 10,000 flows of traffic (1 Mpps) arrive and are dropped until the change."""
+    while 10,000 flows of traffic (1 Mpps) arrive and are dropped until the change. `short`:
+    less traffic before and after it (the runner's own test)."""
     import threading
     clean(run.dir)
     p = run.start_system(system, "policy")
@@ -607,7 +617,8 @@ def policy_trial(run, system):
     time.sleep(1.0)
     gen = run.generator("policy")
     box = {}
-    t = threading.Thread(target=lambda: box.update(r=gen.trial(1.0, 6.0, 0.5)))
+    before, seconds, warm = (1.0, 3.0, 0.2) if short else (2.5, 6.0, 0.5)
+    t = threading.Thread(target=lambda: box.update(r=gen.trial(1.0, seconds, warm)))
     if system == "ovs-dpdk":
         subprocess.run([os.path.join(BIN, "rulegen"), "--kind", "nw-dst", "--flows", "10000",
                         "--out", run.path("policy.txt")], check=True, capture_output=True)
@@ -617,7 +628,7 @@ def policy_trial(run, system):
         # Returns once every worker runs the new rules.
         cmd = [os.path.join(BIN, "vswitchctl"), "--server", run.path("sw.sock"), "add-flows", run.path("policy.txt")]
     t.start()
-    time.sleep(2.5)
+    time.sleep(before)
     t0_unix_ns = time.time_ns()
     t0 = time.monotonic()
     subprocess.run(cmd, check=True, capture_output=True)
@@ -633,8 +644,8 @@ def policy_trial(run, system):
     # "Returned" is when the API call came back; "live" is when traffic shows it. Each of
     # the 10,000 flows matches its own rule and sends a frame every 10 ms (1 Mpps), so the
     # change is live on every flow by the last flow's first forwarded frame, at most 10 ms
-    # after it went live. About 4 of the 6 seconds come after the change: the traffic must
-    # be flowing then.
+    # after it went live. About 4 of the 6 seconds come after the change (2 of 3 when short):
+    # the traffic must be flowing then.
     return {"policy_update_seconds": round(took, 3),
             "policy_first_flow_live_seconds": since_change("first_rx_unix_ns"),
             "policy_every_flow_live_seconds": since_change("every_flow_rx_unix_ns"),
@@ -806,9 +817,21 @@ def versions():
             return subprocess.run(cmd, capture_output=True, text=True).stdout.strip().splitlines()[0]
         except (OSError, IndexError):
             return None
+    def package(name):
+        return first_line(["dpkg-query", "-W", "-f", "${Version}", name])
+
+    # The tree the binaries were built from, "+" if it had uncommitted changes.
+    commit = first_line(["git", "-C", ROOT, "rev-parse", "--short=12", "HEAD"])
+    if commit and first_line(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"]):
+        commit += "+"
     return {
         "vswitchd": first_line([os.path.join(BIN, "vswitchd"), "--version"]),
+        "vswitchd_commit": commit,
         "dpdk": first_line(["pkg-config", "--modversion", "libdpdk"]),
+        # testpmd is Debian's dpdk package; OVS-DPDK its openvswitch-switch-dpdk.
+        "dpdk_package": package("dpdk"),
+        "ovs_dpdk": first_line([OVS_VSWITCHD, "--version"]) if os.access(OVS_VSWITCHD, os.X_OK) else None,
+        "ovs_dpdk_package": package("openvswitch-switch-dpdk"),
         "kernel": platform.release(),
         "cpu": next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), None),
         "cores": os.cpu_count(),
@@ -863,7 +886,16 @@ def markdown(results):
                      f"{r['max_offered_mpps']:.2f} / {r['max_received_mpps']:.2f} | {lat_s} | "
                      f"{r.get('cycles_per_packet') or '-'} | {r.get('cpu_cores_at_90pct', '-')} | {r['rss_mib']} | "
                      f"{r.get('forwarding_thread_preemptions_per_s', '-')} |")
-    lines += ["", "| system | deployment s | 10k-rule policy update (median of 3): returned / live on first / every flow s "
+    lines += ["", "Latency at 10%, 50% and 90% of each zero-loss rate, p50 / p99 / p99.9 / max µs:", "",
+              "| scenario | system | 10% | 50% | 90% |", "|---|---|---|---|---|"]
+    for r in results["scenarios"]:
+        def at(pct):
+            lat = r["latency_ns"].get(pct)
+            return " / ".join(f"{lat[k] / 1e3:.1f}" for k in ("p50", "p99", "p999", "max")) if lat else "-"
+        lines.append(f"| {r['scenario']} | {r['system']} | {at('10%')} | {at('50%')} | {at('90%')} |")
+    changes = max((len(d.get("policy_update_trials", [])) for d in results["systems"].values()), default=0)
+    lines += ["", f"| system | deployment s | 10k-rule policy update (median of {changes}): returned / live on first / "
+              "every flow s "
               "| endpoints provisioned: s (ms each) "
               "| idle CPU cores | idle RSS MiB (shared) | packet after 50 ms idle: p50 / p99 / max µs "
               "| after 250 ms idle |", "|---|---|---|---|---|---|---|---|"]
@@ -963,6 +995,10 @@ def main():
                          "default: unset, the kernel's as found")
     ap.add_argument("--smoke", action="store_true",
                     help="p2p on this switch and testpmd, short trials: checks the runner")
+    ap.add_argument("--short", action="store_true",
+                    help="the given scenarios and systems (all by default) with short trials, one start "
+                         "per deployment figure, one policy change, 2 endpoints: checks every path of the "
+                         "runner; the figures are rough")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     ap.add_argument("--bin-dir", help="use the binaries here instead of building target/release")
     args = ap.parse_args()
@@ -971,6 +1007,11 @@ def main():
         args.scenarios, args.systems, args.trial, args.steps, args.warmup, args.idle_seconds = \
             "p2p", "vswitchd,testpmd", 0.5, 3, 0.2, 1.0
         args.endpoints = 3
+    elif args.short:
+        # Seven steps as in a full run: a search of fewer would find nothing below 1/8 of the
+        # top rate, where OVS-DPDK's 64k-rule figure is.
+        args.trial, args.warmup, args.idle_seconds, args.endpoints = 0.3, 0.2, 1.0, 2
+    quick = args.smoke or args.short
     if os.geteuid() != 0:
         sys.exit("cnf.py: run as root (hugepages, DPDK)")
     if args.shmem_thp and shmem_thp() is None:
@@ -1001,12 +1042,12 @@ def main():
         if args.isolate:
             isolated = isolate(GEN_CORE)
         results["machine"]["timer_wake"], results["machine"]["signal_wake"] = \
-            wake_floor(0.3 if args.smoke else 2.0, 5 if args.smoke else 40)
+            wake_floor(0.3 if quick else 2.0, 5 if quick else 40)
         for system in args.systems.split(","):
-            results["systems"][system] = deployment(run, system, 1 if args.smoke else 3)
-            results["systems"][system].update(idle_wake(run, system, 1.0 if args.smoke else 6.0))
+            results["systems"][system] = deployment(run, system, 1 if quick else 3)
+            results["systems"][system].update(idle_wake(run, system, 1.0 if quick else 6.0))
             if not system.startswith("testpmd") and not vhost_link(system) and not args.smoke:
-                results["systems"][system].update(policy_update(run, system))
+                results["systems"][system].update(policy_update(run, system, 1 if quick else 3, args.short))
             if system in ("vswitchd", "ovs-dpdk") and args.endpoints > 0:
                 results["systems"][system].update(provisioning(run, system, args.endpoints))
             print(f"{system}: {results['systems'][system]}", flush=True)
@@ -1030,7 +1071,7 @@ def main():
             except OSError as e:
                 print(f"cnf.py: could not put {SHMEM_THP} back to {shmem_before}: {e}", file=sys.stderr)
     os.makedirs(args.out, exist_ok=True)
-    name = "smoke" if args.smoke else "cnf"
+    name = "smoke" if args.smoke else "short" if args.short else "cnf"
     with open(os.path.join(args.out, f"{name}.json"), "w") as f:
         json.dump(results, f, indent=2)
     table = markdown(results)
