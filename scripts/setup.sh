@@ -19,9 +19,11 @@ fi
 # has no geneve driver. tcpdump and scapy: underlay captures and crafted tunnel packets.
 # prometheus: the metrics test starts a real server that scrapes the switch.
 # containernetworking-plugins: host-local IPAM for the CNI plugin's tests.
+# openvswitch-switch-dpdk: OVS-DPDK, the benchmarks' peer (bench/cnf.py), whose every path a
+# test runs; it installs beside openvswitch-switch, which stays the default ovs-vswitchd.
 PACKAGES=(dpdk dpdk-dev libdpdk-dev libclang-dev clang pkg-config protobuf-compiler
           iproute2 ethtool iputils-ping procps util-linux python3 python3-pip python3-scapy tcpdump
-          openvswitch-switch prometheus containernetworking-plugins)
+          openvswitch-switch openvswitch-switch-dpdk prometheus containernetworking-plugins)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
