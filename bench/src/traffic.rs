@@ -68,6 +68,48 @@ pub fn seq_before(seq: u32, last: u32) -> bool {
     (seq.wrapping_sub(last) as i32) < 0
 }
 
+/// How a stamped frame arrived, in its flow's order.
+#[derive(Debug, PartialEq)]
+pub enum Arrival {
+    /// The flow's first frame; `all_seen` when it was the last flow without one.
+    First {
+        all_seen: bool,
+    },
+    InOrder,
+    /// After a later frame of its flow.
+    Reordered,
+}
+
+/// Per flow, the highest sequence number seen so far, to tell frames that come out of order.
+pub struct FlowOrder {
+    last: Vec<Option<u32>>,
+    unseen: u32,
+}
+
+impl FlowOrder {
+    pub fn new(flows: u32) -> FlowOrder {
+        FlowOrder { last: vec![None; flows as usize], unseen: flows }
+    }
+
+    /// Records frame `seq` of `flow`; None for a flow the generator does not send.
+    #[inline]
+    pub fn record(&mut self, flow: u16, seq: u32) -> Option<Arrival> {
+        let last = self.last.get_mut(flow as usize)?;
+        Some(match *last {
+            Some(l) if seq_before(seq, l) => Arrival::Reordered,
+            Some(_) => {
+                *last = Some(seq);
+                Arrival::InOrder
+            }
+            None => {
+                *last = Some(seq);
+                self.unseen -= 1;
+                Arrival::First { all_seen: self.unseen == 0 }
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +141,20 @@ mod tests {
         assert!(!seq_before(2, 1));
         assert!(seq_before(u32::MAX, 0));
         assert!(!seq_before(0, u32::MAX));
+    }
+
+    #[test]
+    fn frames_behind_their_flows_latest_count_as_reordered() {
+        let mut order = FlowOrder::new(2);
+        assert_eq!(order.record(0, 10), Some(Arrival::First { all_seen: false }));
+        assert_eq!(order.record(0, 12), Some(Arrival::InOrder), "a gap (loss) is not reordering");
+        assert_eq!(order.record(0, 11), Some(Arrival::Reordered));
+        assert_eq!(order.record(0, 12), Some(Arrival::InOrder), "a duplicate of the latest is not reordered");
+        assert_eq!(order.record(1, u32::MAX), Some(Arrival::First { all_seen: true }));
+        assert_eq!(order.record(1, 0), Some(Arrival::InOrder), "after the wrap");
+        assert_eq!(order.record(1, u32::MAX), Some(Arrival::Reordered));
+        assert_eq!(order.record(0, 13), Some(Arrival::InOrder), "the frame before did not move it");
+        assert_eq!(order.record(2, 1), None, "not a flow of the generator's");
     }
 
     #[test]

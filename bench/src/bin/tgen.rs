@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::Parser;
 use dataplane::dpdk::{self, Eal, EthPort, MbufBurst, Mempool, PortSetup, BURST};
 use hdrhistogram::Histogram;
-use vswitch_bench::traffic::{find_stamp, headers, seq_before, stamp, Vxlan, IMIX, STAMP_LEN};
+use vswitch_bench::traffic::{find_stamp, headers, stamp, Arrival, FlowOrder, Vxlan, IMIX, STAMP_LEN};
 
 #[derive(Parser)]
 #[command(about = "DPDK traffic generator with loss, reordering and latency measurement")]
@@ -96,9 +96,12 @@ struct Tx {
 /// What one measurement counted.
 struct Results {
     sent: u64,
+    /// Frame bytes (without FCS) of the frames sent and of the stamped frames received.
+    sent_bytes: u64,
     tx_failed: u64,
     received: u64,
     stamped: u64,
+    stamped_bytes: u64,
     reordered: u64,
     /// Frames the pacing skipped because the generator fell behind its schedule.
     skipped: u64,
@@ -130,9 +133,11 @@ impl Io<'_> {
         let hz = self.hz;
         let mut r = Results {
             sent: 0,
+            sent_bytes: 0,
             tx_failed: 0,
             received: 0,
             stamped: 0,
+            stamped_bytes: 0,
             reordered: 0,
             skipped: 0,
             seconds,
@@ -140,8 +145,7 @@ impl Io<'_> {
             every_flow_rx: None,
             hist: Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds"),
         };
-        let mut last_seq: Vec<Option<u32>> = vec![None; self.flows as usize];
-        let mut flows_unseen = self.flows;
+        let mut order = FlowOrder::new(self.flows);
         let mut burst = MbufBurst::new();
         let mut rx = MbufBurst::new();
         let start = dpdk::tsc();
@@ -178,7 +182,10 @@ impl Io<'_> {
                     let _ = burst.push(m);
                 }
                 if !burst.is_empty() {
+                    let bytes: u64 = burst.as_slice().iter().map(|m| m.data().len() as u64).sum();
                     let n = self.poller.section(|| self.txq.tx_burst(&mut burst));
+                    // What tx_burst left is still in the burst: its bytes were not sent.
+                    r.sent_bytes += bytes - burst.as_slice().iter().map(|m| m.data().len() as u64).sum::<u64>();
                     r.sent += n as u64;
                     r.tx_failed += burst.len() as u64;
                     burst.free_all();
@@ -205,20 +212,13 @@ impl Io<'_> {
                     r.received += 1;
                     let Some((flow, s, sent_at)) = find_stamp(m.data()) else { continue };
                     r.stamped += 1;
+                    r.stamped_bytes += m.data().len() as u64;
                     let ns = (t.saturating_sub(sent_at) as u128 * 1_000_000_000 / hz as u128) as u64;
                     let _ = r.hist.record(ns.max(1));
-                    if let Some(last) = last_seq.get_mut(flow as usize) {
-                        match *last {
-                            Some(l) if seq_before(s, l) => r.reordered += 1,
-                            Some(_) => *last = Some(s),
-                            None => {
-                                *last = Some(s);
-                                flows_unseen -= 1;
-                                if flows_unseen == 0 {
-                                    r.every_flow_rx = Some(unix_ns());
-                                }
-                            }
-                        }
+                    match order.record(flow, s) {
+                        Some(Arrival::Reordered) => r.reordered += 1,
+                        Some(Arrival::First { all_seen: true }) => r.every_flow_rx = Some(unix_ns()),
+                        _ => {}
                     }
                     if r.first_rx.is_none() {
                         r.first_rx = Some(unix_ns());
@@ -340,9 +340,11 @@ fn run(args: Args) -> Result<(), String> {
         let q = |p: f64| if r.hist.is_empty() { 0 } else { r.hist.value_at_quantile(p) };
         serde_json::json!({
             "sent": r.sent,
+            "sent_bytes": r.sent_bytes,
             "tx_failed": r.tx_failed,
             "received": r.received,
             "stamped": r.stamped,
+            "stamped_bytes": r.stamped_bytes,
             "lost": r.sent.saturating_sub(r.stamped),
             "reordered": r.reordered,
             "skipped": r.skipped,
