@@ -652,14 +652,15 @@ def policy_trial(run, system, short=False):
             "received_after_change_fraction": round(r["stamped"] / max(r["sent"], 1), 3)}
 
 
-def idle_wake(run, system, seconds=6.0):
+def idle_wake(run, system, packets=120):
     """Latency of packets that each arrive after a pause: 50 ms apart (20 packets/s; short
     sleeps when workers back off) and 250 ms apart (4/s; past switch.idle_deep_after_ms, so
-    deep sleeps): what the first packet after idle costs."""
+    deep sleeps): what the first packet after idle costs. `packets` of each (6 and 30 s at
+    120), so that p99 is not simply the slowest one."""
     p, gen = start_warm(run, system, 1.0)
     res = {}
-    for key, rate, secs in (("idle_wake_us", 0.00002, seconds), ("deep_idle_wake_us", 0.000004, seconds * 2)):
-        r = gen.trial(rate, secs, 0.0)
+    for key, per_s in (("idle_wake_us", 20), ("deep_idle_wake_us", 4)):
+        r = gen.trial(per_s / 1e6, packets / per_s, 0.0)
         lat = r["latency_ns"]
         res[key] = {k: round(lat[k] / 1e3, 1) for k in ("p50", "p99", "max")}
         res[key]["packets"] = r["stamped"]
@@ -1045,7 +1046,7 @@ def main():
             wake_floor(0.3 if quick else 2.0, 5 if quick else 40)
         for system in args.systems.split(","):
             results["systems"][system] = deployment(run, system, 1 if quick else 3)
-            results["systems"][system].update(idle_wake(run, system, 1.0 if quick else 6.0))
+            results["systems"][system].update(idle_wake(run, system, 10 if quick else 120))
             if not system.startswith("testpmd") and not vhost_link(system) and not args.smoke:
                 results["systems"][system].update(policy_update(run, system, 1 if quick else 3, args.short))
             if system in ("vswitchd", "ovs-dpdk") and args.endpoints > 0:
