@@ -1019,7 +1019,7 @@ def main():
         sys.exit(f"cnf.py: --shmem-thp needs {SHMEM_THP} (a kernel with transparent huge pages)")
     if "ovs-dpdk" in args.systems.split(",") and not os.access(OVS_VSWITCHD, os.X_OK):
         sys.exit(f"cnf.py: {OVS_VSWITCHD} is missing: apt-get install openvswitch-switch-dpdk "
-                 "(../shared/peers/run.sh does), or leave ovs-dpdk out of --systems")
+                 "(scripts/setup.sh does), or leave ovs-dpdk out of --systems")
     # This runner and everything it starts live on the generator's core; each system pins
     # its forwarding thread to SUT_CORE itself. Otherwise helper threads float onto the
     # forwarding core whenever it idles (or sleeps) and delay it when traffic resumes.
