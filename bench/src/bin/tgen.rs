@@ -182,10 +182,10 @@ impl Io<'_> {
                     let _ = burst.push(m);
                 }
                 if !burst.is_empty() {
-                    let bytes: u64 = burst.as_slice().iter().map(|m| m.data().len() as u64).sum();
+                    let bytes: u64 = burst.as_slice().iter().map(|m| m.pkt_len() as u64).sum();
                     let n = self.poller.section(|| self.txq.tx_burst(&mut burst));
                     // What tx_burst left is still in the burst: its bytes were not sent.
-                    r.sent_bytes += bytes - burst.as_slice().iter().map(|m| m.data().len() as u64).sum::<u64>();
+                    r.sent_bytes += bytes - burst.as_slice().iter().map(|m| m.pkt_len() as u64).sum::<u64>();
                     r.sent += n as u64;
                     r.tx_failed += burst.len() as u64;
                     burst.free_all();
@@ -212,7 +212,7 @@ impl Io<'_> {
                     r.received += 1;
                     let Some((flow, s, sent_at)) = find_stamp(m.data()) else { continue };
                     r.stamped += 1;
-                    r.stamped_bytes += m.data().len() as u64;
+                    r.stamped_bytes += m.pkt_len() as u64;
                     let ns = (t.saturating_sub(sent_at) as u128 * 1_000_000_000 / hz as u128) as u64;
                     let _ = r.hist.record(ns.max(1));
                     match order.record(flow, s) {
