@@ -35,6 +35,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -522,7 +523,6 @@ def measure(run, system, scenario):
     zl = res["zero_loss_mpps"]
     res["latency_ns"] = {}
     if zl > 0:
-        import threading
         for pct in (10, 50, 90):
             rate = zl * pct / 100
             # RSS while forwarding: read halfway through the 90% trial (after its warm-up and
@@ -615,7 +615,6 @@ def policy_trial(run, system, short=False):
     """Seconds for a 10,000-rule change to be live on every worker, applied through the API
     while 10,000 flows of traffic (1 Mpps) arrive and are dropped until the change. `short`:
     less traffic before and after it (the runner's own test)."""
-    import threading
     clean(run.dir)
     p = run.start_system(system, "policy")
     run.after_start(system, "policy")

@@ -8,16 +8,12 @@ use std::process::Command;
 
 /// Runs tgen on a looped-back ring port; returns its JSON report.
 fn tgen_loop(flows: u32, mpps: f64, seconds: f64) -> serde_json::Value {
-    tgen_on("net_ring0", flows, mpps, seconds, &[])
+    tgen_on(None, "net_ring0", flows, mpps, seconds, &[])
 }
 
-/// Runs tgen sending on port `devargs` (and receiving on it), with `extra` arguments.
-fn tgen_on(devargs: &str, flows: u32, mpps: f64, seconds: f64, extra: &[&str]) -> serde_json::Value {
-    tgen_in(None, devargs, flows, mpps, seconds, extra)
-}
-
-/// `tgen_on` in network namespace `netns`, if given.
-fn tgen_in(
+/// Runs tgen (in network namespace `netns`, if given) sending on port `devargs` (and
+/// receiving on it), with `extra` arguments; returns its JSON report.
+fn tgen_on(
     netns: Option<&str>,
     devargs: &str,
     flows: u32,
@@ -73,7 +69,7 @@ fn every_flow_time_is_absent_while_a_flow_has_not_arrived() {
 
 #[test]
 fn imix_frames_come_back_in_their_seven_four_one_mix() {
-    let r = tgen_on("net_ring0", 100, 0.2, 0.1, &["--size", "imix"]);
+    let r = tgen_on(None, "net_ring0", 100, 0.2, 0.1, &["--size", "imix"]);
     let sent = count(&r, "sent");
     assert!(sent > 1000, "{r}");
     // A frame the ring refused would still have taken its place in the round.
@@ -91,7 +87,7 @@ fn imix_frames_come_back_in_their_seven_four_one_mix() {
 
 #[test]
 fn vxlan_frames_carry_the_stamp_inside_the_tunnel() {
-    let r = tgen_on("net_ring0", 100, 0.2, 0.05, &["--vxlan", "100"]);
+    let r = tgen_on(None, "net_ring0", 100, 0.2, 0.05, &["--vxlan", "100"]);
     let sent = count(&r, "sent");
     assert!(sent > 100, "{r}");
     assert_eq!(count(&r, "stamped"), sent, "every frame's stamp found past the VXLAN headers: {r}");
@@ -106,7 +102,7 @@ fn frames_the_generator_did_not_send_do_not_count_as_arrived() {
     // frame: received, but without a stamp. What was sent went to the first, so it is lost.
     // (A net_null port in its default mode hands back mbufs as it finds them in the pool,
     // with the stamps of frames freed before.)
-    let r = tgen_on("net_null0", 10, 0.1, 0.05, &["--rx", "net_null1,copy=1"]);
+    let r = tgen_on(None, "net_null0", 10, 0.1, 0.05, &["--rx", "net_null1,copy=1"]);
     assert!(count(&r, "sent") > 0 && count(&r, "received") > 0, "{r}");
     assert_eq!(count(&r, "stamped"), 0, "{r}");
     assert!(r["first_rx_unix_ns"].is_null() && r["every_flow_rx_unix_ns"].is_null(), "{r}");
@@ -142,7 +138,7 @@ fn frames_sent_over_af_packet_arrive_through_a_veth_pair() {
     for dev in ["tga", "tgb"] {
         ns.ip(&["link", "set", dev, "up"]);
     }
-    let r = tgen_in(
+    let r = tgen_on(
         Some(&ns.0),
         "net_af_packet0,iface=tga",
         16,

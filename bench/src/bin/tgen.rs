@@ -168,6 +168,8 @@ impl Io<'_> {
                 } else {
                     BURST
                 };
+                // Bytes of the frames built, known as they are built.
+                let mut bytes = 0u64;
                 for _ in 0..want {
                     let Some(mut m) = self.pool.alloc() else { break };
                     let s = (self.seq % self.plan.sizes.len() as u64) as usize;
@@ -179,10 +181,10 @@ impl Io<'_> {
                     data[h.len() + STAMP_LEN..].fill(0);
                     stamp(data, h.len(), flow as u16, self.seq as u32, now);
                     self.seq += 1;
+                    bytes += len as u64;
                     let _ = burst.push(m);
                 }
                 if !burst.is_empty() {
-                    let bytes: u64 = burst.as_slice().iter().map(|m| m.pkt_len() as u64).sum();
                     let n = self.poller.section(|| self.txq.tx_burst(&mut burst));
                     // What tx_burst left is still in the burst: its bytes were not sent.
                     r.sent_bytes += bytes - burst.as_slice().iter().map(|m| m.pkt_len() as u64).sum::<u64>();
